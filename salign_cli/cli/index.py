@@ -1,0 +1,12 @@
+"""`salign index` (not implemented yet)."""
+
+from __future__ import annotations
+
+from salign_cli.cli.common import reports_errors
+from salign_cli.errors import NotImplementedYetError
+
+
+@reports_errors
+def index() -> None:
+    """Not implemented yet."""
+    raise NotImplementedYetError("`salign index` is not implemented yet")

@@ -1,0 +1,472 @@
+"""Read and write scans with their exact geometry; the one place where orientation changes happen.
+
+Conventions every caller can rely on:
+
+- :class:`Volume` ``.array`` is always 3D ``(i, j, k)`` in the file's own voxel order (nibabel's
+  convention; ITK images are transposed from ``(z, y, x)``), and ``.affine`` maps voxel indices to
+  RAS+ world millimetres. ``.stored_shape`` keeps what the file declared (2D, or 4D with one
+  frame), so a mask written with :func:`write_labels` has exactly the input's shape.
+- :func:`to_canonical` permutes/flips the voxel axes to the closest RAS orientation (exact: no
+  interpolation), and :func:`from_canonical` undoes it. Nothing else in salign reorients.
+- Every write is atomic (temp file beside the target, then rename).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+from salign_cli.errors import InputError
+from salign_cli.io.atomic import atomic_path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+MAX_VOXELS = 2**31  # refuse to allocate more than this; real CT tops out near 1e9 voxels
+
+# ITK's physical space is LPS; NIfTI's affine is RAS. Flipping x and y converts either way.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class ItkGeometry:
+    """An ITK image's geometry exactly as read, so ITK formats are written back bit-identical."""
+
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a scan's header says, read without touching voxel data."""
+
+    path: Path
+    shape: tuple[int, ...]  # as stored (may be 2D or 4D)
+    affine: np.ndarray
+    dtype: np.dtype
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return spatial_shape_of(self.shape, self.path)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+    @property
+    def orientation(self) -> str:
+        return orientation_code(self.affine)
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A scan's voxels (3D, file voxel order) plus everything needed to write a mask back exactly."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+    stored_shape: tuple[int, ...] | None = None
+    nifti_header: nib.Nifti1Header | None = field(default=None, repr=False)
+    itk_geometry: ItkGeometry | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+    @property
+    def orientation(self) -> str:
+        return orientation_code(self.affine)
+
+    @property
+    def name(self) -> str:
+        return scan_name(self.path) if self.path else "<memory>"
+
+
+@dataclass(frozen=True, eq=False)
+class CanonicalVolume:
+    """A volume with voxel axes permuted/flipped to the closest RAS orientation."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry helpers (pure functions)
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each voxel axis: the norms of the affine's first three columns."""
+    norms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    return (float(norms[0]), float(norms[1]), float(norms[2]))
+
+
+def orientation_code(affine: np.ndarray) -> str:
+    """Closest axis codes, e.g. ``"RAS"`` or ``"LPS"``."""
+    return "".join(code or "?" for code in nib.aff2axcodes(affine))
+
+
+def is_scan_path(path: Path) -> bool:
+    """True for file names salign reads as scans (NIfTI, NRRD, MHA/MHD)."""
+    lower = path.name.lower()
+    return lower.endswith(SCAN_SUFFIXES)
+
+
+def scan_name(path: Path) -> str:
+    """A case name without the scan ending: ``hippocampus_001`` for ``hippocampus_001.nii.gz``."""
+    lower = path.name.lower()
+    for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def spatial_shape_of(stored_shape: tuple[int, ...], path: Path | None) -> tuple[int, int, int]:
+    """The 3D grid of a stored shape: 2D images get one slice; 4D with one frame is squeezed.
+
+    Raises :class:`InputError` for true 4D data (several frames) and for >4D or <2D arrays.
+    """
+    where = path or "<memory>"
+    if len(stored_shape) == 2:
+        return (stored_shape[0], stored_shape[1], 1)
+    if len(stored_shape) == 3:
+        return tuple(stored_shape)  # type: ignore[return-value]
+    if len(stored_shape) >= 4 and all(size == 1 for size in stored_shape[3:]):
+        return tuple(stored_shape[:3])  # type: ignore[return-value]
+    if len(stored_shape) >= 4:
+        raise InputError(
+            f"{where}: 4D image with {int(np.prod(stored_shape[3:]))} frames (shape "
+            f"{tuple(stored_shape)}); salign segments 3D scans: split it into 3D files first"
+        )
+    raise InputError(
+        f"{where}: {len(stored_shape)}D data (shape {tuple(stored_shape)}) is not a scan"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and not path.name.lower().endswith(SCAN_SUFFIXES)
+
+
+def _unreadable(path: Path, reason: object) -> InputError:
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return InputError(
+        f"{path}: cannot read this scan ({text}); check that it is a complete NIfTI, NRRD, "
+        "MHA/MHD file or DICOM series folder, and re-export or re-copy it"
+    )
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path")
+    if path.is_dir() and path.name.lower().endswith(SCAN_SUFFIXES):
+        raise InputError(f"{path}: is a folder, not a scan file; point salign at the file inside")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes); re-copy or re-export the scan")
+
+
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    voxels = int(np.prod([max(int(s), 0) for s in shape], dtype=np.float64))
+    if voxels <= 0 or voxels > MAX_VOXELS:
+        raise InputError(
+            f"{path}: header declares shape {tuple(shape)} ({voxels} voxels), which is empty or "
+            "implausibly large; the header is probably corrupt"
+        )
+
+
+def read_header(path: Path | str) -> VolumeHeader:
+    """Read only a scan's header: shape, affine and dtype (no voxel data is decoded)."""
+    path = Path(path)
+    _check_path(path)
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            image = nib.load(path)
+            return VolumeHeader(
+                path, tuple(image.shape), image.affine.copy(), image.get_data_dtype()
+            )
+        reader = _itk_reader(path)
+        reader.ReadImageInformation()
+        itk_shape = tuple(int(s) for s in reader.GetSize())
+        geometry = ItkGeometry(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection())
+        import SimpleITK as sitk
+
+        dtype = np.dtype(
+            sitk.GetArrayViewFromImage(sitk.Image([1] * len(itk_shape), reader.GetPixelID())).dtype
+        )
+        return VolumeHeader(path, itk_shape, _itk_affine(geometry), dtype)
+    except InputError:
+        raise
+    except Exception as error:
+        raise _unreadable(path, error) from error
+
+
+def _itk_reader(path: Path):
+    import SimpleITK as sitk
+
+    if _is_dicom_folder(path):
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise InputError(f"{path}: folder holds no DICOM series; point salign at a scan file")
+        if len(series) > 1:
+            raise InputError(
+                f"{path}: folder holds {len(series)} DICOM series; put each series in its own folder"
+            )
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        return _SeriesInfoAdapter(reader, files)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    return reader
+
+
+class _SeriesInfoAdapter:
+    """Gives a DICOM series reader the ImageFileReader methods read_header needs."""
+
+    def __init__(self, series_reader, files) -> None:
+        import SimpleITK as sitk
+
+        self._series_reader = series_reader
+        self._first = sitk.ImageFileReader()
+        self._first.SetFileName(files[0])
+        self._count = len(files)
+
+    def ReadImageInformation(self) -> None:
+        self._first.ReadImageInformation()
+
+    def GetSize(self):
+        size = list(self._first.GetSize())
+        return (*size[:2], self._count)
+
+    def GetOrigin(self):
+        return self.Execute().GetOrigin()
+
+    def GetSpacing(self):
+        return self.Execute().GetSpacing()
+
+    def GetDirection(self):
+        return self.Execute().GetDirection()
+
+    def GetPixelID(self):
+        return self._first.GetPixelID()
+
+    def Execute(self):
+        if not hasattr(self, "_image"):
+            self._image = self._series_reader.Execute()
+        return self._image
+
+
+def _itk_affine(geometry: ItkGeometry) -> np.ndarray:
+    """RAS affine of an ITK (LPS) image whose array is transposed to (x, y, z) voxel order."""
+    dim = len(geometry.spacing)
+    direction = np.eye(3)
+    direction[:dim, :dim] = np.asarray(geometry.direction, dtype=np.float64).reshape(dim, dim)
+    spacing = np.ones(3)
+    spacing[:dim] = geometry.spacing
+    origin = np.zeros(3)
+    origin[:dim] = geometry.origin
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ origin
+    return affine
+
+
+def read_volume(path: Path | str) -> Volume:
+    """Read a scan (NIfTI via nibabel; NRRD/MHA/MHD/DICOM folder via SimpleITK) with its geometry.
+
+    Raises :class:`InputError` naming the file for anything unreadable: missing, empty, truncated,
+    not a scan, 4D with several frames, or a header declaring an implausible size. Scaled NIfTI
+    data (scl_slope) and float64 come back as float32; unscaled integers keep their dtype.
+    """
+    path = Path(path)
+    _check_path(path)
+    if _is_dicom_folder(path) or path.name.lower().endswith(ITK_SUFFIXES):
+        return _read_itk(path)
+    return _read_nifti(path)
+
+
+def _as_working_dtype(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        return array.astype(np.float32)
+    return array
+
+
+def _read_nifti(path: Path) -> Volume:
+    try:
+        image = nib.load(path)
+    except Exception as error:
+        raise _unreadable(path, error) from error
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise _unreadable(path, f"{type(image).__name__} is not NIfTI")
+    stored_shape = tuple(int(s) for s in image.shape)
+    _check_size(path, stored_shape)
+    spatial = spatial_shape_of(stored_shape, path)
+    try:
+        array = np.asarray(image.dataobj)
+    except Exception as error:
+        raise _unreadable(path, error) from error
+    return Volume(
+        array=_as_working_dtype(array).reshape(spatial),
+        affine=image.affine.copy(),
+        path=path,
+        stored_shape=stored_shape,
+        nifti_header=image.header.copy(),
+    )
+
+
+def _read_itk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        reader = _itk_reader(path)
+        image = reader.Execute()
+    except InputError:
+        raise
+    except Exception as error:
+        raise _unreadable(path, error) from error
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path}: multi-component (e.g. RGB/vector) image; salign needs a grey-scale scan"
+        )
+    itk_shape = tuple(int(s) for s in image.GetSize())
+    _check_size(path, itk_shape)
+    spatial = spatial_shape_of(itk_shape, path)
+    array = sitk.GetArrayFromImage(image)  # (z, y, x) for 3D
+    array = np.ascontiguousarray(array.transpose(tuple(reversed(range(array.ndim)))))
+    geometry = ItkGeometry(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+    return Volume(
+        array=_as_working_dtype(array).reshape(spatial),
+        affine=_itk_affine(geometry),
+        path=path,
+        stored_shape=itk_shape,
+        itk_geometry=geometry,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# orientation
+
+
+def _canonical_transform(affine: np.ndarray) -> np.ndarray:
+    return orientations.ornt_transform(
+        orientations.io_orientation(affine), orientations.axcodes2ornt("RAS")
+    )
+
+
+def to_canonical(volume: Volume) -> CanonicalVolume:
+    """Permute/flip voxel axes to the closest RAS orientation (no interpolation; exact)."""
+    transform = _canonical_transform(volume.affine)
+    array = orientations.apply_orientation(volume.array, transform)
+    affine = volume.affine @ orientations.inv_ornt_aff(transform, volume.array.shape)
+    return CanonicalVolume(array=np.ascontiguousarray(array), affine=affine)
+
+
+def from_canonical(canonical_array: np.ndarray, volume: Volume) -> np.ndarray:
+    """Bring an array on ``volume``'s canonical grid back to ``volume``'s own voxel order.
+
+    Extra trailing axes (e.g. class channels) are carried along untouched.
+    """
+    back = orientations.ornt_transform(
+        orientations.axcodes2ornt("RAS"), orientations.io_orientation(volume.affine)
+    )
+    restored = orientations.apply_orientation(canonical_array, back)
+    if restored.shape[:3] != volume.shape:
+        raise ValueError(f"array shape {canonical_array.shape} does not fit volume {volume.shape}")
+    return np.ascontiguousarray(restored)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def label_dtype(labels: np.ndarray) -> np.dtype:
+    """uint8 for up to 255 classes, uint16 beyond; negative labels are a bug upstream."""
+    highest = int(labels.max()) if labels.size else 0
+    if int(labels.min() if labels.size else 0) < 0 or highest > np.iinfo(np.uint16).max:
+        raise ValueError(f"label values must lie in 0..65535, got {labels.min()}..{highest}")
+    return np.dtype(np.uint8) if highest <= np.iinfo(np.uint8).max else np.dtype(np.uint16)
+
+
+def write_labels(labels: np.ndarray, like: Volume, path: Path | str) -> Path:
+    """Write a label map on ``like``'s grid to ``path`` atomically, with ``like``'s exact geometry.
+
+    ``labels`` must have ``like.shape`` (the 3D voxel grid in the file's voxel order). The output
+    has ``like``'s stored shape (2D stays 2D), affine, qform/sform codes and header fields; the
+    format follows ``path``'s ending (NIfTI, or NRRD/MHA via SimpleITK).
+    """
+    path = Path(path)
+    if tuple(labels.shape) != like.shape:
+        raise ValueError(f"labels shape {labels.shape} != volume shape {like.shape}")
+    data = np.asarray(labels).astype(label_dtype(labels), copy=False)
+    stored_shape = like.stored_shape or like.shape
+    data = data.reshape(stored_shape)
+    with atomic_path(path) as temporary:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            _write_nifti(data, like, temporary)
+        else:
+            _write_itk(data, like, temporary)
+    return path
+
+
+def _write_nifti(data: np.ndarray, like: Volume, path: Path) -> None:
+    if like.nifti_header is not None:
+        header = like.nifti_header.copy()
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(1.0, 0.0)
+        header["cal_min"], header["cal_max"] = 0, 0
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        image = image_class(data, like.affine, header=header)
+    else:
+        image = nib.Nifti1Image(data, like.affine)
+        image.header.set_data_dtype(data.dtype)
+        image.header.set_qform(like.affine, code=1)
+        image.header.set_sform(like.affine, code=1)
+    image.set_data_dtype(data.dtype)
+    nib.save(image, path)
+
+
+def _write_itk(data: np.ndarray, like: Volume, path: Path) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(data.transpose(tuple(reversed(range(data.ndim)))))
+    if like.itk_geometry is not None and len(like.itk_geometry.spacing) == data.ndim:
+        image.SetOrigin(like.itk_geometry.origin)
+        image.SetSpacing(like.itk_geometry.spacing)
+        image.SetDirection(like.itk_geometry.direction)
+    else:
+        spacing = np.asarray(spacing_from_affine(like.affine))
+        direction = _LPS_TO_RAS @ like.affine[:3, :3] / spacing
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+            raise InputError(
+                f"{path}: the scan's direction cosines are not orthonormal, which ITK formats "
+                "cannot store; write the mask as .nii.gz instead"
+            )
+        image.SetOrigin(tuple(_LPS_TO_RAS @ like.affine[:3, 3])[: data.ndim])
+        image.SetSpacing(tuple(spacing)[: data.ndim])
+        image.SetDirection(tuple(direction[: data.ndim, : data.ndim].ravel()))
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def require_finite(volume: Volume) -> None:
+    """Raise :class:`InputError` when a float volume holds NaN or infinite voxels."""
+    if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():
+        bad = int((~np.isfinite(volume.array)).sum())
+        raise InputError(
+            f"{volume.path}: {bad} voxels are NaN or infinite; fix or re-export the scan "
+            "(e.g. replace them with the background value)"
+        )
