@@ -1,0 +1,374 @@
+"""Turn a scan into the 2D slices the network sees, and send predictions back to the scan's grid.
+
+One recipe serves pre-training, fine-tuning and inference, and the bundle's ``salign.json`` stores
+it (:class:`PreprocessConfig`), so a model always sees data prepared the way it was trained:
+
+1. closest-canonical (RAS) orientation (exact axis permutation/flip, :mod:`salign_cli.io.volume`);
+2. the slice axis moved first (by default the axis with the largest spacing: slices are taken
+   across the coarsest direction, so each 2D slice has the finest detail);
+3. intensity normalisation per volume — CT: clip to a HU window, scale to [-1, 1]; MR: clip to
+   the 0.5–99.5 percentiles, then z-score (real datasets mix dtypes and ranges, see
+   ``../shared/data/README.md``);
+4. in-plane resampling to the target spacing (bilinear for images, nearest for labels).
+
+:func:`restore_labels` / :func:`restore_scores` invert steps 4, 2 and 1 exactly, so a mask has
+the input's shape, affine and orientation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+
+from salign_cli.errors import InputError
+from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.volume import Volume, from_canonical, read_volume, to_canonical
+
+Modality = Literal["CT", "MR"]
+MODALITIES: tuple[str, ...] = ("CT", "MR")
+PREPROCESS_VERSION = 1  # bump when the recipe changes, so stale cache entries are rebuilt
+ISOTROPY_TOLERANCE = 1.1  # spacings within 10 % count as equal when choosing the slice axis
+_RESAMPLE_CHUNK = 32  # slices resampled at once: bounds memory on 512x512x400 CT
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How scans become network input; stored in every bundle's ``salign.json``.
+
+    ``slice_axis`` is an axis of the canonical RAS array (0 = sagittal slices, 1 = coronal,
+    2 = axial) or ``None`` to choose per scan with :func:`choose_slice_axis`.
+    ``target_spacing_mm`` is the in-plane spacing (of the two remaining axes, in order) or
+    ``None`` to keep each scan's own spacing.
+    """
+
+    modality: Modality = "MR"
+    slice_axis: int | None = None
+    target_spacing_mm: tuple[float, float] | None = None
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise InputError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
+            raise InputError(f"slice axis must be 0, 1 or 2 (or auto), got {self.slice_axis}")
+        if self.target_spacing_mm is not None and min(self.target_spacing_mm) <= 0:
+            raise InputError(f"target spacing must be positive, got {self.target_spacing_mm}")
+        low, high = self.ct_window
+        if not low < high:
+            raise InputError(f"CT window must be (low, high) with low < high, got {self.ct_window}")
+        low, high = self.mr_percentiles
+        if not 0 <= low < high <= 100:
+            raise InputError(
+                f"MR percentiles must satisfy 0 <= low < high <= 100, got {self.mr_percentiles}"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "version": PREPROCESS_VERSION}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, object]) -> PreprocessConfig:
+        def pair(value: object) -> tuple[float, float] | None:
+            return None if value is None else (float(value[0]), float(value[1]))  # type: ignore[index]
+
+        return cls(
+            modality=str(payload.get("modality", "MR")),  # type: ignore[arg-type]
+            slice_axis=None if payload.get("slice_axis") is None else int(payload["slice_axis"]),  # type: ignore[arg-type]
+            target_spacing_mm=pair(payload.get("target_spacing_mm")),
+            ct_window=pair(payload.get("ct_window", (-1000.0, 1000.0))),  # type: ignore[arg-type]
+            mr_percentiles=pair(payload.get("mr_percentiles", (0.5, 99.5))),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedScan:
+    """Network-ready slices of one scan, plus what is needed to send predictions back.
+
+    ``slices``: float32 ``[D, H, W]`` — D slices along ``slice_axis`` of the canonical array,
+    resampled in-plane to ``resampled_shape``. ``labels``: int ``[D, H, W]`` on the same grid
+    (nearest-neighbour), or ``None``.
+    """
+
+    slices: np.ndarray
+    slice_axis: int
+    canonical_shape: tuple[int, int, int]
+    inplane_shape: tuple[int, int]
+    inplane_spacing_mm: tuple[float, float]
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def resampled_shape(self) -> tuple[int, int]:
+        return (int(self.slices.shape[1]), int(self.slices.shape[2]))
+
+
+def choose_slice_axis(spacing_mm: tuple[float, float, float]) -> int:
+    """The canonical axis with the largest spacing; near-isotropic scans use the axial axis (2).
+
+    >>> choose_slice_axis((0.8, 0.8, 5.0))
+    2
+    >>> choose_slice_axis((3.0, 1.0, 1.0))
+    0
+    """
+    largest = max(range(3), key=lambda axis: spacing_mm[axis])
+    if spacing_mm[largest] <= ISOTROPY_TOLERANCE * min(spacing_mm):
+        return 2
+    return largest
+
+
+def normalise_intensity(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Per-volume intensity normalisation to float32 (see the module docstring).
+
+    A constant volume maps to zeros rather than dividing by zero.
+    """
+    values = np.asarray(array, dtype=np.float32)
+    if config.modality == "CT":
+        low, high = config.ct_window
+        centre, half_width = (low + high) / 2.0, (high - low) / 2.0
+        return ((np.clip(values, low, high) - centre) / half_width).astype(np.float32)
+    low_value, high_value = np.percentile(values, config.mr_percentiles)
+    clipped = np.clip(values, low_value, high_value)
+    std = float(clipped.std())
+    if std < 1e-8:
+        return np.zeros_like(clipped, dtype=np.float32)
+    return ((clipped - float(clipped.mean())) / std).astype(np.float32)
+
+
+def resampled_size(size: int, spacing_mm: float, target_spacing_mm: float | None) -> int:
+    """Number of samples covering the same extent at the target spacing (at least 1)."""
+    if target_spacing_mm is None:
+        return size
+    return max(1, round(size * spacing_mm / target_spacing_mm))
+
+
+def _resize_slices(stack: np.ndarray, shape: tuple[int, int], *, nearest: bool) -> np.ndarray:
+    """Resize ``[N, A, B]`` (or ``[C, N, A, B]``) in-plane to ``shape``, chunk by chunk."""
+    if tuple(stack.shape[-2:]) == tuple(shape):
+        return stack
+    leading = stack.shape[:-2]
+    flat = stack.reshape(-1, 1, *stack.shape[-2:])
+    out = np.empty((flat.shape[0], *shape), dtype=stack.dtype)
+    mode = "nearest-exact" if nearest else "bilinear"
+    for start in range(0, flat.shape[0], _RESAMPLE_CHUNK):
+        chunk = torch.from_numpy(np.ascontiguousarray(flat[start : start + _RESAMPLE_CHUNK]))
+        source_dtype = chunk.dtype
+        resized = functional.interpolate(
+            chunk.float(), size=shape, mode=mode, **({} if nearest else {"align_corners": False})
+        )
+        out[start : start + _RESAMPLE_CHUNK] = resized[:, 0].to(source_dtype).numpy()
+    return out.reshape(*leading, *shape)
+
+
+def _check_label_geometry(volume: Volume, labels: Volume) -> None:
+    if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
+        raise InputError(
+            f"{labels.path}: label geometry (shape {labels.shape}, orientation {labels.orientation}) "
+            f"does not match its image {volume.path} (shape {volume.shape}, orientation "
+            f"{volume.orientation}); re-export the label on the image's grid"
+        )
+
+
+def integer_labels(labels: Volume) -> np.ndarray:
+    """Label voxels as int64; float-stored integer labels are cast, fractions are an error."""
+    values = labels.array
+    if values.dtype.kind == "f" and not (
+        np.all(np.isfinite(values)) and np.array_equal(values, np.round(values))
+    ):
+        raise InputError(
+            f"{labels.path}: label map holds non-integer values; labels must be whole class "
+            "numbers (was it resampled with linear interpolation? use nearest neighbour)"
+        )
+    if values.size and values.min() < 0:
+        raise InputError(f"{labels.path}: label map holds negative values; classes start at 0")
+    return values.astype(np.int64)
+
+
+def prepare_scan(
+    volume: Volume, config: PreprocessConfig, labels: Volume | None = None
+) -> PreparedScan:
+    """Canonicalise, move the slice axis first, normalise and resample one scan (and its labels)."""
+    if labels is not None:
+        _check_label_geometry(volume, labels)
+    canonical = to_canonical(volume)
+    slice_axis = (
+        config.slice_axis
+        if config.slice_axis is not None
+        else choose_slice_axis(canonical.spacing_mm)
+    )
+    inplane_axes = [axis for axis in range(3) if axis != slice_axis]
+    inplane_spacing = (canonical.spacing_mm[inplane_axes[0]], canonical.spacing_mm[inplane_axes[1]])
+    stack = np.moveaxis(normalise_intensity(canonical.array, config), slice_axis, 0)
+    target = config.target_spacing_mm or (None, None)
+    shape = (
+        resampled_size(stack.shape[1], inplane_spacing[0], target[0]),
+        resampled_size(stack.shape[2], inplane_spacing[1], target[1]),
+    )
+    label_stack = None
+    if labels is not None:
+        canonical_labels = to_canonical(Volume(integer_labels(labels), labels.affine)).array
+        label_stack = _resize_slices(
+            np.moveaxis(canonical_labels, slice_axis, 0), shape, nearest=True
+        )
+    return PreparedScan(
+        slices=np.ascontiguousarray(_resize_slices(stack, shape, nearest=False)),
+        slice_axis=slice_axis,
+        canonical_shape=tuple(canonical.array.shape),  # type: ignore[arg-type]
+        inplane_shape=(int(stack.shape[1]), int(stack.shape[2])),
+        inplane_spacing_mm=inplane_spacing,
+        labels=None if label_stack is None else np.ascontiguousarray(label_stack),
+    )
+
+
+def _to_volume_grid(
+    canonical_stack: np.ndarray, prepared: PreparedScan, volume: Volume
+) -> np.ndarray:
+    """``[D, A, B, ...]`` on the canonical grid (slice axis first) -> volume's own voxel order."""
+    canonical = np.moveaxis(canonical_stack, 0, prepared.slice_axis)
+    return from_canonical(canonical, volume)
+
+
+def restore_labels(
+    scores: np.ndarray | torch.Tensor, prepared: PreparedScan, volume: Volume
+) -> np.ndarray:
+    """Per-class scores ``[C, D, H, W]`` on the prepared grid -> integer labels on ``volume``'s grid.
+
+    Scores (logits or probabilities) are resampled bilinearly to the original in-plane size
+    before the argmax, so class boundaries are placed at full resolution; the argmax is taken
+    chunk by chunk so memory stays at one chunk of ``C`` float maps.
+    """
+    scores = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    depth = scores.shape[1]
+    labels = np.empty((depth, *prepared.inplane_shape), dtype=np.int64)
+    for start in range(0, depth, _RESAMPLE_CHUNK):
+        chunk = _resize_slices(
+            np.ascontiguousarray(scores[:, start : start + _RESAMPLE_CHUNK], dtype=np.float32),
+            prepared.inplane_shape,
+            nearest=False,
+        )
+        labels[start : start + _RESAMPLE_CHUNK] = chunk.argmax(axis=0)
+    return _to_volume_grid(labels, prepared, volume)
+
+
+def restore_scores(
+    scores: np.ndarray | torch.Tensor, prepared: PreparedScan, volume: Volume
+) -> np.ndarray:
+    """Per-class scores ``[C, D, H, W]`` -> float32 ``[*volume.shape, C]`` on the input grid."""
+    scores = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    resized = _resize_slices(
+        np.asarray(scores, dtype=np.float32), prepared.inplane_shape, nearest=False
+    )
+    return _to_volume_grid(np.moveaxis(resized, 0, -1), prepared, volume)
+
+
+# ---------------------------------------------------------------------------------------------
+# slice cache
+
+
+def median_inplane_spacing(
+    spacings_mm: list[tuple[float, float, float]], slice_axis: int | None
+) -> tuple[float, float]:
+    """The dataset's median in-plane spacing (the pre-training default target spacing)."""
+    if not spacings_mm:
+        raise InputError("no scans to compute a target spacing from")
+    inplane = []
+    for spacing in spacings_mm:
+        axis = slice_axis if slice_axis is not None else choose_slice_axis(spacing)
+        inplane.append([spacing[a] for a in range(3) if a != axis])
+    median = np.median(np.asarray(inplane, dtype=np.float64), axis=0)
+    return (float(median[0]), float(median[1]))
+
+
+@dataclass(frozen=True, eq=False)
+class CachedScan:
+    """A scan's slices as a read-only float16 memory map (and labels as uint8/uint16, if any)."""
+
+    slices: np.ndarray
+    labels: np.ndarray | None
+    slice_axis: int
+    source: Path
+
+
+class SliceCache:
+    """Preprocessed slices on disk, keyed by the scan's content hash and the preprocessing recipe.
+
+    The training loop reads memory-mapped ``.npy`` files and never decodes NIfTI. Entries are
+    written atomically; an entry that fails to load is rebuilt.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def key(self, content_hash: str, config: PreprocessConfig, with_labels: bool) -> str:
+        recipe = json.dumps({"config": config.to_dict(), "labels": with_labels}, sort_keys=True)
+        return hashlib.blake2b(f"{content_hash}|{recipe}".encode(), digest_size=16).hexdigest()
+
+    def get_or_build(
+        self,
+        image_path: Path,
+        content_hash: str,
+        config: PreprocessConfig,
+        *,
+        label_path: Path | None = None,
+        rebuild: bool = False,
+    ) -> CachedScan:
+        """Load the cached entry, or prepare the scan and cache it first."""
+        key = self.key(content_hash, config, label_path is not None)
+        slices_path = self.folder / f"{key}.npy"
+        labels_path = self.folder / f"{key}.labels.npy"
+        meta_path = self.folder / f"{key}.json"
+        if not rebuild:
+            cached = self._load(
+                slices_path, labels_path, meta_path, image_path, label_path is not None
+            )
+            if cached is not None:
+                return cached
+        self.folder.mkdir(parents=True, exist_ok=True)
+        volume = read_volume(image_path)
+        labels = read_volume(label_path) if label_path is not None else None
+        prepared = prepare_scan(volume, config, labels)
+        with atomic_path(slices_path) as temporary:
+            np.save(temporary, prepared.slices.astype(np.float16))
+        if prepared.labels is not None:
+            label_dtype = np.uint8 if prepared.labels.max(initial=0) <= 255 else np.uint16
+            with atomic_path(labels_path) as temporary:
+                np.save(temporary, prepared.labels.astype(label_dtype))
+        write_json(
+            meta_path,
+            {
+                "source": str(image_path),
+                "labels": str(label_path) if label_path else None,
+                "slice_axis": prepared.slice_axis,
+                "shape": list(prepared.slices.shape),
+                "config": config.to_dict(),
+            },
+        )
+        loaded = self._load(slices_path, labels_path, meta_path, image_path, label_path is not None)
+        assert loaded is not None  # just written
+        return loaded
+
+    @staticmethod
+    def _load(
+        slices_path: Path, labels_path: Path, meta_path: Path, source: Path, with_labels: bool
+    ) -> CachedScan | None:
+        try:
+            meta = json.loads(meta_path.read_text())
+            slices = np.load(slices_path, mmap_mode="r")
+            labels = np.load(labels_path, mmap_mode="r") if with_labels else None
+        except (OSError, ValueError, json.JSONDecodeError):
+            return None
+        if list(slices.shape) != meta.get("shape") or (
+            labels is not None and labels.shape != slices.shape
+        ):
+            return None
+        if not math.isfinite(float(slices[len(slices) // 2].astype(np.float32).sum())):
+            return None
+        return CachedScan(
+            slices=slices, labels=labels, slice_axis=int(meta["slice_axis"]), source=source
+        )
