@@ -26,6 +26,9 @@ from salign_cli.io.atomic import atomic_path
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+# Mask endings: single-file formats only (.mhd/.nhdr keep voxels in a second file, which one
+# atomic rename cannot publish).
+LABEL_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".mha")
 MAX_VOXELS = 2**31  # refuse to allocate more than this; real CT tops out near 1e9 voxels
 
 # ITK's physical space is LPS; NIfTI's affine is RAS. Flipping x and y converts either way.
@@ -164,7 +167,9 @@ def _is_dicom_folder(path: Path) -> bool:
 
 
 def _unreadable(path: Path, reason: object) -> InputError:
-    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    # ITK stacks its messages outermost first (a C++ source location); the last line is the cause.
+    text = lines[-1] if lines else type(reason).__name__
     return InputError(
         f"{path}: cannot read this scan ({text}); check that it is a complete NIfTI, NRRD, "
         "MHA/MHD file or DICOM series folder, and re-export or re-copy it"
@@ -196,19 +201,18 @@ def read_header(path: Path | str) -> VolumeHeader:
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             image = nib.load(path)
-            return VolumeHeader(
-                path, tuple(image.shape), image.affine.copy(), image.get_data_dtype()
-            )
+            dtype = working_dtype(image.get_data_dtype(), scaled=_is_scaled(image))
+            return VolumeHeader(path, tuple(image.shape), image.affine.copy(), dtype)
         reader = _itk_reader(path)
         reader.ReadImageInformation()
         itk_shape = tuple(int(s) for s in reader.GetSize())
         geometry = ItkGeometry(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection())
         import SimpleITK as sitk
 
-        dtype = np.dtype(
-            sitk.GetArrayViewFromImage(sitk.Image([1] * len(itk_shape), reader.GetPixelID())).dtype
-        )
-        return VolumeHeader(path, itk_shape, _itk_affine(geometry), dtype)
+        stored_dtype = sitk.GetArrayViewFromImage(
+            sitk.Image([1] * len(itk_shape), reader.GetPixelID())
+        ).dtype
+        return VolumeHeader(path, itk_shape, _itk_affine(geometry), working_dtype(stored_dtype))
     except InputError:
         raise
     except Exception as error:
@@ -271,15 +275,31 @@ class _SeriesInfoAdapter:
         return self._image
 
 
+def _resized_square(matrix: np.ndarray, size: int) -> np.ndarray:
+    """``matrix``'s top-left block inside an identity of ``size``: ITK 2D/4D <-> 3D geometry."""
+    resized = np.eye(size)
+    shared = min(size, len(matrix))
+    resized[:shared, :shared] = np.asarray(matrix, dtype=np.float64)[:shared, :shared]
+    return resized
+
+
+def _resized_vector(values, size: int, *, fill: float) -> np.ndarray:
+    resized = np.full(size, fill)
+    shared = min(size, len(values))
+    resized[:shared] = np.asarray(values, dtype=np.float64)[:shared]
+    return resized
+
+
 def _itk_affine(geometry: ItkGeometry) -> np.ndarray:
-    """RAS affine of an ITK (LPS) image whose array is transposed to (x, y, z) voxel order."""
+    """RAS affine of an ITK (LPS) image whose array is transposed to (x, y, z) voxel order.
+
+    2D images get a third axis of 1 mm along the slice normal; 4D images (one frame) keep only
+    their spatial 3x3 block.
+    """
     dim = len(geometry.spacing)
-    direction = np.eye(3)
-    direction[:dim, :dim] = np.asarray(geometry.direction, dtype=np.float64).reshape(dim, dim)
-    spacing = np.ones(3)
-    spacing[:dim] = geometry.spacing
-    origin = np.zeros(3)
-    origin[:dim] = geometry.origin
+    direction = _resized_square(np.reshape(geometry.direction, (dim, dim)), 3)
+    spacing = _resized_vector(geometry.spacing, 3, fill=1.0)
+    origin = _resized_vector(geometry.origin, 3, fill=0.0)
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
     affine[:3, 3] = _LPS_TO_RAS @ origin
@@ -300,10 +320,25 @@ def read_volume(path: Path | str) -> Volume:
     return _read_nifti(path)
 
 
+def working_dtype(stored: np.dtype, *, scaled: bool = False) -> np.dtype:
+    """The dtype :func:`read_volume` returns for voxels stored as ``stored``.
+
+    Floats and scaled integers (NIfTI scl_slope/scl_inter) become float32; unscaled integers
+    keep their type. Byte order becomes native, because torch refuses big-endian arrays.
+    """
+    stored = np.dtype(stored)
+    if scaled or stored.kind == "f":
+        return np.dtype(np.float32)
+    return stored.newbyteorder("=")
+
+
+def _is_scaled(image: nib.Nifti1Image) -> bool:
+    """True when nibabel will apply scl_slope/scl_inter (it skips the 1/0 and NaN cases)."""
+    return float(image.dataobj.slope) != 1.0 or float(image.dataobj.inter) != 0.0
+
+
 def _as_working_dtype(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "f" and array.dtype != np.float32:
-        return array.astype(np.float32)
-    return array
+    return array.astype(working_dtype(array.dtype), copy=False)
 
 
 def _read_nifti(path: Path) -> Volume:
@@ -407,59 +442,87 @@ def write_labels(labels: np.ndarray, like: Volume, path: Path | str) -> Path:
 
     ``labels`` must have ``like.shape`` (the 3D voxel grid in the file's voxel order). The output
     has ``like``'s stored shape (2D stays 2D), affine, qform/sform codes and header fields; the
-    format follows ``path``'s ending (NIfTI, or NRRD/MHA via SimpleITK).
+    format follows ``path``'s ending (NIfTI, or NRRD/MHA via SimpleITK). Everything that can be
+    refused is checked before a byte is written, so errors name ``path`` and leave no file.
+
+    Example: ``write_labels(scores.argmax(-1), like=volume, path="case_001_mask.nii.gz")``.
     """
     path = Path(path)
     if tuple(labels.shape) != like.shape:
         raise ValueError(f"labels shape {labels.shape} != volume shape {like.shape}")
+    lower = path.name.lower()
+    if not lower.endswith(LABEL_SUFFIXES):
+        raise InputError(
+            f"{path}: masks are written as .nii.gz, .nii, .nrrd or .mha; change the output ending"
+        )
     data = np.asarray(labels).astype(label_dtype(labels), copy=False)
-    stored_shape = like.stored_shape or like.shape
-    data = data.reshape(stored_shape)
-    with atomic_path(path) as temporary:
-        if path.name.lower().endswith(NIFTI_SUFFIXES):
-            _write_nifti(data, like, temporary)
-        else:
-            _write_itk(data, like, temporary)
+    data = data.reshape(like.stored_shape or like.shape)
+    if lower.endswith(NIFTI_SUFFIXES):
+        image = _nifti_labels(data, like)
+        with atomic_path(path) as temporary:
+            nib.save(image, temporary)
+    else:
+        import SimpleITK as sitk
+
+        image = _itk_labels(data, like, path)
+        with atomic_path(path) as temporary:
+            sitk.WriteImage(image, str(temporary), useCompression=True)
     return path
 
 
-def _write_nifti(data: np.ndarray, like: Volume, path: Path) -> None:
-    if like.nifti_header is not None:
+def _nifti_labels(data: np.ndarray, like: Volume) -> nib.Nifti1Image:
+    """A NIfTI image carrying ``like``'s header (qform/sform and their codes) with unscaled labels."""
+    if like.nifti_header is None:
+        image = nib.Nifti1Image(data, like.affine)
+        image.header.set_qform(like.affine, code=1)
+        image.header.set_sform(like.affine, code=1)
+    else:
         header = like.nifti_header.copy()
         header.set_data_dtype(data.dtype)
         header.set_slope_inter(1.0, 0.0)
         header["cal_min"], header["cal_max"] = 0, 0
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
         image = image_class(data, like.affine, header=header)
-    else:
-        image = nib.Nifti1Image(data, like.affine)
-        image.header.set_data_dtype(data.dtype)
-        image.header.set_qform(like.affine, code=1)
-        image.header.set_sform(like.affine, code=1)
     image.set_data_dtype(data.dtype)
-    nib.save(image, path)
+    return image
 
 
-def _write_itk(data: np.ndarray, like: Volume, path: Path) -> None:
+def _itk_labels(data: np.ndarray, like: Volume, path: Path):
+    """A SimpleITK image with ``like``'s ITK geometry as read, or one derived from its affine."""
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(data.transpose(tuple(reversed(range(data.ndim)))))
-    if like.itk_geometry is not None and len(like.itk_geometry.spacing) == data.ndim:
-        image.SetOrigin(like.itk_geometry.origin)
-        image.SetSpacing(like.itk_geometry.spacing)
-        image.SetDirection(like.itk_geometry.direction)
-    else:
-        spacing = np.asarray(spacing_from_affine(like.affine))
-        direction = _LPS_TO_RAS @ like.affine[:3, :3] / spacing
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-            raise InputError(
-                f"{path}: the scan's direction cosines are not orthonormal, which ITK formats "
-                "cannot store; write the mask as .nii.gz instead"
-            )
-        image.SetOrigin(tuple(_LPS_TO_RAS @ like.affine[:3, 3])[: data.ndim])
-        image.SetSpacing(tuple(spacing)[: data.ndim])
-        image.SetDirection(tuple(direction[: data.ndim, : data.ndim].ravel()))
-    sitk.WriteImage(image, str(path), useCompression=True)
+    # isVector=False: a (x, y, z, 1) array is a 4D image, not a 3D image of 1-vectors.
+    image = sitk.GetImageFromArray(
+        np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim))))), isVector=False
+    )
+    geometry = like.itk_geometry
+    if geometry is None or len(geometry.spacing) != data.ndim:
+        geometry = _itk_geometry_from_affine(like.affine, data.ndim, path)
+    image.SetOrigin(geometry.origin)
+    image.SetSpacing(geometry.spacing)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def _itk_geometry_from_affine(affine: np.ndarray, ndim: int, path: Path) -> ItkGeometry:
+    """ITK (LPS) origin/spacing/direction for ``ndim`` axes from a RAS affine.
+
+    ITK stores direction cosines, which must be orthonormal: a sheared NIfTI sform cannot be
+    represented, so it is refused rather than silently distorted.
+    """
+    spacing = np.asarray(spacing_from_affine(affine))
+    direction = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, :3] / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise InputError(
+            f"{path}: the scan's direction cosines are not orthonormal, which ITK formats "
+            "cannot store; write the mask as .nii.gz instead"
+        )
+    origin = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3, 3]
+    return ItkGeometry(
+        tuple(float(v) for v in _resized_vector(origin, ndim, fill=0.0)),
+        tuple(float(v) for v in _resized_vector(spacing, ndim, fill=1.0)),
+        tuple(float(v) for v in _resized_square(direction, ndim).ravel()),
+    )
 
 
 def require_finite(volume: Volume) -> None:
