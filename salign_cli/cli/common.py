@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -40,9 +39,18 @@ ReportOption = Annotated[
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def _current_context() -> typer.Context | None:
+    """The running command's context (Typer >= 0.20 vendors its own click, older ones use click)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older Typer
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
 def debug_enabled() -> bool:
     """True when the root ``--debug`` flag was given (tracebacks are then shown)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = _current_context()
     root = ctx.find_root() if ctx else None
     return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
 
@@ -65,8 +73,6 @@ def reports_errors(command: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
-            raise
         except SalignError as error:
             if debug_enabled():
                 raise
