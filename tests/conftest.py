@@ -73,3 +73,47 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path):
+    """Factory for a tiny, randomly initialised fine-tuned bundle folder (via ``save_bundle``).
+
+    ``make_bundle(modality="CT", classes=("background", "organ"), target_spacing_mm=(2.0, 2.0),
+    slice_axis=None, kind="finetuned", seed=0, name="bundle") -> Path``; width 4, depth 2.
+    """
+    counter = iter(range(1_000_000))
+
+    def build(
+        modality: str = "MR",
+        classes: tuple[str, ...] = ("background", "anterior", "posterior"),
+        target_spacing_mm: tuple[float, float] | None = None,
+        slice_axis: int | None = None,
+        kind: str = "finetuned",
+        seed: int = 0,
+        name: str | None = None,
+    ) -> Path:
+        import torch
+
+        from salign_cli.data.preprocess import PreprocessConfig
+        from salign_cli.model.bundle import BundleContract, save_bundle
+        from salign_cli.model.unet import UNet2D, UNetConfig
+
+        torch.manual_seed(seed)
+        model = UNet2D(UNetConfig(num_classes=len(classes), width=4, depth=2))
+        provenance = {"labelled_case_ids": [], "seed": seed}
+        contract = BundleContract(
+            kind=kind,
+            architecture=model.config.to_dict(),
+            modality=modality,
+            classes={str(index): label for index, label in enumerate(classes)},
+            preprocessing=PreprocessConfig(
+                modality=modality, slice_axis=slice_axis, target_spacing_mm=target_spacing_mm
+            ).to_dict(),
+            finetuning=provenance if kind == "finetuned" else None,
+            pretraining={"method": "sal", "steps": 1} if kind == "pretrained" else None,
+        )
+        folder = tmp_path / (name or f"bundle-{next(counter)}")
+        return save_bundle(folder, model.state_dict(), contract)
+
+    return build

@@ -1,17 +1,144 @@
-"""`salign bench ...` (not implemented yet)."""
+"""`salign bench few-label`: the few-label protocol of METHOD.md on a folder of labelled scans."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from salign_cli.cli.common import reports_errors
-from salign_cli.errors import NotImplementedYetError
+from salign_cli.cli.common import WorkspaceOption, console, err_console, reports_errors
+from salign_cli.errors import InputError
 
-bench_app = typer.Typer(help="Reproducible benchmarks (the few-label protocol).")
+bench_app = typer.Typer(
+    help="Reproducible benchmarks (the few-label protocol).", rich_markup_mode="rich"
+)
+
+
+def _numbers(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected comma-separated whole numbers") from None
+
+
+def _methods(text: str | None) -> tuple[str, ...] | None:
+    """Split on commas outside brackets: ``sal[a=1,b=2],pcl`` → two methods."""
+    if text is None:
+        return None
+    methods, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            methods.append(current.strip())
+            current = ""
+        else:
+            current += char
+    methods.append(current.strip())
+    return tuple(m for m in methods if m)
 
 
 @bench_app.command("few-label")
 @reports_errors
-def few_label() -> None:
-    """Not implemented yet."""
-    raise NotImplementedYetError("`salign bench few-label` is not implemented yet")
+def few_label(
+    data: Annotated[
+        Path, typer.Argument(help="Folder of labelled scans (e.g. MSD imagesTr/ + labelsTr/).")
+    ],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The CPU profile (48 px, width 8, short schedules).")
+    ] = False,
+    methods: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option(
+            help="Comma-separated: scratch,sal,pcl or variants like sal\\[la_variant=literal]."
+        ),
+    ] = None,
+    k: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--k", help="Numbers of labelled scans, e.g. 1,2,5,10."),
+    ] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds, e.g. 0,1,2.")] = None,  # noqa: UP045
+    test_cases: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--test-cases", help="Size of the fixed test split (last ids in sorted order)."
+        ),
+    ] = None,
+    pretrain_steps: Annotated[
+        Optional[int], typer.Option("--pretrain-steps", help="Pre-training steps per method.")  # noqa: UP045
+    ] = None,
+    finetune_steps: Annotated[
+        Optional[int], typer.Option("--finetune-steps", help="Fine-tuning steps per run.")  # noqa: UP045
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--batch-size", help="Slices (fine-tuning) and pairs (pre-training) per step."
+        ),
+    ] = None,
+    width: Annotated[Optional[int], typer.Option(help="U-Net base width.")] = None,  # noqa: UP045
+    size: Annotated[Optional[int], typer.Option(help="Training crop size in pixels.")] = None,  # noqa: UP045
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Folder for results.json, table.md, few_label.png."),
+    ] = None,
+    workspace: WorkspaceOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final table.")] = False,
+) -> None:
+    """Pre-train once per method, fine-tune with k labelled scans x seeds, score a fixed test split.
+
+    The test split is the last --test-cases case ids in sorted order; it is never used for labels
+    or model selection (the final weights are scored). Prints mean ± sd Dice over seeds per
+    method and k, and writes results.json, table.md and few_label.png (Dice vs k).
+
+    [bold]Examples[/]
+
+      salign bench few-label ../shared/data/hippocampus --quick            # CPU, ~15 min
+
+      salign bench few-label data/hippocampus --methods "sal,sal\\[la_variant=literal]"
+
+      salign bench few-label data/hippocampus --device cuda -o bench-full  # METHOD.md protocol
+    """
+    import dataclasses
+
+    from rich.markdown import Markdown
+
+    from salign_cli.bench.few_label import QUICK, FewLabelProtocol, markdown_table, run_few_label
+    from salign_cli.train.engine import RuntimeOptions
+
+    base = QUICK if quick else FewLabelProtocol()
+    overrides = {
+        "methods": _methods(methods),
+        "ks": _numbers(k, "--k"),
+        "seeds": _numbers(seeds, "--seeds"),
+        "test_cases": test_cases,
+        "pretrain_steps": pretrain_steps,
+        "finetune_steps": finetune_steps,
+        "pretrain_batch_size": batch_size,
+        "finetune_batch_size": batch_size,
+        "width": width,
+        "size": size,
+    }
+    protocol = dataclasses.replace(base, **{n: v for n, v in overrides.items() if v is not None})
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        if not quiet:
+            err_console.print(f"[{time.perf_counter() - started:6.0f} s] {message}")
+
+    result = run_few_label(
+        data,
+        protocol,
+        workspace=workspace,
+        output_dir=output,
+        runtime=RuntimeOptions(device=device),
+        progress=progress,
+    )
+    console.print(Markdown(markdown_table(result.rows)))
+    console.print(
+        f"{len(result.runs)} runs in {result.elapsed_s / 60:.1f} min; results in {result.output_dir}"
+    )

@@ -1,12 +1,274 @@
-"""`salign pretrain` (not implemented yet)."""
+"""`salign pretrain`: self-supervised alignment pre-training on unlabelled scans."""
 
 from __future__ import annotations
 
-from salign_cli.cli.common import reports_errors
-from salign_cli.errors import NotImplementedYetError
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from salign_cli.cli.common import (
+    ReportOption,
+    WorkspaceOption,
+    console,
+    err_console,
+    reports_errors,
+    resolve_workspace,
+)
+
+_QUIET_HELP = "No progress bar or summary table (errors and warnings still print)."
+
+
+class _ConsoleReporter:
+    """Renders cache and training progress with Rich; silent when quiet or not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and err_console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _ConsoleReporter:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def _update(self, name: str, done: int, total: int, detail: str) -> None:
+        if not self.enabled:
+            return
+        if name not in self._tasks:
+            self._tasks[name] = self.progress.add_task(name, total=total, detail="")
+        self.progress.update(self._tasks[name], completed=done, total=total, detail=detail)
+
+    def on_cache(self, done: int, total: int) -> None:
+        self._update("slice cache", done, total, "")
+
+    def on_step(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
+        detail = f"loss {metrics.get('loss', float('nan')):.4f}"
+        if "feature_std" in metrics:
+            detail += f"  spread {metrics['feature_std']:.3f}"
+        self._update("pre-training", step, total, detail)
+
+    def on_message(self, message: str) -> None:
+        err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True)
+
+
+def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
+    """This command's parsed options as arguments for the per-GPU processes, minus ``--gpus``."""
+    arguments: list[str] = []
+    folders: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        if param.name in ("gpus", "run_dir") or value is None:
+            continue
+        if param.param_type_name == "argument":
+            folders.extend(str(v) for v in value)
+        elif getattr(param, "is_flag", False):
+            if value:
+                arguments.append(param.opts[0])
+            elif param.secondary_opts:
+                arguments.append(param.secondary_opts[0])
+        else:
+            arguments.append(f"{param.opts[0]}={value}")
+    return [*arguments, f"--run-dir={run_dir}", *folders]
+
+
+def _launch_processes(context: typer.Context, processes: int, workspace: Path) -> int:
+    """Re-run this command under ``torch.distributed.run`` with one process per GPU."""
+    from salign_cli.workspace import Workspace
+
+    run_dir = Workspace(workspace).new_run_dir("pretrain")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "salign_cli",
+        "pretrain",
+        *_child_arguments(context, run_dir),
+    ]
+    if not context.params.get("quiet"):
+        err_console.print(f"launching {processes} processes (DDP) in {run_dir}")
+    return subprocess.run(command, check=False).returncode
+
+
+def _render_summary(report: Mapping[str, object]) -> None:
+    from salign_cli.objectives.alignment import is_collapsed
+
+    metrics = report.get("final_metrics") or {}
+    assert isinstance(metrics, dict)
+    table = Table(title="pre-training", show_header=False)
+    table.add_row("method", str(report["method"]))
+    table.add_row("steps", str(report["steps"]))
+    for key in ("loss", "la", "gp", "feature_std", "mean_offdiag_similarity", "slices_per_s"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.4g}")
+    if report.get("elapsed_s") is not None:
+        table.add_row("time", f"{report['elapsed_s']:.1f} s")
+    table.add_row("bundle", str(report["bundle"]))
+    console.print(table)
+    if "feature_std" in metrics and is_collapsed(metrics):  # type: ignore[arg-type]
+        err_console.print(
+            "[yellow]warning:[/] the embedding collapsed (feature spread "
+            f"{metrics['feature_std']:.4f}); use --la-variant sharp or a lower --lr"
+        )
 
 
 @reports_errors
-def pretrain() -> None:
-    """Not implemented yet."""
-    raise NotImplementedYetError("`salign pretrain` is not implemented yet")
+def pretrain(
+    ctx: typer.Context,
+    folders: Annotated[
+        Optional[list[Path]],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Argument(help="Folders of scans (labels are ignored). Default: every indexed scan."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Slice pairs per step (all GPUs together).")
+    ] = 32,
+    size: Annotated[
+        int, typer.Option("--size", "--crop", help="Training slice size in pixels (crop/pad).")
+    ] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
+    method: Annotated[str, typer.Option(help="sal | pcl | scratch.")] = "sal",
+    la_variant: Annotated[
+        str, typer.Option("--la-variant", help="sharp (collapse-guarded) | literal (paper).")
+    ] = "sharp",
+    window_radius: Annotated[
+        int, typer.Option("--window-radius", help="WLA window radius r; 0 = full LA.")
+    ] = 3,
+    feature_level: Annotated[
+        str,
+        typer.Option("--feature-level", help="Map LA reads: bottleneck | 1/8 | 1/4 | 1/2 | full."),
+    ] = "1/4",
+    pair_distance: Annotated[
+        int, typer.Option("--pair-distance", help="Largest slice distance d of a pair.")
+    ] = 2,
+    gp: Annotated[
+        str, typer.Option(help="Global positional loss: relative | absolute | contrastive | none.")
+    ] = "relative",
+    gp_weight: Annotated[float, typer.Option("--gp-weight", help="λ, the GP loss weight.")] = 1.0,
+    width: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="U-Net base width. Default: 32 on CUDA, 16 on CPU."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the training step.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Data-loader worker processes (0 = inline).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and data.")] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a run exactly: `--resume [RUN_DIR]` (the newest run if none given); "
+            "the run's own options and scans are used.",
+        ),
+    ] = False,
+    rebuild_cache: Annotated[
+        bool, typer.Option("--rebuild-cache", help="Re-prepare cached slices.")
+    ] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Save a checkpoint every N steps.")
+    ] = 100,
+    gpus: Annotated[
+        int,
+        typer.Option(help="Processes for DDP, one per GPU (with --device cpu: CPU processes)."),
+    ] = 1,
+    from_bundle: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--from", help="Start from a bundle: org/name[@rev], a bundle or run folder."),
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--run-dir", hidden=True, help="Run folder (set by the --gpus launcher)."),
+    ] = None,
+    workspace: WorkspaceOption = None,
+    report: ReportOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP)] = False,
+) -> None:
+    """Pre-train the segmentation U-Net on [bold]unlabelled[/] scans with Self-Supervised Alignment Learning (SAL).
+
+    Two nearby slices of one scan show almost the same anatomy, slightly displaced. SAL draws such pairs (|i − j| ≤ --pair-distance), gives both the same spatial augmentation, and trains (1) [bold]local alignment[/] (LA): each pixel's embedding must find its match in the other slice, within a (2r+1)² window at --feature-level (WLA, r = --window-radius; 0 = full LA), with the collapse-guarded [italic]sharp[/] variant (softmax, τ = 0.1) unless --la-variant literal; and (2) [bold]global position[/] (GP, weight --gp-weight): the global feature predicts where the slices lie in their scan (relative offset by default). --method pcl trains positional contrastive learning only (the PCL baseline); --method scratch writes an untrained bundle for comparisons.
+
+    The bundle lands in runs/pretrain-<time>/bundle, where `salign finetune` finds it. metrics.jsonl logs the loss terms and a collapse monitor (feature spread, mean similarity).
+
+    [bold]Examples[/]
+
+      salign pretrain ./scans --steps 300               # quick CPU run
+
+      salign pretrain ./scans --width 32 --steps 1500   # reference setting (GPU)
+
+      salign pretrain --resume                          # continue the newest run exactly
+
+      salign pretrain ./scans --gpus 4                  # DDP on 4 GPUs
+    """
+    import os
+
+    from salign_cli.errors import InputError
+    from salign_cli.io.atomic import write_json
+    from salign_cli.train.engine import RuntimeOptions, TrainConfig
+    from salign_cli.train.pretrain import PretrainOptions
+    from salign_cli.train.pretrain import pretrain as run_pretrain
+
+    space = resolve_workspace(workspace)
+    if gpus > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_launch_processes(ctx, gpus, space.root))
+    options = PretrainOptions(
+        method=method,  # type: ignore[arg-type]
+        size=size,
+        la_variant=la_variant,  # type: ignore[arg-type]
+        window_radius=window_radius,
+        feature_level=feature_level,
+        pair_distance=pair_distance,
+        gp=gp,  # type: ignore[arg-type]
+        gp_weight=gp_weight,
+        width=width,
+    )
+    train_config = TrainConfig(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every
+    )
+    runtime = RuntimeOptions(device=device, compile=compile_model, workers=workers)
+    resume_from: Path | bool = False
+    if resume:
+        if folders and len(folders) > 1:
+            raise InputError("--resume takes at most one run folder: --resume [RUN_DIR]")
+        resume_from = folders[0] if folders else True
+        folders = []
+    with _ConsoleReporter(quiet) as reporter:
+        result = run_pretrain(
+            folders or [],
+            workspace=space,
+            options=options,
+            train_config=train_config,
+            runtime=runtime,
+            resume=resume_from,
+            rebuild_cache=rebuild_cache,
+            base=from_bundle,
+            run_dir=run_dir,
+            reporter=reporter,
+        )
+    if not result.report:
+        return  # a non-zero DDP rank: rank 0 reports
+    if report is not None:
+        write_json(report, result.report)
+    if not quiet:
+        _render_summary(result.report)

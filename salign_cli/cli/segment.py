@@ -1,12 +1,216 @@
-"""`salign segment` (not implemented yet)."""
+"""`salign segment`: masks for one or many scans, written beside them with the input's geometry.
+
+Parsing and rendering only; the work is :func:`salign_cli.infer.batch.segment`.
+"""
 
 from __future__ import annotations
 
-from salign_cli.cli.common import reports_errors
-from salign_cli.errors import NotImplementedYetError
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from salign_cli.cli.common import (
+    ReportOption,
+    WorkspaceOption,
+    console,
+    err_console,
+    reports_errors,
+)
+
+if TYPE_CHECKING:
+    from salign_cli.infer.batch import FileResult, Job, ModelInfo, SegmentSummary
+
+
+def _model_name(model: ModelInfo) -> str:
+    if model.repo_id:
+        return f"{model.repo_id}@{model.revision} ({(model.commit or '')[:12]})"
+    return str(model.folder)
+
+
+def _print_summary(summary: SegmentSummary, quiet: bool) -> None:
+    written, skipped, failed = (
+        summary.by_status(status) for status in ("written", "skipped", "failed")
+    )
+    if not quiet:
+        parts = [f"[green]{len(written)} written[/]"]
+        if skipped:
+            parts.append(f"{len(skipped)} skipped (already there; --overwrite redoes them)")
+        if failed:
+            parts.append(f"[red]{len(failed)} failed[/]")
+        console.print(f"{', '.join(parts)} in {summary.seconds:.1f} s")
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} failed:[/]")
+        for result in failed:
+            err_console.print(f"  {escape(result.error or str(result.input))}", soft_wrap=True)
+        if summary.stopped_early:
+            err_console.print("stopped at the first failure (--fail-fast)")
 
 
 @reports_errors
-def segment() -> None:
-    """Not implemented yet."""
-    raise NotImplementedYetError("`salign segment` is not implemented yet")
+def segment(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Scan files, folders (their scans; a folder of DICOM files is one series) "
+            "or quoted glob patterns.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option(
+            "--output",
+            "-o",
+            help="Mask file for one input (ending .nii.gz, .nrrd, .mha picks the format), or a "
+            "folder for many. Default: beside each input as <name><suffix>.nii.gz.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle folder, registry name or Hub id org/name\\[@revision]. Default: the "
+            "newest fine-tuned run in the workspace.",
+            show_default=False,
+        ),
+    ] = None,
+    workspace: WorkspaceOption = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    ] = "auto",
+    batch_size: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Slices per forward pass. Default: 32 on CUDA, 8 on MPS, 4 on CPU.",
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average over in-plane flips (4x slower).")
+    ] = False,
+    largest_component: Annotated[
+        bool,
+        typer.Option(
+            "--largest-component", help="Keep only the largest connected part of each class."
+        ),
+    ] = False,
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities",
+            help="Also save softmax probabilities (float16 4D NIfTI, <mask>_probabilities).",
+        ),
+    ] = False,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Also save a PNG overlay (<mask>_preview.png).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo masks that already exist.")
+    ] = False,
+    suffix: Annotated[
+        str, typer.Option("--suffix", help="Appended to the input name for default outputs.")
+    ] = "_seg",
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look for scans in sub-folders too.")
+    ] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first bad file.")
+    ] = False,
+    report: ReportOption = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors and warnings.")
+    ] = False,
+) -> None:
+    """Segment scans with a fine-tuned model; masks keep each input's exact shape and affine.
+
+    Existing masks are skipped (an interrupted batch resumes); a bad file is reported and the
+    batch goes on. Exit code 2 if any file failed.
+
+    [bold]Examples[/]
+
+      salign segment ct.nii.gz -o ct_mask.nii.gz
+      salign segment scans/ "more/*.nii.gz" --model org/name@v1      # masks beside each scan
+      salign segment scans/ --recursive -o masks/ --tta --report run.json
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from salign_cli.infer.batch import SegmentOptions
+    from salign_cli.infer.batch import segment as run_segment
+
+    options = SegmentOptions(
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        largest_component=largest_component,
+        probabilities=probabilities,
+        preview=preview,
+        overwrite=overwrite,
+        suffix=suffix,
+        recursive=recursive,
+        fail_fast=fail_fast,
+    )
+    progress = Progress(
+        TextColumn("[bold]segment[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    )
+    task = progress.add_task("", total=None)
+
+    def note(message: str) -> None:
+        progress.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+    def on_start(jobs: list[Job], model_info: ModelInfo, device_name: str) -> None:
+        progress.update(task, total=len(jobs), completed=0)
+        if not quiet:
+            progress.console.print(
+                f"model {escape(_model_name(model_info))} on {device_name}; "
+                f"{len(jobs)} scan(s) to segment"
+            )
+
+    def on_file(result: FileResult) -> None:
+        if result.status == "skipped":
+            return
+        progress.advance(task)
+        progress.update(task, description=escape(result.input.name))
+        if result.status == "written" and not quiet:
+            volumes = ", ".join(f"{k} {v:.2f} mL" for k, v in result.volumes_ml.items())
+            progress.console.print(
+                f"[green]✓[/] {escape(str(result.output))}  [dim]{escape(volumes)}[/]"
+            )
+        elif result.status == "failed":
+            progress.console.print(f"[red]✗[/] {escape(result.error or '')}", soft_wrap=True)
+
+    with progress:
+        summary = run_segment(
+            inputs,
+            output,
+            model=model,
+            workspace=workspace,
+            options=options,
+            report=report,
+            on_start=on_start,
+            on_file=on_file,
+            note=note,
+        )
+    _print_summary(summary, quiet)
+    if report is not None and not quiet:
+        console.print(f"report: {escape(str(report))}")
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)

@@ -1,0 +1,512 @@
+"""The few-label protocol of METHOD.md ("Choosing defaults"), as one reproducible function.
+
+On a folder of labelled scans:
+
+1. **Test split** — the last ``test_cases`` case ids in sorted order (on MSD Hippocampus: the 50
+   highest-numbered cases). They are never labelled training data and never validation; they
+   are only scored, once per fine-tuned model.
+2. **Pre-training**, once per method, on every image of the folder (labels ignored, test images
+   included, as METHOD.md prescribes). ``scratch`` writes the seeded untrained network, so all
+   methods go through the same fine-tuning path.
+3. **Fine-tuning** for every k and seed: the k labelled scans are the first k of the non-test
+   case ids permuted by the seed (`salign_cli.train.finetune.split_cases`), so every method sees
+   the same scans for a (k, seed) and the scans for k = 1 are among those for k = 2. No model
+   selection: the final weights are scored.
+4. **Scoring** on the test split at full resolution on each scan's own grid; per run the mean
+   Dice over test cases per class, then mean ± sample sd over seeds per (method, k).
+
+Methods are ``scratch``, ``sal``, ``pcl`` or a variant with pre-training overrides in brackets,
+e.g. ``sal[la_variant=literal]`` or ``sal[feature_level=1/2,window_radius=0]`` (any field of
+`salign_cli.train.pretrain.PretrainOptions`): that is how the open defaults are compared.
+
+Results land in ``output_dir``: ``results.json`` (rewritten after every run, so an interrupted
+benchmark keeps what it measured), ``table.md`` and ``few_label.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salign_cli.bench.plot import plot_dice_vs_k
+from salign_cli.errors import InputError
+from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.train.engine import RuntimeOptions, TrainConfig, resolve_device
+from salign_cli.train.finetune import (
+    FinetuneOptions,
+    HeldOutCase,
+    LabelledCase,
+    finetune,
+    load_held_out,
+    resolve_labelled_cases,
+    score_model,
+)
+from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
+from salign_cli.workspace import Workspace
+
+_METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A pre-training method plus option overrides; ``label`` is how tables name it."""
+
+    label: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_method(text: str) -> MethodSpec:
+    """``"sal"`` or ``"sal[la_variant=literal,gp_weight=0.5]"`` → `MethodSpec`.
+
+    Values are converted to the type of the `PretrainOptions` field they set. Raises
+    `InputError` for an unknown method or field.
+
+    >>> parse_method("sal[window_radius=0]").overrides
+    {'window_radius': 0}
+    """
+    match = _METHOD.match(text.strip())
+    if not match or match["method"] not in METHODS:
+        raise InputError(
+            f"--methods {text!r}: expected one of {', '.join(METHODS)}, optionally with "
+            "overrides such as sal[la_variant=literal]"
+        )
+    defaults = PretrainOptions()
+    known = {f.name for f in dataclasses.fields(PretrainOptions)} - {"method"}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (match["overrides"] or "").split(",")):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in known or not value:
+            raise InputError(
+                f"--methods {text!r}: {item!r} is not name=value with name one of "
+                f"{', '.join(sorted(known))}"
+            )
+        overrides[name] = _typed(value.strip(), getattr(defaults, name))
+    return MethodSpec(text.strip(), match["method"], overrides)
+
+
+def _typed(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.lower() in ("1", "true", "yes")
+    if isinstance(like, int) or (like is None and value.isdigit()):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True)
+class FewLabelProtocol:
+    """Every number that decides the benchmark's result (stored in ``results.json``).
+
+    The defaults are METHOD.md's full protocol (a GPU job); `QUICK` is the CPU profile.
+    ``width`` ``None`` means 32 on CUDA and 16 elsewhere (as `salign pretrain`).
+    """
+
+    methods: tuple[str, ...] = ("scratch", "sal", "pcl")
+    ks: tuple[int, ...] = (1, 2, 5, 10)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    test_cases: int = 50
+    size: int = 64
+    width: int | None = None
+    pretrain_steps: int = 1500
+    pretrain_batch_size: int = 32
+    finetune_steps: int = 1500
+    finetune_batch_size: int = 32
+    pretrain_lr: float = 1e-3
+    finetune_lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            parse_method(method)
+        if not self.ks or min(self.ks) < 1:
+            raise InputError(f"--k must list positive numbers of labelled scans, got {self.ks}")
+        if not self.seeds:
+            raise InputError("--seeds must list at least one seed")
+        if self.test_cases < 1:
+            raise InputError(f"--test-cases must be at least 1, got {self.test_cases}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# The CPU profile: 48-pixel crops (hippocampus slices are about 35x51), a width-8 U-Net, short
+# schedules, k in {1, 2, 5} x 2 seeds (timing and results in docs/benchmarks.md).
+QUICK = FewLabelProtocol(
+    ks=(1, 2, 5),
+    seeds=(0, 1),
+    size=48,
+    width=8,
+    pretrain_steps=300,
+    pretrain_batch_size=16,
+    finetune_steps=300,
+    finetune_batch_size=16,
+)
+
+
+@dataclass(frozen=True)
+class FewLabelRun:
+    """One fine-tuned model scored on the test split."""
+
+    method: str
+    k: int
+    seed: int
+    labelled_case_ids: tuple[str, ...]
+    dice: dict[str, float]  # class name → mean over test cases; "mean" = mean of case means
+    finetune_s: float
+    bundle: str
+
+
+@dataclass(frozen=True)
+class FewLabelRow:
+    """Mean ± sample sd over seeds of one (method, k)."""
+
+    method: str
+    k: int
+    seeds: int
+    dice: dict[str, tuple[float, float]]  # class name (and "mean") → (mean, sd)
+
+
+@dataclass(frozen=True)
+class FewLabelResult:
+    """Everything one benchmark produced; ``output_dir`` holds the JSON, table and plot."""
+
+    output_dir: Path
+    protocol: FewLabelProtocol
+    test_case_ids: tuple[str, ...]
+    runs: tuple[FewLabelRun, ...]
+    rows: tuple[FewLabelRow, ...]
+    pretraining: dict[str, dict[str, Any]]
+    elapsed_s: float
+    environment: dict[str, Any]
+
+
+def fixed_test_split(case_ids: Sequence[str], count: int) -> list[str]:
+    """The fixed test split: the last ``count`` ids in sorted order.
+
+    Raises `InputError` when fewer than ``count + 1`` cases exist (training needs one).
+
+    >>> fixed_test_split(["c", "a", "d", "b"], 2)
+    ['c', 'd']
+    """
+    ordered = sorted(case_ids)
+    if count >= len(ordered):
+        raise InputError(
+            f"--test-cases {count}: the dataset has only {len(ordered)} labelled scans; "
+            "use fewer test cases"
+        )
+    return ordered[-count:]
+
+
+def summarise_runs(runs: Sequence[FewLabelRun], methods: Sequence[str]) -> list[FewLabelRow]:
+    """Rows of mean ± sample sd over seeds per (method, k), methods in the order given."""
+    rows = []
+    for method in methods:
+        for k in sorted({r.k for r in runs if r.method == method}):
+            group = [r for r in runs if r.method == method and r.k == k]
+            names = list(group[0].dice)
+            rows.append(
+                FewLabelRow(
+                    method, k, len(group), {n: _mean_sd([r.dice[n] for r in group]) for n in names}
+                )
+            )
+    return rows
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+
+
+def markdown_table(rows: Sequence[FewLabelRow]) -> str:
+    """``| method | k | seeds | <class> | ... | mean |`` with ``mean ± sd`` cells."""
+    if not rows:
+        return ""
+    names = list(rows[0].dice)
+    lines = [
+        "| method | k | seeds | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for row in rows:
+        cells = [_cell(*row.dice[n]) for n in names]
+        lines.append(f"| {row.method} | {row.k} | {row.seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(mean: float, sd: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f}" + (f" ± {sd:.3f}" if math.isfinite(sd) else "")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were measured (for docs/benchmarks.md)."""
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# the protocol
+
+
+def run_few_label(
+    data_dir: Path,
+    protocol: FewLabelProtocol | None = None,
+    *,
+    workspace: Workspace | Path | str | None = None,
+    output_dir: Path | None = None,
+    runtime: RuntimeOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FewLabelResult:
+    """Run the protocol on ``data_dir`` (a folder of labelled scans) and write its results.
+
+    ``output_dir`` defaults to a new ``runs/bench-<timestamp>/`` in the workspace; it also holds
+    the pre-training and fine-tuning runs. ``progress`` receives one line per finished step.
+
+    Example::
+
+        result = run_few_label(Path("data/hippocampus"), QUICK)
+        print(markdown_table(result.rows))
+    """
+    protocol = protocol or FewLabelProtocol()
+    space = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    space = space.ensure()
+    runtime = runtime or RuntimeOptions()
+    device = resolve_device(runtime.device)
+    say = progress or (lambda message: None)
+    output = Path(output_dir) if output_dir is not None else space.new_run_dir("bench")
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    cases, _ = resolve_labelled_cases([Path(data_dir)], space)
+    test_ids = fixed_test_split([c.case_id for c in cases], protocol.test_cases)
+    pool_size = len(cases) - len(test_ids)
+    if max(protocol.ks) > pool_size:
+        raise InputError(
+            f"--k {max(protocol.ks)}: only {pool_size} labelled scans remain outside the "
+            f"{len(test_ids)} test cases; use smaller k or fewer --test-cases"
+        )
+    test_cases = [c for c in cases if c.case_id in set(test_ids)]
+    held_out: dict[str, list[HeldOutCase]] = {}
+    runs: list[FewLabelRun] = []
+    pretraining: dict[str, dict[str, Any]] = {}
+    env = environment(device)
+
+    def save() -> FewLabelResult:
+        result = FewLabelResult(
+            output_dir=output,
+            protocol=protocol,
+            test_case_ids=tuple(test_ids),
+            runs=tuple(runs),
+            rows=tuple(summarise_runs(runs, protocol.methods)),
+            pretraining=pretraining,
+            elapsed_s=time.perf_counter() - started,
+            environment=env,
+        )
+        write_results(result)
+        return result
+
+    for spec in map(parse_method, protocol.methods):
+        bundle_dir, pretraining[spec.label] = _pretrain_method(
+            spec, protocol, data_dir, space, output, runtime
+        )
+        say(f"pre-trained {spec.label} in {pretraining[spec.label]['elapsed_s']:.0f} s")
+        for k in sorted(protocol.ks):
+            for seed in protocol.seeds:
+                run = _finetune_and_score(
+                    spec, k, seed, bundle_dir, protocol, data_dir, test_cases, held_out,
+                    space, output, runtime, device,
+                )  # fmt: skip
+                runs.append(run)
+                say(
+                    f"{spec.label} k={k} seed={seed}: test Dice {run.dice['mean']:.3f} "
+                    f"({run.finetune_s:.0f} s)"
+                )
+                save()
+    return save()
+
+
+def _pretrain_method(
+    spec: MethodSpec,
+    protocol: FewLabelProtocol,
+    data_dir: Path,
+    workspace: Workspace,
+    output: Path,
+    runtime: RuntimeOptions,
+) -> tuple[Path, dict[str, Any]]:
+    options = PretrainOptions(
+        method=spec.method,  # type: ignore[arg-type]
+        size=protocol.size,
+        width=protocol.width,
+        **spec.overrides,
+    )
+    started = time.perf_counter()
+    result = pretrain(
+        [Path(data_dir)],
+        workspace=workspace,
+        options=options,
+        train_config=TrainConfig(
+            steps=protocol.pretrain_steps,
+            batch_size=protocol.pretrain_batch_size,
+            lr=protocol.pretrain_lr,
+            checkpoint_every=protocol.pretrain_steps,
+        ),
+        runtime=runtime,
+        run_dir=output / f"pretrain-{_slug(spec.label)}",
+    )
+    assert result.bundle_dir is not None
+    summary = {
+        "bundle": str(result.bundle_dir),
+        "elapsed_s": time.perf_counter() - started,
+        "final_metrics": result.report.get("final_metrics", {}),
+        "options": options.to_dict(),
+    }
+    return result.bundle_dir, summary
+
+
+def _finetune_and_score(
+    spec: MethodSpec,
+    k: int,
+    seed: int,
+    bundle_dir: Path,
+    protocol: FewLabelProtocol,
+    data_dir: Path,
+    test_cases: Sequence[LabelledCase],
+    held_out: dict[str, list[HeldOutCase]],
+    workspace: Workspace,
+    output: Path,
+    runtime: RuntimeOptions,
+    device: torch.device,
+) -> FewLabelRun:
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.model.bundle import build_model, load_bundle
+
+    started = time.perf_counter()
+    result = finetune(
+        [Path(data_dir)],
+        workspace=workspace,
+        base=str(bundle_dir),
+        options=FinetuneOptions(
+            labels=k,
+            exclude_case_ids=tuple(c.case_id for c in test_cases),
+            seed=seed,
+            steps=protocol.finetune_steps,
+            batch_size=protocol.finetune_batch_size,
+            lr=protocol.finetune_lr,
+            size=protocol.size,
+            checkpoint_every=protocol.finetune_steps,
+            max_validation_cases=0,
+        ),
+        runtime=runtime,
+        run_dir=output / f"finetune-{_slug(spec.label)}-k{k}-s{seed}",
+    )
+    elapsed = time.perf_counter() - started
+    bundle = load_bundle(result.bundle_dir)
+    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
+    key = repr(sorted(preprocess.to_dict().items()))
+    if key not in held_out:  # read and prepare the test scans once per preprocessing recipe
+        held_out[key] = [load_held_out(c, preprocess) for c in test_cases]
+    summary = score_model(
+        build_model(bundle), preprocess, held_out[key], result.class_names, device=device
+    )
+    dice = {c.name: c.dice.mean for c in summary.classes}
+    dice["mean"] = summary.overall_dice.mean
+    return FewLabelRun(
+        method=spec.label,
+        k=k,
+        seed=seed,
+        labelled_case_ids=result.labelled_case_ids,
+        dice=dice,
+        finetune_s=elapsed,
+        bundle=str(result.bundle_dir),
+    )
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def results_payload(result: FewLabelResult) -> dict[str, Any]:
+    """``results.json``: protocol, environment, test split, every run and the summary rows."""
+
+    def number(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {
+        "protocol": result.protocol.to_dict(),
+        "environment": result.environment,
+        "elapsed_s": result.elapsed_s,
+        "test_split": {
+            "rule": "last N case ids in sorted order",
+            "case_ids": list(result.test_case_ids),
+        },
+        "pretraining": result.pretraining,
+        "runs": [
+            {**dataclasses.asdict(run), "dice": {k: number(v) for k, v in run.dice.items()}}
+            for run in result.runs
+        ],
+        "summary": [
+            {
+                "method": row.method,
+                "k": row.k,
+                "seeds": row.seeds,
+                "dice": {n: {"mean": number(m), "sd": number(s)} for n, (m, s) in row.dice.items()},
+            }
+            for row in result.rows
+        ],
+    }
+
+
+def curves(rows: Sequence[FewLabelRow]) -> dict[str, list[tuple[int, float, float]]]:
+    """``{method: [(k, mean Dice, sd), ...]}`` for the plot."""
+    by_method: dict[str, list[tuple[int, float, float]]] = {}
+    for row in rows:
+        by_method.setdefault(row.method, []).append((row.k, *row.dice["mean"]))
+    return by_method
+
+
+def write_results(result: FewLabelResult) -> Mapping[str, Path]:
+    """Write ``results.json``, ``table.md`` and ``few_label.png`` into the output folder."""
+    folder = result.output_dir
+    paths = {
+        "json": folder / "results.json",
+        "table": folder / "table.md",
+        "plot": folder / "few_label.png",
+    }
+    write_json(paths["json"], results_payload(result))
+    with atomic_path(paths["table"]) as temporary:
+        temporary.write_text(markdown_table(result.rows), encoding="utf-8")
+    if result.rows:
+        plot_dice_vs_k(curves(result.rows), paths["plot"], title="few-label Dice (test split)")
+    return paths

@@ -1,0 +1,344 @@
+"""Training samples drawn from the slice cache: nearby-slice pairs (pre-training) and labelled slices.
+
+Every sample is a pure function of ``(seed, index)``: its scan, slices and augmentation come from
+a generator seeded with both, so a sample is the same whichever process, worker or resumed run
+asks for it. That is what makes `--resume` exact and multi-GPU training equal to one process on
+the same global batch: `StepBatchSampler` hands step ``s`` the global indices
+``[s·G, (s+1)·G)`` and gives each rank its contiguous share, so its only state is the step.
+
+Augmentation [ours, METHOD.md "Pairs"]:
+
+- spatial, shared by the two slices of a pair (and by an image and its label): flips, a small
+  rotation and scale, and a random crop — or random placement inside a padded canvas when the
+  slice is smaller than the training size — to a square of ``size`` pixels. One affine map and
+  `torch.nn.functional.grid_sample` do all of it (bilinear for images, nearest for labels);
+  padding takes the slice's minimum, i.e. the background of a normalised scan;
+- intensity, drawn independently for each slice: gamma (on the slice's own min–max range),
+  contrast around the mean, additive Gaussian noise.
+
+Slice positions are ``z_k = (k + 0.5) / D`` for slice k of a scan with D slices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from salign_cli.errors import InputError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of training slices; ``enabled=False`` gives a deterministic centre crop/pad.
+
+    Ranges are inclusive ``(low, high)`` pairs sampled uniformly; ``max_rotation_deg`` is the
+    largest absolute in-plane rotation and ``noise_std`` the largest noise standard deviation
+    (in units of the normalised intensity).
+    """
+
+    size: int = 64
+    enabled: bool = True
+    flip: bool = True
+    max_rotation_deg: float = 15.0
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    noise_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise InputError(f"training size must be at least 8 pixels, got {self.size}")
+        for name in ("scale_range", "gamma_range", "contrast_range"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise InputError(
+                    f"augmentation {name} must satisfy 0 < low <= high, got {low, high}"
+                )
+
+
+@dataclass(frozen=True)
+class SpatialParams:
+    """One draw of the shared spatial augmentation (pixel units, rows then columns)."""
+
+    offset: tuple[float, float]  # window start in the input, may be negative (padding)
+    angle_rad: float = 0.0
+    scale: float = 1.0
+    flip: tuple[bool, bool] = (False, False)
+
+
+def slice_position(index: int | np.ndarray, depth: int) -> float | np.ndarray:
+    """Normalised position ``(k + 0.5) / D`` of slice ``k`` in a scan of ``D`` slices."""
+    return (index + 0.5) / depth
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator behind sample ``index``: independent of process, worker and resume point."""
+    return np.random.default_rng([seed, index])
+
+
+def draw_spatial(
+    rng: np.random.Generator, shape: tuple[int, int], config: AugmentConfig
+) -> SpatialParams:
+    """Draw the window and (if enabled) flips/rotation/scale for an input of ``shape``.
+
+    The window start along each axis is an integer in ``[min(0, n − S), max(0, n − S)]``: a
+    crop when the slice is larger than the size S, a random placement inside padding otherwise.
+    Without augmentation the window is centred.
+    """
+    size = config.size
+    if not config.enabled:
+        return SpatialParams(offset=tuple(float((n - size) // 2) for n in shape))  # type: ignore[arg-type]
+    offset = tuple(float(rng.integers(min(0, n - size), max(0, n - size) + 1)) for n in shape)
+    flip = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if config.flip else (False, False)
+    angle = math.radians(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg))
+    scale = rng.uniform(*config.scale_range)
+    return SpatialParams(offset=offset, angle_rad=angle, scale=scale, flip=flip)  # type: ignore[arg-type]
+
+
+def sampling_grid(params: SpatialParams, shape: tuple[int, int], size: int) -> torch.Tensor:
+    """`grid_sample` grid ``[1, size, size, 2]`` mapping output pixels into an input of ``shape``.
+
+    An output pixel p (about the window centre o) reads the input at
+    ``window_centre + R(angle) · flip · (p − o) / scale``; identity parameters give an exact crop.
+    Coordinates use ``align_corners=True`` (−1 and +1 are the centres of the end pixels).
+    """
+    centre_out = (size - 1) / 2.0
+    coords = torch.arange(size, dtype=torch.float64) - centre_out
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+    if params.flip[0]:
+        rows = -rows
+    if params.flip[1]:
+        cols = -cols
+    cos, sin = math.cos(params.angle_rad), math.sin(params.angle_rad)
+    in_rows = (cos * rows - sin * cols) / params.scale + params.offset[0] + centre_out
+    in_cols = (sin * rows + cos * cols) / params.scale + params.offset[1] + centre_out
+    height, width = shape
+    x = 2.0 * in_cols / max(width - 1, 1) - 1.0
+    y = 2.0 * in_rows / max(height - 1, 1) - 1.0
+    return torch.stack([x, y], dim=-1).unsqueeze(0).float()
+
+
+def warp(
+    images: np.ndarray, params: SpatialParams, size: int, labels: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply one spatial draw to ``images [C, H, W]`` (and ``labels [H, W]``) → ``[C, S, S]``.
+
+    Outside the input, images take their own minimum (the background of a normalised scan)
+    and labels take 0 (background).
+    """
+    stack = torch.from_numpy(np.asarray(images, dtype=np.float32))
+    grid = sampling_grid(params, tuple(stack.shape[-2:]), size)  # type: ignore[arg-type]
+    background = stack.amin()
+    warped = (
+        F.grid_sample((stack - background).unsqueeze(0), grid, mode="bilinear", align_corners=True)[
+            0
+        ]
+        + background
+    )
+    if labels is None:
+        return warped, None
+    label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.float32))[None, None]
+    warped_labels = F.grid_sample(label_tensor, grid, mode="nearest", align_corners=True)
+    return warped, warped_labels[0, 0].round().long()
+
+
+def augment_intensity(
+    image: torch.Tensor, rng: np.random.Generator, config: AugmentConfig
+) -> torch.Tensor:
+    """Gamma on the slice's min–max range, contrast about its mean, then Gaussian noise."""
+    if not config.enabled:
+        return image
+    low, high = image.min(), image.max()
+    span = (high - low).clamp_min(1e-6)
+    gamma = rng.uniform(*config.gamma_range)
+    image = low + span * ((image - low) / span).clamp(0, 1) ** gamma
+    mean = image.mean()
+    image = mean + (image - mean) * rng.uniform(*config.contrast_range)
+    noise_std = rng.uniform(0.0, config.noise_std)
+    noise = rng.standard_normal(image.shape).astype(np.float32)
+    return image + noise_std * torch.from_numpy(noise)
+
+
+def usable_scans(
+    volumes: Sequence[np.ndarray], names: Sequence[str] | None = None
+) -> tuple[list[int], list[str]]:
+    """Indices of scans with at least two slices, and a warning for each one skipped."""
+    names = names or [f"scan {k}" for k in range(len(volumes))]
+    kept, warnings = [], []
+    for k, volume in enumerate(volumes):
+        if volume.ndim != 3:
+            raise ValueError(f"{names[k]}: expected slices [D, H, W], got shape {volume.shape}")
+        if volume.shape[0] < 2:
+            warnings.append(f"{names[k]}: only {volume.shape[0]} slice; skipped (no slice pairs)")
+        else:
+            kept.append(k)
+    return kept, warnings
+
+
+class SlicePairDataset(Dataset):
+    """Pairs of nearby slices ``(i, j)``, ``1 ≤ |i − j| ≤ pair_distance``, from ``[D, H, W]`` arrays.
+
+    Sample ``index`` → a dict of tensors::
+
+        image_i, image_j  float32 [1, S, S]   same spatial augmentation, own intensity augmentation
+        z_i, z_j          float32 []          (k + 0.5) / D
+        scan, slice_i, slice_j  int64 []
+
+    The scan is drawn uniformly, then i uniformly, then j uniformly among the slices within
+    ``pair_distance`` of i (fewer candidates near the ends). Scans with one slice are skipped
+    (``warnings`` lists them); if none is left the constructor raises `InputError`.
+
+    Example::
+
+        data = SlicePairDataset([np.zeros((30, 35, 51), np.float16)], seed=0)
+        data[7]["image_i"].shape   # torch.Size([1, 64, 64])
+    """
+
+    slices_per_sample = 2
+
+    def __init__(
+        self,
+        volumes: Sequence[np.ndarray],
+        *,
+        pair_distance: int = 2,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if pair_distance < 1:
+            raise InputError(f"--pair-distance must be at least 1 slice, got {pair_distance}")
+        self.volumes = list(volumes)
+        self.scans, self.warnings = usable_scans(self.volumes, names)
+        if not self.scans:
+            raise InputError("no scan has two or more slices; slice pairs need at least two")
+        self.pair_distance = pair_distance
+        self.augment = augment or AugmentConfig()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        """Number of slices in the usable scans (one "epoch"; indices beyond it are valid too)."""
+        return sum(self.volumes[k].shape[0] for k in self.scans)
+
+    def pair_indices(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """Draw ``(scan, i, j)``."""
+        scan = self.scans[int(rng.integers(len(self.scans)))]
+        depth = self.volumes[scan].shape[0]
+        i = int(rng.integers(depth))
+        candidates = [
+            j for j in range(i - self.pair_distance, i + self.pair_distance + 1) if j != i
+        ]
+        candidates = [j for j in candidates if 0 <= j < depth]
+        return scan, i, int(candidates[int(rng.integers(len(candidates)))])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = sample_rng(self.seed, index)
+        scan, i, j = self.pair_indices(rng)
+        volume = self.volumes[scan]
+        pair = np.stack([volume[i], volume[j]])
+        params = draw_spatial(rng, pair.shape[-2:], self.augment)
+        warped, _ = warp(pair, params, self.augment.size)
+        depth = volume.shape[0]
+        return {
+            "image_i": augment_intensity(warped[0], rng, self.augment)[None],
+            "image_j": augment_intensity(warped[1], rng, self.augment)[None],
+            "z_i": torch.tensor(slice_position(i, depth), dtype=torch.float32),
+            "z_j": torch.tensor(slice_position(j, depth), dtype=torch.float32),
+            "scan": torch.tensor(scan),
+            "slice_i": torch.tensor(i),
+            "slice_j": torch.tensor(j),
+        }
+
+
+class LabelledSliceDataset(Dataset):
+    """Image slices with their label slices, for fine-tuning.
+
+    Sample ``index`` → ``{"image": float32 [1, S, S], "label": int64 [S, S], "z": float32 [],
+    "scan": int64 [], "slice": int64 []}``; image and label share the spatial augmentation, the
+    image alone gets intensity augmentation. The scan is drawn uniformly, then the slice.
+    """
+
+    slices_per_sample = 1
+
+    def __init__(
+        self,
+        volumes: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        *,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if len(volumes) != len(labels) or not volumes:
+            raise ValueError(
+                f"need one label array per volume, got {len(volumes)} and {len(labels)}"
+            )
+        names = names or [f"scan {k}" for k in range(len(volumes))]
+        for name, volume, label in zip(names, volumes, labels, strict=True):
+            if volume.shape != label.shape:
+                raise InputError(
+                    f"{name}: label slices {label.shape} do not match image slices {volume.shape}"
+                )
+        self.volumes, self.labels = list(volumes), list(labels)
+        self.augment = augment or AugmentConfig()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return sum(volume.shape[0] for volume in self.volumes)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = sample_rng(self.seed, index)
+        scan = int(rng.integers(len(self.volumes)))
+        depth = self.volumes[scan].shape[0]
+        k = int(rng.integers(depth))
+        image = np.asarray(self.volumes[scan][k])[None]
+        params = draw_spatial(rng, image.shape[-2:], self.augment)
+        warped, label = warp(image, params, self.augment.size, labels=self.labels[scan][k])
+        assert label is not None
+        return {
+            "image": augment_intensity(warped[0], rng, self.augment)[None],
+            "label": label,
+            "z": torch.tensor(slice_position(k, depth), dtype=torch.float32),
+            "scan": torch.tensor(scan),
+            "slice": torch.tensor(k),
+        }
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Sample indices for steps ``start_step … total_steps − 1``: this rank's share of each batch.
+
+    Step ``s`` uses the global indices ``[s·G, (s+1)·G)`` (G = ``global_batch_size``); rank r of
+    W takes the r-th contiguous block of ``G / W``. The position to resume from is the step.
+    """
+
+    def __init__(
+        self,
+        global_batch_size: int,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if global_batch_size % world_size:
+            raise InputError(
+                f"--batch-size {global_batch_size} is not divisible by the {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.total_steps, self.start_step = total_steps, start_step
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.total_steps):
+            first = step * self.global_batch_size + self.rank * self.local_batch_size
+            yield list(range(first, first + self.local_batch_size))

@@ -1,0 +1,647 @@
+"""``salign segment`` as a typed function: inputs → masks beside them, resumable and exact.
+
+What a caller can rely on:
+
+- **Inputs**: files, folders (their scans; ``recursive`` for sub-folders; a folder without scan
+  files is read as one DICOM series) and glob patterns, in the order given, without duplicates.
+  Files salign itself wrote (``*<suffix>.nii.gz``, probabilities) are not picked up from folders
+  or globs, so running the same command twice never segments a mask.
+- **Outputs**: ``output`` names a file (one input) or a folder (any number); by default each mask
+  goes beside its input as ``<name><suffix>.nii.gz``. An output never replaces an input, and an
+  existing output is skipped unless ``overwrite`` — so an interrupted batch resumes where it
+  stopped. Every file is written atomically (temp file, then rename; the mask last, so a mask on
+  disk means its extras are complete too) and its shape and affine are read back and checked.
+- **Pipeline**: the next volume is read and preprocessed in a background thread while the
+  current one runs on the device, and masks are written in a second thread (threads, never
+  processes: nothing to spawn, nothing to freeze).
+- **Failures**: a bad file becomes a failed :class:`FileResult` with a one-line message and the
+  batch goes on (``fail_fast`` stops at the first one); the summary lists them all.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from salign_cli.errors import InputError, SalignError
+from salign_cli.infer.postprocess import keep_largest_component, label_volumes_ml
+from salign_cli.io.atomic import PARTIAL_MARKER, atomic_path, full_suffix, write_json
+from salign_cli.io.volume import (
+    SCAN_SUFFIXES,
+    Volume,
+    is_scan_path,
+    read_header,
+    read_volume,
+    require_finite,
+    scan_name,
+    write_labels,
+)
+from salign_cli.workspace import Workspace
+
+DEFAULT_SUFFIX = "_seg"
+MASK_ENDING = ".nii.gz"
+PROBABILITIES_TAG = "_probabilities"
+PREVIEW_TAG = "_preview"
+_GLOB_CHARACTERS = frozenset("*?[")
+# A CT scan nearly always holds air (about -1000 HU); an MR scan rarely holds values below 0.
+CT_AIR_THRESHOLD_HU = -500.0
+AFFINE_TOLERANCE_MM = 1e-4
+PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
+
+Status = Literal["written", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Everything ``salign segment`` can be told besides inputs, output and model."""
+
+    device: str = "auto"
+    batch_size: int | None = None  # None: the predictor's default for the device
+    tta: bool = False
+    largest_component: bool = False
+    probabilities: bool = False
+    preview: bool = False
+    overwrite: bool = False
+    suffix: str = DEFAULT_SUFFIX
+    recursive: bool = False
+    fail_fast: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its mask (and extras) go."""
+
+    input: Path
+    output: Path
+
+    @property
+    def probabilities_path(self) -> Path:
+        return _beside(self.output, PROBABILITIES_TAG, MASK_ENDING)
+
+    @property
+    def preview_path(self) -> Path:
+        return _beside(self.output, PREVIEW_TAG, ".png")
+
+
+@dataclass
+class FileResult:
+    """What happened to one input; ``seconds`` splits read / predict / write time."""
+
+    input: Path
+    output: Path
+    status: Status
+    error: str | None = None
+    exit_code: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    extras: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "status": self.status,
+            "error": self.error,
+            "seconds": {name: round(value, 4) for name, value in self.seconds.items()},
+            "shape": list(self.shape) if self.shape else None,
+            "volumes_ml": {name: round(value, 4) for name, value in self.volumes_ml.items()},
+            "warnings": self.warnings,
+            "extras": [str(path) for path in self.extras],
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model ran: for the report and the console."""
+
+    spec: str
+    folder: Path
+    source: str
+    repo_id: str | None
+    revision: str | None
+    commit: str | None
+    weights_sha256: str | None
+    modality: str
+    class_names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "folder": str(self.folder),
+            "source": self.source,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "commit": self.commit,
+            "weights_sha256": self.weights_sha256,
+            "modality": self.modality,
+            "classes": list(self.class_names),
+        }
+
+
+@dataclass
+class SegmentSummary:
+    """The whole run: one result per input, the model, the device and the wall time."""
+
+    results: list[FileResult]
+    model: ModelInfo | None
+    device: str | None
+    seconds: float
+    stopped_early: bool = False
+
+    def by_status(self, status: Status) -> list[FileResult]:
+        return [result for result in self.results if result.status == status]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, else the most serious failure's code (bad input = 2)."""
+        codes = [result.exit_code for result in self.by_status("failed")]
+        return 0 if not codes else (2 if 2 in codes else max(codes))
+
+    def to_dict(self) -> dict[str, Any]:
+        written = self.by_status("written")
+        return {
+            "model": self.model.to_dict() if self.model else None,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "counts": {
+                status: len(self.by_status(status)) for status in ("written", "skipped", "failed")
+            },
+            "mean_file_seconds": (
+                round(sum(sum(r.seconds.values()) for r in written) / len(written), 4)
+                if written
+                else None
+            ),
+            "stopped_early": self.stopped_early,
+            "files": [result.to_dict() for result in self.results],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def _beside(mask_path: Path, tag: str, ending: str) -> Path:
+    """``case_seg.nii.gz`` → ``case_seg<tag><ending>`` in the same folder."""
+    stem = mask_path.name[: len(mask_path.name) - len(full_suffix(mask_path))]
+    return mask_path.with_name(f"{stem}{tag}{ending}")
+
+
+def _is_own_output(path: Path, suffix: str) -> bool:
+    """Masks, probabilities, previews and temp files salign writes; never taken as inputs."""
+    name = scan_name(path)
+    return (
+        path.name.startswith(".")
+        or PARTIAL_MARKER in path.name
+        or name.endswith((suffix, f"{suffix}{PROBABILITIES_TAG}"))
+        or path.name.endswith(f"{suffix}{PREVIEW_TAG}.png")
+    )
+
+
+def _scans_in_folder(folder: Path, recursive: bool, suffix: str) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    found = sorted(
+        path
+        for path in folder.glob(pattern)
+        if path.is_file() and is_scan_path(path) and not _is_own_output(path, suffix)
+    )
+    if found:
+        return found
+    if any(path.is_file() for path in folder.iterdir()):
+        return [folder]  # no scan files but files: a DICOM series folder
+    return []
+
+
+def expand_inputs(
+    specs: Sequence[str | Path], *, recursive: bool = False, suffix: str = DEFAULT_SUFFIX
+) -> list[Path]:
+    """Files, folders and glob patterns → scan paths (files or DICOM folders), deduplicated.
+
+    Raises :class:`InputError` for a spec that matches nothing, naming it.
+    """
+    inputs: list[Path] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            # A shell-expanded `scans/*` also lists the masks of an earlier run: leave them out.
+            inputs.extend([] if _is_own_output(path, suffix) else [path])
+            continue
+        if path.is_dir() and not path.name.lower().endswith(SCAN_SUFFIXES):
+            matches = _scans_in_folder(path, recursive, suffix)
+        elif _GLOB_CHARACTERS & set(str(spec)):
+            matches = [
+                Path(match)
+                for match in sorted(glob.glob(str(path), recursive=True))
+                if (Path(match).is_file() and is_scan_path(Path(match))) or Path(match).is_dir()
+            ]
+            matches = [m for m in matches if not _is_own_output(m, suffix)]
+        else:
+            matches = [path]  # let read_volume say precisely what is wrong with it
+        if not matches:
+            raise InputError(f"{spec}: no scans found (NIfTI, NRRD, MHA/MHD or DICOM series)")
+        inputs.extend(matches)
+    if not inputs:
+        raise InputError(
+            f"no scans among the inputs, only salign outputs (*{suffix}.nii.gz); "
+            "name the scans themselves"
+        )
+    unique: dict[Path, Path] = {}
+    for path in inputs:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _names_a_file(output: Path) -> bool:
+    """``-o`` ending in a scan ending (``.nii.gz``, ``.nrrd`` ...) is a file, anything else a folder."""
+    return output.name.lower().endswith(SCAN_SUFFIXES) and not output.is_dir()
+
+
+def plan_jobs(
+    inputs: Sequence[Path], output: Path | None = None, *, suffix: str = DEFAULT_SUFFIX
+) -> list[Job]:
+    """Where each input's mask goes; refuses outputs that would overwrite an input or collide.
+
+    ``output`` ending in a scan ending (``.nii.gz``, ``.nrrd`` ...) is the mask file of the one
+    input (the ending picks the format); any other ``output`` is a folder for all masks. With no
+    ``output`` each mask goes beside its input.
+    """
+    if not suffix:
+        raise InputError("--suffix must not be empty: the mask would replace its input")
+    if output is not None and _names_a_file(output):
+        if len(inputs) != 1:
+            raise InputError(
+                f"-o {output}: names one file but there are {len(inputs)} inputs; "
+                "give a folder (-o masks/) instead"
+            )
+        jobs = [Job(inputs[0], output)]
+    else:
+        jobs = [
+            Job(path, (output or path.parent) / f"{scan_name(path)}{suffix}{MASK_ENDING}")
+            for path in inputs
+        ]
+    resolved_inputs = {path.resolve() for path in inputs}
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        target = job.output.resolve()
+        if target in resolved_inputs:
+            raise InputError(
+                f"{job.output}: the output would overwrite an input; choose another -o or --suffix"
+            )
+        if target in seen:
+            raise InputError(
+                f"{seen[target]} and {job.input} would both write {job.output}; segment them "
+                "into separate folders (drop -o to write each mask beside its input)"
+            )
+        seen[target] = job.input
+    return jobs
+
+
+def _is_complete(job: Job, options: SegmentOptions) -> bool:
+    """A mask on disk is the last thing written, so it means the extras are there too."""
+    return (
+        job.output.is_file()
+        and (not options.probabilities or job.probabilities_path.is_file())
+        and (not options.preview or job.preview_path.is_file())
+    )
+
+
+def _check_writable(job: Job) -> None:
+    folder = job.output.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{job.output}: cannot write into {folder} (not a writable folder); "
+            "choose a writable output folder with -o"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def no_model_error(workspace: Workspace) -> InputError:
+    """The message for a segment call with no ``--model`` and no fine-tuned run to fall back on."""
+    return InputError(
+        f"no model: the workspace {workspace.root} has no fine-tuned bundle; fine-tune one "
+        "(salign pretrain SCANS, then salign finetune --labels N), or pass --model with a "
+        "bundle folder or a Hub id org/name[@revision] (see salign weights list)"
+    )
+
+
+def load_predictor(
+    model: str | None,
+    workspace: Workspace,
+    options: SegmentOptions,
+    note: Callable[[str], None] | None = None,
+) -> tuple[Any, ModelInfo]:
+    """Resolve ``--model`` (or the newest fine-tuned run), verify the bundle, build a Predictor."""
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.hub import resolve
+    from salign_cli.infer.predictor import Predictor, resolve_device
+    from salign_cli.model.bundle import build_model, load_bundle
+
+    device = resolve_device(options.device)
+    if model is None:
+        run = workspace.latest_run("finetune")
+        if run is None:
+            raise no_model_error(workspace)
+        model = str(run / "bundle")
+    resolved = resolve(model, report=note)
+    bundle = load_bundle(resolved.folder, report=note)
+    contract = bundle.contract
+    if contract.kind != "finetuned":
+        raise InputError(
+            f"--model {model}: a {contract.kind} bundle has no trained segmentation head; "
+            f"fine-tune it first (salign finetune --from {model} --labels N)"
+        )
+    if contract.in_channels != 1:
+        raise InputError(
+            f"--model {model}: expects {contract.in_channels} input channels; salign segments "
+            "single-channel scans"
+        )
+    predictor = Predictor(
+        build_model(bundle).eval(),
+        PreprocessConfig.from_dict(contract.preprocessing),
+        device=device,
+        batch_size=options.batch_size,
+        tta=options.tta,
+    )
+    info = ModelInfo(
+        spec=model,
+        folder=resolved.folder,
+        source=resolved.source,
+        repo_id=resolved.repo_id,
+        revision=resolved.revision,
+        commit=resolved.commit,
+        weights_sha256=contract.weights_sha256,
+        modality=contract.modality,
+        class_names=tuple(contract.class_names),
+    )
+    return predictor, info
+
+
+def modality_warning(volume: Volume, modality: str) -> str | None:
+    """A one-line warning when the intensities do not look like the model's modality."""
+    lowest = float(volume.array.min()) if volume.array.size else 0.0
+    if modality == "CT" and lowest >= 0:
+        return (
+            f"{volume.path}: no negative intensities, so this does not look like CT in HU but "
+            "the model is a CT model; check the scan or pick an MR model"
+        )
+    if modality == "MR" and lowest < CT_AIR_THRESHOLD_HU:
+        return (
+            f"{volume.path}: intensities below {CT_AIR_THRESHOLD_HU:g} look like CT in HU but "
+            "the model is an MR model; check the scan or pick a CT model"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# one file
+
+
+@dataclass(frozen=True, eq=False)
+class _Loaded:
+    volume: Volume
+    prepared: Any
+    seconds: float
+    warning: str | None
+
+
+def _load(job: Job, predictor: Any, modality: str) -> _Loaded:
+    """Read, check and preprocess one input (runs in the reader thread)."""
+    start = time.perf_counter()
+    volume = read_volume(job.input)
+    require_finite(volume)
+    prepared = predictor.prepare(volume)
+    return _Loaded(
+        volume, prepared, time.perf_counter() - start, modality_warning(volume, modality)
+    )
+
+
+def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path) -> Path:
+    """Softmax ``[*like.shape, C]`` as a 4D NIfTI with ``like``'s affine, written atomically.
+
+    NIfTI-1 has no float16 type, so values are stored as uint16 with ``scl_slope = 1/65535``:
+    the same size as float16, a finer step (1.5e-5) on [0, 1], and every reader that honours
+    the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets probabilities back.
+    """
+    import nibabel as nib
+
+    quantised = np.rint(np.clip(probabilities, 0.0, 1.0).astype(np.float32) * PROBABILITY_LEVELS)
+    image = nib.Nifti1Image(quantised.astype(np.uint16), like.affine)
+    image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
+    image.header.set_qform(like.affine, code=1)
+    image.header.set_sform(like.affine, code=1)
+    image.header.set_intent("vector", (), "softmax probabilities")
+    with atomic_path(path) as temporary:
+        nib.save(image, temporary)
+    return path
+
+
+def verify_geometry(path: Path, like: Volume) -> None:
+    """Read back a written mask's header: its shape and affine must be the input's."""
+    header = read_header(path)
+    expected_shape = tuple(like.stored_shape or like.shape)
+    if tuple(header.shape) != expected_shape or not np.allclose(
+        header.affine, like.affine, atol=AFFINE_TOLERANCE_MM
+    ):
+        path.unlink(missing_ok=True)
+        raise SalignError(
+            f"{path}: written mask has shape {tuple(header.shape)} / orientation "
+            f"{header.orientation} instead of the input's {expected_shape} / {like.orientation}; "
+            "removed it; please report this with the input's header (salign --debug)"
+        )
+
+
+def _write(
+    job: Job,
+    volume: Volume,
+    labels: np.ndarray,
+    probabilities: np.ndarray | None,
+    preview: bool,
+) -> tuple[float, list[Path]]:
+    """Extras first, then the mask (its presence marks the job complete); verify geometry."""
+    from salign_cli.infer.preview import render_preview
+
+    start = time.perf_counter()
+    extras = []
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        if probabilities is not None:
+            extras.append(write_probabilities(probabilities, volume, job.probabilities_path))
+        if preview:
+            extras.append(render_preview(volume, labels, job.preview_path))
+        write_labels(labels, like=volume, path=job.output)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(
+            f"{job.output}: cannot write ({reason}); choose a writable output folder with -o"
+        ) from None
+    verify_geometry(job.output, volume)
+    return time.perf_counter() - start, extras
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch
+
+
+def segment(
+    inputs: Sequence[str | Path],
+    output: Path | str | None = None,
+    *,
+    model: str | None = None,
+    workspace: Path | str | Workspace | None = None,
+    options: SegmentOptions | None = None,
+    report: Path | str | None = None,
+    on_start: Callable[[list[Job], ModelInfo, str], None] | None = None,
+    on_file: Callable[[FileResult], None] | None = None,
+    note: Callable[[str], None] | None = None,
+) -> SegmentSummary:
+    """Segment every input and write its mask; return (and optionally save) a summary.
+
+    Example::
+
+        summary = segment(["scans/"], model="org/name@v1", options=SegmentOptions(tta=True))
+        [r.output for r in summary.by_status("written")]
+
+    ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display;
+    ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
+    (no inputs, bad ``-o``, no model) raise :class:`InputError`; problems with one file end up
+    in its :class:`FileResult`.
+    """
+    options = options or SegmentOptions()
+    started = time.perf_counter()
+    jobs = plan_jobs(
+        expand_inputs(inputs, recursive=options.recursive, suffix=options.suffix),
+        Path(output).expanduser() if output is not None else None,
+        suffix=options.suffix,
+    )
+    results: list[FileResult] = []
+    pending = []
+    for job in jobs:
+        if not options.overwrite and _is_complete(job, options):
+            results.append(FileResult(job.input, job.output, "skipped"))
+        else:
+            pending.append(job)
+    for result in results:
+        if on_file:
+            on_file(result)
+    model_info, device, stopped = None, None, False
+    if pending:
+        ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+        predictor, model_info = load_predictor(model, ws, options, note)
+        device = str(predictor.device)
+        if on_start:
+            on_start(pending, model_info, device)
+        stopped = _run(pending, predictor, model_info, options, results, on_file, note)
+    order = {job.input: index for index, job in enumerate(jobs)}
+    results.sort(key=lambda result: order[result.input])
+    summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
+    if report is not None:
+        write_json(Path(report).expanduser(), summary.to_dict())
+    return summary
+
+
+def _run(
+    jobs: list[Job],
+    predictor: Any,
+    model: ModelInfo,
+    options: SegmentOptions,
+    results: list[FileResult],
+    on_file: Callable[[FileResult], None] | None,
+    note: Callable[[str], None] | None,
+) -> bool:
+    """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast."""
+
+    def finish(result: FileResult) -> bool:
+        results.append(result)
+        if result.warnings and note:
+            for warning in result.warnings:
+                note(warning)
+        if on_file:
+            on_file(result)
+        return result.status == "failed" and options.fail_fast
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="salign-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="salign-write") as writer,
+    ):
+        next_load: Future[_Loaded] = reader.submit(_load, jobs[0], predictor, model.modality)
+        in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None = None
+        for index, job in enumerate(jobs):
+            load = next_load
+            if index + 1 < len(jobs):
+                next_load = reader.submit(_load, jobs[index + 1], predictor, model.modality)
+            result = FileResult(job.input, job.output, "written")
+            try:
+                _check_writable(job)
+                loaded = load.result()
+                result.seconds["read"] = loaded.seconds
+                result.shape = tuple(loaded.volume.stored_shape or loaded.volume.shape)
+                result.warnings = [loaded.warning] if loaded.warning else []
+                labels, probabilities, predict_s = _predict(loaded, predictor, model, options)
+                result.seconds["predict"] = predict_s
+                result.volumes_ml = label_volumes_ml(
+                    labels, loaded.volume.affine, list(model.class_names)
+                )
+                write = writer.submit(
+                    _write, job, loaded.volume, labels, probabilities, options.preview
+                )
+            except SalignError as error:
+                _fail(result, error)
+                if finish(result):
+                    next_load.cancel()
+                    _drain(in_flight, finish)
+                    return True
+                continue
+            if _drain(in_flight, finish):
+                _drain((result, write), finish)
+                next_load.cancel()
+                return True
+            in_flight = (result, write)
+        _drain(in_flight, finish)
+    return False
+
+
+def _predict(
+    loaded: _Loaded, predictor: Any, model: ModelInfo, options: SegmentOptions
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    start = time.perf_counter()
+    prediction = predictor.predict(
+        loaded.volume, prepared=loaded.prepared, with_probabilities=options.probabilities
+    )
+    labels = prediction.labels
+    if options.largest_component:
+        labels = keep_largest_component(labels, range(1, len(model.class_names)))
+    return labels, prediction.probabilities, time.perf_counter() - start
+
+
+def _fail(result: FileResult, error: SalignError) -> None:
+    result.status = "failed"
+    result.error = str(error)
+    result.exit_code = error.exit_code
+
+
+def _drain(
+    in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None,
+    finish: Callable[[FileResult], bool],
+) -> bool:
+    """Wait for a submitted write and record its result; True if the batch should stop."""
+    if in_flight is None:
+        return False
+    result, write = in_flight
+    try:
+        result.seconds["write"], result.extras = write.result()
+    except SalignError as error:
+        _fail(result, error)
+    return finish(result)

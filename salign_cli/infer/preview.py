@@ -1,0 +1,84 @@
+"""A PNG beside each mask showing a few slices of the scan with the labels drawn over them.
+
+A glance at the preview tells whether a mask is plausible without opening a viewer. Slices are
+taken across the canonical (RAS) slice axis — axial for 3D scans, the image itself for 2D — at
+the 25th, 50th and 75th percentile of the labelled extent (evenly spaced when nothing was
+labelled), shown with anterior/superior up and the patient's right on the viewer's right
+(neurological convention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from salign_cli.io.atomic import atomic_path
+from salign_cli.io.volume import Volume, to_canonical
+
+# Distinct colours for labels 1..N (cycled beyond ten classes); label 0 is not drawn.
+LABEL_COLOURS = np.array(
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+    ],
+    dtype=np.float32,
+)
+OVERLAY_OPACITY = 0.45
+MIN_PANEL_PIXELS = 256  # small scans (hippocampus crops) are enlarged so the preview is legible
+
+
+def preview_slices(labels: np.ndarray, slice_axis: int, count: int = 3) -> list[int]:
+    """Slice indices along ``slice_axis``: percentiles of the labelled extent, else spread evenly."""
+    depth = labels.shape[slice_axis]
+    other_axes = tuple(axis for axis in range(labels.ndim) if axis != slice_axis)
+    labelled = np.flatnonzero(np.any(labels > 0, axis=other_axes))
+    candidates = labelled if labelled.size else np.arange(depth)
+    picks = np.percentile(candidates, np.linspace(25, 75, count), method="nearest")
+    return sorted({int(index) for index in picks})
+
+
+def render_preview(volume: Volume, labels: np.ndarray, path: Path, count: int = 3) -> Path:
+    """Write a PNG of ``count`` slices of ``volume`` with ``labels`` (on its grid) overlaid."""
+    from PIL import Image
+
+    image = to_canonical(volume).array
+    canonical_labels = to_canonical(Volume(labels, volume.affine)).array
+    slice_axis = 2 if image.shape[2] > 1 else int(np.argmin(image.shape))
+    low, high = np.percentile(image, (1.0, 99.0))
+    panels = [
+        _panel(
+            np.take(image, index, axis=slice_axis),
+            np.take(canonical_labels, index, axis=slice_axis),
+            float(low),
+            float(high),
+        )
+        for index in preview_slices(canonical_labels, slice_axis, count)
+    ]
+    strip = np.concatenate(panels, axis=1)
+    scale = max(1, int(np.ceil(MIN_PANEL_PIXELS / max(1, min(strip.shape[:2])))))
+    picture = Image.fromarray(strip).resize(
+        (strip.shape[1] * scale, strip.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    with atomic_path(path) as temporary:
+        picture.save(temporary, format="PNG")
+    return path
+
+
+def _panel(image: np.ndarray, labels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """One RGB uint8 slice: windowed grey values with coloured, semi-transparent labels."""
+    grey = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0) * 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    labelled = labels > 0
+    colours = LABEL_COLOURS[(labels[labelled].astype(np.int64) - 1) % len(LABEL_COLOURS)]
+    rgb[labelled] = (1.0 - OVERLAY_OPACITY) * rgb[labelled] + OVERLAY_OPACITY * colours
+    # Array rows run along the first in-plane axis; rotate so the second (A or S) points up.
+    return np.ascontiguousarray(np.rot90(rgb.astype(np.uint8)))

@@ -1,0 +1,456 @@
+"""Model bundles: ``model.safetensors`` + ``salign.json`` (the contract) + ``README.md`` (the card).
+
+A bundle is the only thing that travels between training and inference, on disk and on the Hub
+alike. ``salign.json`` says everything inference needs (architecture, classes, modality,
+preprocessing) and where the weights came from (pre-training and fine-tuning provenance,
+evaluation), and pins the weights by sha256. Loading checks the contract, the hash and the tensor
+names before a single weight is used, and never unpickles anything: weights are safetensors only.
+
+Reading a contract (:func:`read_contract`) and checking a hash (:func:`verify_weights`) are
+torch-free, so ``salign weights list/info`` answer instantly; torch is imported only by the
+functions that handle tensors.
+
+Example::
+
+    folder = save_bundle(run_dir / "bundle", model.state_dict(), contract)
+    bundle = load_bundle(folder)                 # or load_bundle("org/name@v1")
+    model = build_model(bundle).eval()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from salign_cli import __version__
+from salign_cli.errors import InputError, SalignError
+from salign_cli.io.atomic import atomic_path, write_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from salign_cli.model.unet import UNet2D
+
+SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONTRACT_FILE = "salign.json"
+CARD_FILE = "README.md"
+BUNDLE_FILES = (CONTRACT_FILE, CARD_FILE, WEIGHTS_FILE)
+KINDS = ("pretrained", "finetuned")
+MODALITIES = ("CT", "MR")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HASH_CHUNK_BYTES = 1 << 20
+# Provenance every bundle of a kind must carry, so a model card can always answer "trained how?".
+_REQUIRED_PROVENANCE = {
+    "pretrained": ("pretraining", ("method", "steps")),
+    "finetuned": ("finetuning", ("labelled_case_ids", "seed")),
+}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_classes(classes: Any, num_classes: int, kind: str) -> None:
+    """Class ids are "0".."N-1" with unique names; a fine-tuned bundle names all N outputs."""
+    _require(isinstance(classes, dict), "classes must map ids ('0', '1', ...) to names")
+    ids = sorted(int(k) for k in classes if isinstance(k, str) and k.isdigit())
+    _require(len(ids) == len(classes), "class ids must be non-negative integers written as strings")
+    _require(ids == list(range(len(ids))), f"class ids must be 0..N-1 without gaps, got {ids}")
+    names = list(classes.values())
+    _require(all(isinstance(n, str) and n for n in names), "class names must be non-empty strings")
+    _require(len(set(names)) == len(names), f"class names must be unique, got {names}")
+    if kind == "finetuned":
+        _require(
+            len(classes) == num_classes,
+            f"a fine-tuned bundle names every output: {num_classes} classes in the "
+            f"architecture but {len(classes)} in classes",
+        )
+
+
+def _check_evaluation(evaluation: Any) -> None:
+    _require(evaluation is None or isinstance(evaluation, dict), "evaluation must be an object")
+    dice = (evaluation or {}).get("per_class_dice", {})
+    _require(isinstance(dice, dict), "evaluation.per_class_dice must map class names to Dice")
+    for name, value in dice.items():
+        _require(
+            isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
+            f"evaluation.per_class_dice[{name!r}] must be a number in [0, 1], got {value!r}",
+        )
+
+
+@dataclass(frozen=True)
+class BundleContract:
+    """The ``salign.json`` of a bundle; validated on construction (``ValueError`` on violation).
+
+    - ``architecture``: ``UNetConfig.to_dict()`` (``in_channels``, ``num_classes``, ``width``,
+      ``depth``, ``norm``, ...); rebuilt with ``UNetConfig.from_dict`` when weights are loaded.
+    - ``classes``: ``{"0": "background", "1": "anterior", ...}`` (ids as strings, JSON keys).
+    - ``preprocessing``: ``PreprocessConfig.to_dict()`` (modality, slice-axis rule, target
+      in-plane spacing in mm, CT window, MR percentiles); its modality must equal ``modality``.
+    - ``pretraining``: required for ``kind="pretrained"``: ``method``, ``steps`` (plus e.g.
+      ``data`` summary, ``base_model``). ``finetuning``: required for ``kind="finetuned"``:
+      ``labelled_case_ids``, ``seed`` (plus e.g. ``base_model`` = the bundle it started from).
+    - ``evaluation``: e.g. ``{"per_class_dice": {"anterior": 0.87}, "held_out_cases": 40}``.
+    - ``weights_sha256``: hex sha256 of ``model.safetensors``; ``None`` only before
+      :func:`save_bundle` fills it in.
+    """
+
+    kind: str
+    architecture: dict[str, Any]
+    modality: str
+    classes: dict[str, str]
+    preprocessing: dict[str, Any]
+    pretraining: dict[str, Any] | None = None
+    finetuning: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    weights_sha256: str | None = None
+    salign_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _require(
+            self.schema_version == SCHEMA_VERSION,
+            f"schema_version must be {SCHEMA_VERSION}, got {self.schema_version!r}",
+        )
+        _require(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
+        _require(
+            self.modality in MODALITIES,
+            f"modality must be one of {MODALITIES}, got {self.modality!r}",
+        )
+        _require(isinstance(self.architecture, dict), "architecture must be an object")
+        for key in ("in_channels", "num_classes"):
+            value = self.architecture.get(key)
+            _require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"architecture.{key} must be a positive integer, got {value!r}",
+            )
+        _check_classes(self.classes, self.architecture["num_classes"], self.kind)
+        _require(isinstance(self.preprocessing, dict), "preprocessing must be an object")
+        _require(
+            self.preprocessing.get("modality", self.modality) == self.modality,
+            f"preprocessing.modality {self.preprocessing.get('modality')!r} differs from "
+            f"modality {self.modality!r}",
+        )
+        for name in ("pretraining", "finetuning"):
+            value = getattr(self, name)
+            _require(value is None or isinstance(value, dict), f"{name} must be an object or null")
+        section, keys = _REQUIRED_PROVENANCE[self.kind]
+        missing = [k for k in keys if k not in (getattr(self, section) or {})]
+        _require(not missing, f"a {self.kind} bundle needs {section} with {missing}")
+        _check_evaluation(self.evaluation)
+        _require(
+            self.weights_sha256 is None
+            or (
+                isinstance(self.weights_sha256, str)
+                and bool(_SHA256.fullmatch(self.weights_sha256))
+            ),
+            "weights_sha256 must be 64 lowercase hex digits",
+        )
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.architecture["in_channels"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.architecture["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names in id order: ``class_names[label_value]``."""
+        return [self.classes[str(i)] for i in range(len(self.classes))]
+
+    @property
+    def base_model(self) -> str | None:
+        """The Hub bundle this one started from (``org/name``, revision dropped), if any."""
+        for section in (self.finetuning, self.pretraining):
+            base = (section or {}).get("base_model")
+            if base:
+                return str(base).split("@", 1)[0]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``salign.json`` payload, versions first so a reader sees them before anything else."""
+        payload = dataclasses.asdict(self)
+        head = ("schema_version", "salign_version", "kind")
+        return {
+            **{k: payload[k] for k in head},
+            **{k: v for k, v in payload.items() if k not in head},
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> BundleContract:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (``ValueError``)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(payload) - known)
+        _require(not unknown, f"unknown keys {unknown}")
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.name not in payload
+        )
+        _require(not missing, f"missing keys {missing}")
+        return cls(**payload)
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A loaded, verified bundle: its folder, its contract and its tensors (on the CPU)."""
+
+    folder: Path
+    contract: BundleContract
+    state_dict: dict[str, torch.Tensor]
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (weights can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _redownload_hint(source: str | None) -> str:
+    if source:
+        return f"re-download with salign weights download {source} --force"
+    return "re-download it (salign weights download NAME --force) or re-export it from its run"
+
+
+def weights_mismatch_error(weights: Path, pinned_by: str, source: str | None) -> InputError:
+    """The one message for weights whose hash differs from the one that pins them."""
+    return InputError(
+        f"{weights}: weights do not match the sha256 in {pinned_by}; the bundle is corrupt or "
+        f"was tampered with; {_redownload_hint(source)}"
+    )
+
+
+def read_contract(folder: Path) -> BundleContract:
+    """Read and validate ``folder/salign.json`` (torch-free).
+
+    Raises ``SalignError`` when the bundle was written by a newer salign (schema version), and
+    ``InputError`` naming the file for anything else that is wrong.
+    """
+    path = Path(folder) / CONTRACT_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{folder}: not a salign bundle (no {CONTRACT_FILE}); a bundle folder holds "
+            f"{', '.join(BUNDLE_FILES)}"
+        )
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{path}: not valid JSON ({error}); re-export or re-download the bundle"
+        ) from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: must hold a JSON object; re-export or re-download the bundle")
+    version = payload.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise SalignError(
+            f"{path}: bundle schema version {version} was written by salign "
+            f"{payload.get('salign_version', '?')}; this salign {__version__} reads up to version "
+            f"{SCHEMA_VERSION}; upgrade salign (pip install -U salign)"
+        )
+    try:
+        return BundleContract.from_dict(payload)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{path}: invalid bundle contract: {error}") from None
+
+
+def verify_weights(folder: Path, contract: BundleContract, source: str | None = None) -> bytes:
+    """Read ``model.safetensors`` and check it against ``weights_sha256``; return the bytes.
+
+    Returning the very bytes that were hashed (rather than re-opening the file) means what gets
+    loaded is exactly what was verified. ``source`` (a ``--model`` spec) makes the fix concrete.
+    """
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InputError(f"{folder}: bundle has no {WEIGHTS_FILE}; {_redownload_hint(source)}")
+    if contract.weights_sha256 is None:
+        raise InputError(
+            f"{folder / CONTRACT_FILE}: weights_sha256 is missing; re-export the bundle"
+        )
+    data = weights.read_bytes()
+    if hashlib.sha256(data).hexdigest() != contract.weights_sha256:
+        raise weights_mismatch_error(weights, CONTRACT_FILE, source)
+    return data
+
+
+def _check_tensor_names(tensors: Mapping[str, Any], contract: BundleContract, where: Path) -> None:
+    """Every tensor the contract's architecture needs is present with the right shape.
+
+    Extra tensors (pre-training heads) are allowed: they travel with the bundle and
+    :func:`build_model` ignores them. The expected shapes come from a U-Net built on the
+    ``meta`` device, which allocates no memory.
+    """
+    import torch
+
+    from salign_cli.model.unet import UNet2D, UNetConfig
+
+    try:
+        config = UNetConfig.from_dict(contract.architecture)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{where / CONTRACT_FILE}: invalid architecture: {error}") from None
+    with torch.device("meta"):
+        expected = UNet2D(config).state_dict()
+    missing = [name for name in expected if name not in tensors]
+    wrong = [
+        name
+        for name, tensor in expected.items()
+        if name in tensors and tuple(tensors[name].shape) != tuple(tensor.shape)
+    ]
+    if missing or wrong:
+        raise InputError(
+            f"{where / WEIGHTS_FILE}: weights do not fit the architecture in {CONTRACT_FILE} "
+            f"({len(missing)} tensors missing, e.g. {missing[:3]}; {len(wrong)} with the wrong "
+            f"shape, e.g. {wrong[:3]}); re-export the bundle from its run"
+        )
+
+
+def _check_preprocessing(contract: BundleContract, where: Path) -> None:
+    from salign_cli.data.preprocess import PreprocessConfig
+
+    try:
+        PreprocessConfig.from_dict(contract.preprocessing)
+    except (ValueError, TypeError, InputError) as error:
+        raise InputError(f"{where / CONTRACT_FILE}: invalid preprocessing: {error}") from None
+
+
+def render_card(contract: BundleContract, title: str = "salign bundle") -> str:
+    """A Hub model card (YAML front matter + Markdown) generated from the contract.
+
+    JSON string quoting is valid YAML, so values are written with ``json.dumps`` and need no
+    YAML library. The licence is ``other``: the publisher must state it, since it depends on
+    the training data's terms.
+    """
+    tags = [
+        "medical",
+        "segmentation",
+        "ct" if contract.modality == "CT" else "mri",
+        "self-supervised",
+    ]
+    front = ["---", "license: other", "library_name: salign", "tags:"]
+    front += [f"  - {tag}" for tag in tags]
+    if contract.base_model:
+        front.append(f"base_model: {json.dumps(contract.base_model)}")
+    if contract.evaluation:
+        front += ["metrics:", "  - dice"]
+    front += ["pipeline_tag: image-segmentation", "---", ""]
+    body = [
+        f"# {title}",
+        "",
+        f"A {contract.kind} salign 2D U-Net for {contract.modality} "
+        f"({contract.in_channels} input channel(s), {contract.num_classes} outputs).",
+        "",
+        "## Intended use",
+        "",
+        "Research, not a medical device. Not validated for diagnosis, treatment or any clinical "
+        "decision.",
+        "",
+        "## Classes",
+        "",
+        *(f"- {label}: {name}" for label, name in contract.classes.items()),
+        "",
+    ]
+    dice = (contract.evaluation or {}).get("per_class_dice", {})
+    if dice:
+        body += ["## Evaluation (Dice on held-out cases)", "", "| class | Dice |", "|---|---|"]
+        body += [f"| {name} | {value:.3f} |" for name, value in dice.items()]
+        body.append("")
+    body += [
+        "## Use",
+        "",
+        "    salign segment scan.nii.gz -o mask.nii.gz --model <this repo or folder>",
+        "",
+        "`salign.json` holds the full contract (architecture, preprocessing, provenance, the "
+        "sha256 of `model.safetensors`); salign refuses weights that do not match it.",
+        "",
+    ]
+    return "\n".join(front + body)
+
+
+def save_bundle(
+    folder: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    contract: BundleContract,
+    card_text: str | None = None,
+) -> Path:
+    """Write a bundle into ``folder`` and return it; every file is written atomically.
+
+    The weights go first; their sha256 is then written into ``salign.json`` (whatever
+    ``contract.weights_sha256`` held is replaced). The tensors are checked against the
+    contract's architecture before anything is written, so a saved bundle always loads.
+    ``card_text`` defaults to :func:`render_card`.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    # Copies on the CPU: safetensors refuses tensors that share storage or live on a GPU.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state_dict.items()}
+    _check_tensor_names(tensors, contract, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    with atomic_path(weights) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    final = dataclasses.replace(contract, weights_sha256=file_sha256(weights))
+    write_json(folder / CONTRACT_FILE, final.to_dict())
+    with atomic_path(folder / CARD_FILE) as temporary:
+        temporary.write_text(card_text if card_text is not None else render_card(final), "utf-8")
+    return folder
+
+
+def load_bundle(spec_or_folder: str | Path, report: Callable[[str], None] | None = None) -> Bundle:
+    """Load a verified bundle from a folder, a registry name or ``org/name[@revision]``.
+
+    Order of checks: contract (schema version, fields), sha256 of the weights, then tensor
+    names and shapes against the architecture. Tensors are parsed by safetensors from the
+    verified bytes; nothing is unpickled. ``report`` receives notes such as "network down,
+    using the cached copy" (see :func:`salign_cli.hub.resolve`).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from salign_cli.hub import resolve
+
+    if isinstance(spec_or_folder, Path):  # a Path is always a folder, never a Hub name
+        if not spec_or_folder.is_dir():
+            raise InputError(f"{spec_or_folder}: no such bundle folder")
+        folder, source = spec_or_folder, None
+    else:
+        resolved = resolve(spec_or_folder, report=report)
+        folder = resolved.folder
+        source = None if resolved.source == "local" else spec_or_folder
+    contract = read_contract(folder)
+    data = verify_weights(folder, contract, source)
+    try:
+        tensors = load_safetensors(data)
+    except SafetensorError as error:
+        raise InputError(
+            f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({error})"
+        ) from None
+    _check_tensor_names(tensors, contract, folder)
+    _check_preprocessing(contract, folder)
+    return Bundle(folder=folder, contract=contract, state_dict=tensors)
+
+
+def build_model(bundle: Bundle) -> UNet2D:
+    """The U-Net the contract describes, with the bundle's weights (CPU, training mode).
+
+    Call ``.eval()`` for inference and ``.to(device)`` as needed. Extra tensors in the bundle
+    (pre-training heads) are not part of the U-Net and are left out.
+    """
+    from salign_cli.model.unet import UNet2D, UNetConfig
+
+    model = UNet2D(UNetConfig.from_dict(bundle.contract.architecture))
+    own = model.state_dict()
+    model.load_state_dict({name: bundle.state_dict[name] for name in own}, strict=True)
+    return model

@@ -1,0 +1,648 @@
+"""Self-supervised pre-training (SAL, PCL or none) on unlabelled scans: what differs from fine-tuning.
+
+The stage resolves scans (indexing folders first when needed), fills the slice cache, builds
+the network and the objective, hands both to the shared loop (`salign_cli.train.engine.train`)
+and writes a bundle of kind ``"pretrained"`` that ``salign finetune`` picks up by default.
+
+Methods (METHOD.md):
+
+- ``sal`` — L = L_(W)LA + λ·L_GP on pairs of nearby slices. Defaults: window LA (r = 3) on the
+  1/4-resolution decoder map, the ``sharp`` collapse-guarded variant (τ = 0.1), symmetric, and
+  relative-offset GP with λ = 1 (options: ``absolute``, ``contrastive``, ``none``);
+- ``pcl`` — the positional contrastive loss alone on the global feature (the PCL baseline);
+- ``scratch`` — no training: the untrained, seeded network is written as a bundle, so the
+  few-label benchmark treats every method alike.
+
+A run folder ``runs/pretrain-<timestamp>/`` holds ``checkpoints/``, ``metrics.jsonl``,
+``report.json`` and ``bundle/``. Everything needed to resume (options, scans, preprocessing)
+is stored in each checkpoint's sidecar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from salign_cli.data.preprocess import PreprocessConfig, SliceCache, median_inplane_spacing
+from salign_cli.data.sampling import AugmentConfig, SlicePairDataset
+from salign_cli.errors import InputError
+from salign_cli.io.atomic import write_json
+from salign_cli.model.heads import SALHeadsConfig, SALNetwork
+from salign_cli.model.unet import UNet2D, UNetConfig, feature_levels
+from salign_cli.objectives.alignment import (
+    collapse_monitor,
+    local_alignment_loss,
+    window_alignment_loss,
+)
+from salign_cli.objectives.positional import (
+    absolute_position_loss,
+    positional_contrastive_loss,
+    relative_position_loss,
+)
+from salign_cli.train.engine import (
+    METRICS_FILE,
+    DistributedContext,
+    Reporter,
+    RuntimeOptions,
+    SilentReporter,
+    TrainConfig,
+    distributed_from_env,
+    distributed_session,
+    latest_checkpoint,
+    resolve_device,
+    train,
+)
+from salign_cli.workspace import Workspace
+
+Method = Literal["sal", "pcl", "scratch"]
+METHODS = ("sal", "pcl", "scratch")
+GP_KINDS = ("relative", "absolute", "contrastive", "none")
+HEADS_PREFIX = "sal_heads."  # pre-training heads travel in the bundle under this prefix
+T = TypeVar("T")
+CPU_WIDTH = 16  # default U-Net width off CUDA: about 2x faster than 32 on two cores
+
+
+@dataclass(frozen=True)
+class PretrainOptions:
+    """What to learn and with which network (stored in checkpoints and the bundle's provenance).
+
+    ``window_radius`` 0 selects full LA; ``width`` ``None`` means 32 on CUDA and 16 elsewhere.
+    ``pcl_threshold``/``pcl_temperature`` are PCL's t and τ (also used by ``gp="contrastive"``).
+    """
+
+    method: Method = "sal"
+    size: int = 64
+    la_variant: Literal["sharp", "literal"] = "sharp"
+    temperature: float = 0.1
+    symmetric: bool = True
+    window_radius: int = 3
+    feature_level: str = "1/4"
+    embedding_dim: int = 128
+    pair_distance: int = 2
+    gp: Literal["relative", "absolute", "contrastive", "none"] = "relative"
+    gp_weight: float = 1.0
+    pcl_threshold: float = 0.1
+    pcl_temperature: float = 0.1
+    width: int | None = None
+    depth: int = 4
+    norm: Literal["batch", "instance"] = "batch"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.gp not in GP_KINDS:
+            raise InputError(f"--gp must be one of {', '.join(GP_KINDS)}, got {self.gp!r}")
+        if self.la_variant not in ("sharp", "literal"):
+            raise InputError(f"--la-variant must be sharp or literal, got {self.la_variant!r}")
+        if self.window_radius < 0:
+            raise InputError(
+                f"--window-radius must be >= 0 (0 = full LA), got {self.window_radius}"
+            )
+        if self.feature_level not in feature_levels(self.depth):
+            raise InputError(
+                f"--feature-level {self.feature_level!r} is not one of "
+                f"{', '.join(feature_levels(self.depth))}"
+            )
+        if self.gp_weight < 0:
+            raise InputError(f"--gp-weight must be >= 0, got {self.gp_weight}")
+        if self.width is not None and self.width < 1:
+            raise InputError(f"--width must be positive, got {self.width}")
+
+    def resolved(self, device: torch.device) -> PretrainOptions:
+        """Fill in the device-dependent default width."""
+        if self.width is not None:
+            return self
+        return dataclasses.replace(self, width=32 if device.type == "cuda" else CPU_WIDTH)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> PretrainOptions:
+        return cls(**payload)
+
+
+class PretrainReporter(Reporter, Protocol):
+    """A `Reporter` that also hears about slice-cache progress."""
+
+    def on_cache(self, done: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One scan used for pre-training: where it is and the hash the cache is keyed by."""
+
+    case_id: str
+    image_path: str
+    content_hash: str
+    modality: str
+    spacing_mm: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What a pre-training run produced."""
+
+    run_dir: Path
+    bundle_dir: Path | None
+    report: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# the objective
+
+
+class PretrainObjective(nn.Module):
+    """``forward(batch) -> {"loss", "la", "gp", "feature_std", "mean_offdiag_similarity"}``.
+
+    Both slices of every pair go through the network as one batch of 2B (one pass, shared
+    normalisation statistics, and a single forward call as DDP requires). The collapse monitor
+    reads the LA embedding (``sal``) or the global feature (``pcl``).
+    """
+
+    def __init__(self, network: SALNetwork, options: PretrainOptions) -> None:
+        super().__init__()
+        self.network = network
+        self.options = options
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        images = torch.cat([batch["image_i"], batch["image_j"]])
+        z_i, z_j = batch["z_i"], batch["z_j"]
+        outputs: dict[str, torch.Tensor | float] = {}
+        if self.options.method == "pcl":
+            unet = self.network.unet
+            bottleneck = unet.features(images, up_to="bottleneck").bottleneck
+            g = self.network.global_head(bottleneck)
+            monitored = g[:, :, None, None]
+            loss = positional_contrastive_loss(
+                g,
+                torch.cat([z_i, z_j]),
+                threshold=self.options.pcl_threshold,
+                temperature=self.options.pcl_temperature,
+            )
+            outputs["gp"] = loss.detach()
+        else:
+            embedding, g = self.network(images)
+            monitored = embedding
+            e_i, e_j = embedding.chunk(2)
+            la = self._alignment(e_i, e_j)
+            outputs["la"] = la.detach()
+            loss = la
+            if self.options.gp != "none":
+                gp = self._positional(g, z_i, z_j)
+                outputs["gp"] = gp.detach()
+                loss = loss + self.options.gp_weight * gp
+        outputs.update(collapse_monitor(monitored))
+        outputs["loss"] = loss
+        return outputs
+
+    def _alignment(self, e_i: torch.Tensor, e_j: torch.Tensor) -> torch.Tensor:
+        options = self.options
+        common = {
+            "variant": options.la_variant,
+            "temperature": options.temperature,
+            "symmetric": options.symmetric,
+        }
+        if options.window_radius == 0:
+            return local_alignment_loss(e_i, e_j, **common)
+        return window_alignment_loss(e_i, e_j, radius=options.window_radius, **common)
+
+    def _positional(self, g: torch.Tensor, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
+        options, network = self.options, self.network
+        g_i, g_j = g.chunk(2)
+        if options.gp == "relative":
+            return relative_position_loss(network.relative_head(g_i, g_j), z_i, z_j)
+        z = torch.cat([z_i, z_j])
+        if options.gp == "absolute":
+            return absolute_position_loss(network.absolute_head(g), z)
+        return positional_contrastive_loss(
+            g, z, threshold=options.pcl_threshold, temperature=options.pcl_temperature
+        )
+
+
+def build_network(options: PretrainOptions, seed: int) -> SALNetwork:
+    """The U-Net plus SAL heads, initialised from ``seed`` (identical on every DDP rank)."""
+    assert options.width is not None, "call PretrainOptions.resolved(device) first"
+    torch.manual_seed(seed)
+    unet = UNet2D(UNetConfig(width=options.width, depth=options.depth, norm=options.norm))
+    heads = SALHeadsConfig(feature_level=options.feature_level, embedding_dim=options.embedding_dim)
+    return SALNetwork(unet, heads)
+
+
+@dataclass
+class PretrainTask:
+    """The `TrainingTask` of pre-training."""
+
+    module: PretrainObjective
+    dataset: SlicePairDataset
+    slices_per_sample: int = SlicePairDataset.slices_per_sample
+
+
+# ---------------------------------------------------------------------------------------------
+# scans and the slice cache
+
+
+def resolve_scans(
+    folders: Sequence[Path], workspace: Workspace, *, index_first: bool = True
+) -> list[ScanEntry]:
+    """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
+
+    Raises `InputError` for a folder without a readable scan or an empty index.
+    """
+    folders = [Path(f).expanduser().resolve() for f in folders]
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder; pass a folder of scans")
+    entries = [
+        entry
+        for entry in _indexed_scans(folders, workspace, index_first)
+        if not folders or any(Path(entry.image_path).is_relative_to(f) for f in folders)
+    ]
+    for folder in folders:
+        if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
+            raise InputError(
+                f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
+                "point salign pretrain at a folder of 3D scans"
+            )
+    if not entries:
+        raise InputError(
+            f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass folders"
+        )
+    return entries
+
+
+def _indexed_scans(folders: list[Path], workspace: Workspace, index_first: bool) -> list[ScanEntry]:
+    """Usable scans (no index errors) after indexing ``folders`` (by rank 0 only under DDP)."""
+    from salign_cli.data.index import index_folders, load_index, usable_scans
+
+    if folders and index_first:
+        records = index_folders(folders, workspace).records
+    else:
+        records = load_index(workspace) if workspace.index_path.is_file() else []
+    return [
+        ScanEntry(
+            case_id=record.case_id,
+            image_path=str(Path(record.image_path).resolve()),
+            content_hash=str(record.content_hash),
+            modality=record.modality,
+            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
+        )
+        for record in usable_scans(records)
+    ]
+
+
+def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
+    """One modality for the whole run and the median in-plane spacing as target spacing."""
+    modalities = sorted({scan.modality for scan in scans})
+    if len(modalities) != 1:
+        raise InputError(
+            f"the scans mix modalities {modalities}; pre-train on one modality at a time "
+            "(pass folders of one modality)"
+        )
+    return PreprocessConfig(
+        modality=modalities[0],  # type: ignore[arg-type]
+        target_spacing_mm=median_inplane_spacing([s.spacing_mm for s in scans], None),
+    )
+
+
+def load_slices(
+    scans: Sequence[ScanEntry],
+    config: PreprocessConfig,
+    cache: SliceCache,
+    *,
+    rebuild: bool = False,
+    workers: int | None = None,
+    reporter: PretrainReporter | None = None,
+) -> list[np.ndarray]:
+    """Float16 ``[D, H, W]`` memory maps for every scan, building missing cache entries in threads."""
+    done = 0
+
+    def one(scan: ScanEntry) -> np.ndarray:
+        return cache.get_or_build(
+            Path(scan.image_path), scan.content_hash, config, rebuild=rebuild
+        ).slices
+
+    threads = workers or min(8, os.cpu_count() or 1)
+    volumes = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for volume in pool.map(one, scans):
+            volumes.append(volume)
+            done += 1
+            if reporter is not None:
+                reporter.on_cache(done, len(scans))
+    return volumes
+
+
+def data_summary(volumes: Sequence[np.ndarray], dataset: SlicePairDataset) -> dict[str, Any]:
+    """Counts and shape ranges for the report and the bundle's provenance."""
+    shapes = np.array([v.shape for v in volumes])
+    return {
+        "scans": len(volumes),
+        "scans_used": len(dataset.scans),
+        "slices": int(shapes[:, 0].sum()),
+        "slices_per_scan": [int(shapes[:, 0].min()), int(shapes[:, 0].max())],
+        "slice_shape_min": [int(shapes[:, 1].min()), int(shapes[:, 2].min())],
+        "slice_shape_max": [int(shapes[:, 1].max()), int(shapes[:, 2].max())],
+        "skipped": list(dataset.warnings),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# bundles
+
+
+def load_base(spec: str, network: SALNetwork, notify: Callable[[str], None] | None = None) -> str:
+    """Initialise ``network`` from a bundle (``org/name[@rev]``, a bundle folder or a run folder).
+
+    The U-Net must have the same architecture; pre-training heads are loaded when the bundle
+    carries matching ones. Returns the spec recorded as ``base_model``.
+    """
+    from salign_cli.model.bundle import load_bundle
+
+    candidate = Path(spec).expanduser()
+    if (candidate / "bundle" / "salign.json").is_file():
+        candidate = candidate / "bundle"
+    bundle = load_bundle(candidate if candidate.is_dir() else spec, report=notify)
+    expected = network.unet.config.to_dict()
+    found = {**expected, **bundle.contract.architecture}
+    if found != expected:
+        raise InputError(
+            f"--from {spec}: its U-Net {bundle.contract.architecture} differs from this run's "
+            f"{expected}; drop --width/--norm or pass the bundle's values"
+        )
+    tensors = bundle.state_dict
+    network.unet.load_state_dict({k: tensors[k] for k in network.unet.state_dict()})
+    heads = {
+        name[len(HEADS_PREFIX) :]: t for name, t in tensors.items() if name.startswith(HEADS_PREFIX)
+    }
+    own = {k: v for k, v in network.state_dict().items() if not k.startswith("unet.")}
+    if heads and all(k in heads and heads[k].shape == v.shape for k, v in own.items()):
+        network.load_state_dict({**network.state_dict(), **heads})
+    return spec
+
+
+def write_pretrained_bundle(
+    folder: Path, network: SALNetwork, preprocess: PreprocessConfig, provenance: dict[str, Any]
+) -> Path:
+    """Save the U-Net (plus the heads under ``sal_heads.``) as a bundle of kind "pretrained"."""
+    from salign_cli.model.bundle import BundleContract, save_bundle
+
+    state = dict(network.unet.state_dict())
+    state.update(
+        {
+            f"{HEADS_PREFIX}{name}": tensor
+            for name, tensor in network.state_dict().items()
+            if not name.startswith("unet.")
+        }
+    )
+    contract = BundleContract(
+        kind="pretrained",
+        architecture=network.unet.config.to_dict(),
+        modality=preprocess.modality,
+        classes={"0": "background"},
+        preprocessing=preprocess.to_dict(),
+        pretraining=provenance,
+    )
+    return save_bundle(folder, state, contract)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def pretrain(
+    folders: Sequence[Path] = (),
+    *,
+    workspace: Workspace | Path | str | None = None,
+    options: PretrainOptions | None = None,
+    train_config: TrainConfig | None = None,
+    runtime: RuntimeOptions | None = None,
+    resume: Path | bool = False,
+    rebuild_cache: bool = False,
+    base: str | None = None,
+    run_dir: Path | None = None,
+    reporter: PretrainReporter | None = None,
+) -> PretrainResult:
+    """Pre-train on the scans under ``folders`` (or every indexed scan) and write a bundle.
+
+    ``resume`` (a run folder, or ``True`` for the newest pre-training run) continues that run
+    exactly from its newest intact checkpoint, with the options and scans stored there.
+    ``base`` starts from an existing bundle. ``run_dir`` names the run folder to use (the
+    multi-GPU launcher creates it once for all processes).
+
+    Example::
+
+        result = pretrain([Path("scans")], train_config=TrainConfig(steps=300, batch_size=32))
+        result.bundle_dir   # runs/pretrain-<ts>/bundle
+    """
+    space = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    space = space.ensure()
+    runtime = runtime or RuntimeOptions()
+    reporter = reporter or _SilentPretrainReporter()
+    context = distributed_from_env()
+    device = resolve_device(runtime.device, context.local_rank)
+    with distributed_session(context, device):
+        return _pretrain(
+            folders,
+            space,
+            options,
+            train_config,
+            runtime,
+            resume=resume,
+            rebuild_cache=rebuild_cache,
+            base=base,
+            run_dir=run_dir,
+            reporter=reporter,
+            context=context,
+            device=device,
+        )
+
+
+class _SilentPretrainReporter(SilentReporter):
+    def on_cache(self, done: int, total: int) -> None:
+        pass
+
+
+def _pretrain(
+    folders: Sequence[Path],
+    workspace: Workspace,
+    options: PretrainOptions | None,
+    train_config: TrainConfig | None,
+    runtime: RuntimeOptions,
+    *,
+    resume: Path | bool,
+    rebuild_cache: bool,
+    base: str | None,
+    run_dir: Path | None,
+    reporter: PretrainReporter,
+    context: DistributedContext,
+    device: torch.device,
+) -> PretrainResult:
+    if resume:
+        run_dir = _resume_dir(workspace, resume)
+        stored = latest_checkpoint(run_dir, reporter.on_message).meta
+        task_config = stored["task_config"]
+        options = PretrainOptions.from_dict(task_config["options"])
+        train_config = TrainConfig.from_dict(stored["train_config"])
+        scans = [
+            ScanEntry(**{**s, "spacing_mm": tuple(s["spacing_mm"])}) for s in task_config["scans"]
+        ]
+        preprocess = PreprocessConfig.from_dict(task_config["preprocessing"])
+        base = task_config.get("base_model")
+    else:
+        options = (options or PretrainOptions()).resolved(device)
+        train_config = train_config or TrainConfig(steps=300, batch_size=32)
+        scans = _on_main_first(
+            context, lambda: resolve_scans(folders, workspace, index_first=context.is_main)
+        )
+        preprocess = preprocess_config_for(scans)
+        run_dir = _shared_run_dir(workspace, run_dir, context, device)
+        task_config = {
+            "options": options.to_dict(),
+            "scans": [dataclasses.asdict(s) for s in scans],
+            "preprocessing": preprocess.to_dict(),
+            "base_model": base,
+        }
+
+    cache = SliceCache(workspace.cache_dir)
+    volumes = _on_main_first(
+        context,
+        lambda: load_slices(
+            scans,
+            preprocess,
+            cache,
+            rebuild=rebuild_cache and context.is_main,
+            reporter=reporter if context.is_main else None,
+        ),
+    )
+    dataset = SlicePairDataset(
+        volumes,
+        pair_distance=options.pair_distance,
+        augment=AugmentConfig(size=options.size),
+        seed=train_config.seed,
+        names=[s.image_path for s in scans],
+    )
+    if context.is_main:
+        for warning in dataset.warnings:
+            reporter.on_message(warning)
+
+    network = build_network(options, train_config.seed)
+    if base and not resume:
+        load_base(base, network, reporter.on_message)
+
+    result = None
+    if options.method != "scratch":
+        task = PretrainTask(module=PretrainObjective(network, options), dataset=dataset)
+        result = train(
+            task,
+            train_config,
+            run_dir,
+            task_config=task_config,
+            runtime=runtime,
+            resume=bool(resume),
+            reporter=reporter,
+        )
+    if not context.is_main:
+        return PretrainResult(run_dir=run_dir, bundle_dir=None, report={})
+
+    summary = data_summary(volumes, dataset)
+    steps = 0 if result is None else result.steps
+    logged = _logged_metrics(run_dir / METRICS_FILE)
+    provenance = {
+        "method": options.method,
+        "steps": steps,
+        "options": options.to_dict(),
+        "train": train_config.to_dict(),
+        "seed": train_config.seed,
+        "case_ids": [s.case_id for s in scans],
+        "data": summary,
+        "run": run_dir.name,
+        "base_model": base,
+    }
+    bundle_dir = write_pretrained_bundle(run_dir / "bundle", network.cpu(), preprocess, provenance)
+    report = {
+        "kind": "pretrain",
+        "run_dir": str(run_dir),
+        "bundle": str(bundle_dir),
+        "method": options.method,
+        "steps": steps,
+        "resumed_from_step": None if result is None else result.start_step,
+        "elapsed_s": None if result is None else result.elapsed_s,
+        "slices_per_s": None if result is None else result.slices_per_s,
+        "final_metrics": logged[-1] if logged else {},
+        "loss_curve": _loss_curve(logged),
+        "device": str(device),
+        "world_size": context.world_size,
+        "options": options.to_dict(),
+        "train": train_config.to_dict(),
+        "data": summary,
+    }
+    write_json(run_dir / "report.json", report)
+    return PretrainResult(run_dir=run_dir, bundle_dir=bundle_dir, report=report)
+
+
+def _logged_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _loss_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """First, middle and last logged loss terms and collapse monitor."""
+    if not rows:
+        return {}
+    picks = {"first": rows[0], "middle": rows[len(rows) // 2], "last": rows[-1]}
+    keys = ("step", "loss", "la", "gp", "feature_std", "mean_offdiag_similarity")
+    return {name: {k: row[k] for k in keys if k in row} for name, row in picks.items()}
+
+
+def _resume_dir(workspace: Workspace, resume: Path | bool) -> Path:
+    if isinstance(resume, Path | str) and not isinstance(resume, bool):
+        folder = Path(resume).expanduser().resolve()
+        if not folder.is_dir():
+            raise InputError(f"--resume {resume}: no such run folder")
+        return folder
+    latest = workspace.latest_run("pretrain", with_bundle=False)
+    if latest is None:
+        raise InputError(f"{workspace.runs_dir}: no pre-training run to resume; drop --resume")
+    return latest
+
+
+def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
+    """Run ``work`` on rank 0 first (it may write the index/cache), then on the other ranks."""
+    if not context.active:
+        return work()
+    import torch.distributed as dist
+
+    value = work() if context.is_main else None
+    dist.barrier()
+    return value if context.is_main else work()
+
+
+def _shared_run_dir(
+    workspace: Workspace, run_dir: Path | None, context: DistributedContext, device: torch.device
+) -> Path:
+    """A new run folder, created by rank 0 and announced to the others (as UTF-8 bytes)."""
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return Path(run_dir)
+    if not context.active:
+        return workspace.new_run_dir("pretrain")
+    import torch.distributed as dist
+
+    buffer = torch.zeros(4096, dtype=torch.uint8, device=device)
+    if context.is_main:
+        encoded = str(workspace.new_run_dir("pretrain")).encode()
+        buffer[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
+    dist.broadcast(buffer, src=0)
+    return Path(bytes(buffer.cpu().tolist()).rstrip(b"\0").decode())

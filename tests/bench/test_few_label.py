@@ -1,0 +1,114 @@
+"""The few-label protocol: method specs, the test split, aggregation, the plot, a tiny full run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from salign_cli.bench.few_label import (
+    FewLabelProtocol,
+    FewLabelRun,
+    curves,
+    fixed_test_split,
+    markdown_table,
+    parse_method,
+    run_few_label,
+    summarise_runs,
+)
+from salign_cli.bench.plot import COLOURS, plot_dice_vs_k
+from salign_cli.data.synthetic import write_dataset
+from salign_cli.errors import InputError
+from salign_cli.train.engine import RuntimeOptions
+
+
+def make_run(method: str, k: int, seed: int, mean: float) -> FewLabelRun:
+    return FewLabelRun(method, k, seed, ("a",), {"a": mean, "mean": mean}, 1.0, "bundle")
+
+
+def test_method_specs_parse_overrides_with_their_field_types() -> None:
+    spec = parse_method("sal[la_variant=literal,window_radius=0,gp_weight=0.5,symmetric=false]")
+    assert spec.method == "sal"
+    assert spec.overrides == {
+        "la_variant": "literal",
+        "window_radius": 0,
+        "gp_weight": 0.5,
+        "symmetric": False,
+    }
+    assert parse_method("pcl").overrides == {}
+    with pytest.raises(InputError, match="expected one of"):
+        parse_method("simclr")
+    with pytest.raises(InputError, match="not name=value"):
+        parse_method("sal[radius=2]")
+
+
+def test_test_split_is_the_last_ids_in_sorted_order() -> None:
+    ids = ["hippocampus_010", "hippocampus_002", "hippocampus_100", "hippocampus_001"]
+    assert fixed_test_split(ids, 2) == ["hippocampus_010", "hippocampus_100"]
+    with pytest.raises(InputError, match="only 4"):
+        fixed_test_split(ids, 4)
+
+
+def test_rows_are_mean_and_sample_sd_over_seeds() -> None:
+    runs = [make_run("sal", 1, 0, 0.5), make_run("sal", 1, 1, 0.7), make_run("scratch", 1, 0, 0.4)]
+    rows = summarise_runs(runs, ["scratch", "sal"])
+    assert [(r.method, r.k, r.seeds) for r in rows] == [("scratch", 1, 1), ("sal", 1, 2)]
+    mean, sd = rows[1].dice["mean"]
+    assert mean == pytest.approx(0.6)
+    assert sd == pytest.approx(math.sqrt((0.1**2 + 0.1**2) / 1))  # ddof = 1
+    assert math.isnan(rows[0].dice["mean"][1])  # one seed: no sd
+    table = markdown_table(rows)
+    assert "| sal | 1 | 2 | 0.600 ± 0.141 | 0.600 ± 0.141 |" in table
+    assert "| scratch | 1 | 1 | 0.400 | 0.400 |" in table
+    assert curves(rows)["sal"] == [(1, pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4))]
+
+
+def test_plot_draws_each_method_in_its_colour(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = plot_dice_vs_k(
+        {"scratch": [(1, 0.5, 0.05), (5, 0.7, math.nan)], "sal": [(1, 0.6, 0.02), (5, 0.8, 0.01)]},
+        tmp_path / "plot.png",
+    )
+    image = Image.open(path).convert("RGB")
+    assert image.size == (720, 480)
+    colours = {colour for _, colour in image.getcolors(maxcolors=100_000)}
+    assert COLOURS[0] in colours and COLOURS[1] in colours
+
+
+def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", cases=5)
+    protocol = FewLabelProtocol(
+        methods=("scratch", "sal"),
+        ks=(1,),
+        seeds=(0,),
+        test_cases=2,
+        size=32,
+        width=4,
+        pretrain_steps=2,
+        pretrain_batch_size=2,
+        finetune_steps=2,
+        finetune_batch_size=2,
+    )
+    result = run_few_label(
+        data,
+        protocol,
+        workspace=tmp_path / "ws",
+        output_dir=tmp_path / "out",
+        runtime=RuntimeOptions(device="cpu"),
+    )
+    assert result.test_case_ids == ("synthetic_003", "synthetic_004")
+    assert len(result.runs) == 2
+    for run in result.runs:
+        assert not set(run.labelled_case_ids) & set(result.test_case_ids)
+        assert len(run.labelled_case_ids) == run.k
+        assert 0.0 <= run.dice["mean"] <= 1.0
+    scratch, sal = result.runs
+    assert scratch.labelled_case_ids == sal.labelled_case_ids  # same scans for every method
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["test_split"]["case_ids"] == ["synthetic_003", "synthetic_004"]
+    assert [row["method"] for row in payload["summary"]] == ["scratch", "sal"]
+    assert (tmp_path / "out" / "few_label.png").is_file()
+    assert (tmp_path / "out" / "table.md").read_text().startswith("| method | k | seeds |")

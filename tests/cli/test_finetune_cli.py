@@ -1,0 +1,62 @@
+"""`salign finetune` and `salign bench few-label` from the command line: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from salign_cli.data.synthetic import write_dataset
+
+TINY = ["--steps", "2", "--batch-size", "2", "--size", "32", "--width", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=3)
+
+
+def test_finetune_needs_a_number_of_labels(cli, workspace: Path) -> None:
+    result = cli("finetune", "--from", "scratch")
+    assert result.exit_code == 2
+    assert "--labels N" in result.output
+
+
+def test_finetune_without_pretraining_says_what_to_run(
+    cli, workspace: Path, synthetic: Path
+) -> None:
+    result = cli("finetune", "--labels", "1", "--data", str(synthetic), *TINY)
+    assert result.exit_code == 2
+    assert "salign pretrain" in result.output
+
+
+def test_unknown_case_is_an_input_error(cli, workspace: Path, synthetic: Path) -> None:
+    result = cli(
+        "finetune", "--cases", "nope", "--from", "scratch", "--data", str(synthetic), *TINY
+    )
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_finetune_prints_the_dice_table_and_writes_a_report(
+    cli, workspace: Path, synthetic: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = cli(
+        "finetune", "--labels", "1", "--from", "scratch", "--data", str(synthetic),
+        "--report", str(report), *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "validation Dice (2 held-out scans)" in result.output
+    for name in ("vessel", "organ", "mean"):
+        assert name in result.output
+    payload = json.loads(report.read_text())
+    assert len(payload["labelled_case_ids"]) == 1 and payload["seed"] == 0
+    assert Path(payload["bundle"], "salign.json").is_file()
+
+
+def test_bench_rejects_an_unknown_method(cli, workspace: Path, synthetic: Path) -> None:
+    result = cli("bench", "few-label", str(synthetic), "--methods", "scratch,simclr")
+    assert result.exit_code == 2
+    assert "simclr" in result.output

@@ -1,0 +1,85 @@
+"""`salign segment` on the command line: exit codes, one-line errors, outputs and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from salign_cli.io.volume import read_header
+
+
+def write_scan(path: Path, data: np.ndarray | None = None) -> Path:
+    values = (
+        np.random.default_rng(0).normal(size=(10, 12, 3)).astype(np.float32)
+        if data is None
+        else data
+    )
+    nib.save(nib.Nifti1Image(values, np.diag([-1.0, 1.2, 2.0, 1.0])), path)
+    return path
+
+
+def test_one_file_to_one_mask(cli, tmp_path: Path, make_bundle):
+    scan = write_scan(tmp_path / "in.nii.gz")
+    report = tmp_path / "run.json"
+    result = cli(
+        "segment",
+        str(scan),
+        "-o",
+        str(tmp_path / "mask.nii.gz"),
+        "--model",
+        str(make_bundle()),
+        "--device",
+        "cpu",
+        "--report",
+        str(report),
+    )
+    assert result.exit_code == 0, result.output
+    assert read_header(tmp_path / "mask.nii.gz").shape == (10, 12, 3)
+    payload = json.loads(report.read_text())
+    assert payload["device"] == "cpu" and payload["counts"]["written"] == 1
+    assert set(payload["files"][0]["volumes_ml"]) == {"anterior", "posterior"}
+
+
+def test_a_bad_file_is_one_line_and_exit_2_while_good_files_are_written(
+    cli, tmp_path: Path, make_bundle
+):
+    good = write_scan(tmp_path / "good.nii.gz")
+    bad = write_scan(tmp_path / "bad.nii.gz", np.full((4, 4, 2), np.nan, dtype=np.float32))
+    result = cli("segment", str(bad), str(good), "--model", str(make_bundle()), "--quiet")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "bad.nii.gz: " in result.output and "NaN" in result.output
+    assert (tmp_path / "good_seg.nii.gz").is_file() and not (tmp_path / "bad_seg.nii.gz").exists()
+
+
+def test_rerun_skips_and_says_so(cli, tmp_path: Path, make_bundle):
+    write_scan(tmp_path / "a.nii.gz")
+    model = str(make_bundle())
+    assert cli("segment", str(tmp_path), "--model", model).exit_code == 0
+    again = cli("segment", str(tmp_path), "--model", model)
+    assert again.exit_code == 0
+    assert "0 written, 1 skipped" in again.output
+
+
+def test_no_model_is_a_one_line_error(cli, tmp_path: Path, workspace: Path):
+    result = cli("segment", str(write_scan(tmp_path / "a.nii.gz")))
+    assert result.exit_code == 2
+    assert "no model" in result.output and "salign finetune" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_several_inputs_into_one_file_is_refused(cli, tmp_path: Path, make_bundle):
+    a, b = write_scan(tmp_path / "a.nii.gz"), write_scan(tmp_path / "b.nii.gz")
+    result = cli(
+        "segment", str(a), str(b), "-o", str(tmp_path / "m.nii.gz"), "--model", str(make_bundle())
+    )
+    assert result.exit_code == 2 and "give a folder" in result.output
+
+
+def test_help_shows_an_example(cli):
+    result = cli("segment", "--help")
+    assert result.exit_code == 0
+    assert "salign segment ct.nii.gz -o ct_mask.nii.gz" in result.output

@@ -1,0 +1,472 @@
+"""`salign_cli.data.index`: pairing conventions, incremental re-index, hashing, problems, queries.
+
+Every tree is built here from tiny synthetic NIfTI files whose geometry and values are chosen by
+hand, so each expected answer (which label pairs with which image, which file is bad and why) is
+known before the code runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from index_corpus import BAD_INPUTS, SHAPE, make_bad_corpus, write_label, write_nifti
+
+from salign_cli.data.index import (
+    HASH_CHUNK_BYTES,
+    SCHEMA_VERSION,
+    ScanRecord,
+    assign_case_ids,
+    content_hash,
+    index_folders,
+    labelled_scans,
+    load_datasets,
+    load_index,
+    unlabelled_scans,
+    usable_scans,
+)
+from salign_cli.errors import InputError
+
+
+def by_name(records: list[ScanRecord]) -> dict[str, ScanRecord]:
+    return {r.image_path.name: r for r in records}
+
+
+def messages(result) -> list[str]:
+    return [p.message for p in result.problems]
+
+
+# ---------------------------------------------------------------------------------------------
+# content hash
+
+
+def test_content_hash_of_a_small_file_is_blake2b_of_size_and_bytes(tmp_path: Path) -> None:
+    data = b"salign" * 100
+    path = tmp_path / "a.nii"
+    path.write_bytes(data)
+    expected = hashlib.blake2b(len(data).to_bytes(8, "little") + data, digest_size=16).hexdigest()
+    assert content_hash(path) == expected
+    copy = tmp_path / "sub" / "b.nii"
+    copy.parent.mkdir()
+    copy.write_bytes(data)
+    assert content_hash(copy) == expected  # content, not path
+
+
+def test_content_hash_of_a_large_file_reads_only_the_first_and_last_mib(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = bytearray(rng.integers(0, 256, 3 * HASH_CHUNK_BYTES + 17, dtype=np.uint8).tobytes())
+    path = tmp_path / "big.nii"
+    path.write_bytes(bytes(data))
+    mib = HASH_CHUNK_BYTES
+    expected = hashlib.blake2b(
+        len(data).to_bytes(8, "little") + bytes(data[:mib]) + bytes(data[-mib:]), digest_size=16
+    ).hexdigest()
+    assert content_hash(path) == expected
+    data[len(data) // 2] ^= 0xFF  # the middle is not read: documented blind spot
+    path.write_bytes(bytes(data))
+    assert content_hash(path) == expected
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert content_hash(path) != expected
+
+
+# ---------------------------------------------------------------------------------------------
+# pairing conventions
+
+
+def test_msd_layout_pairs_labels_tr_and_leaves_images_ts_unlabelled(
+    tmp_path: Path, workspace: Path
+) -> None:
+    root = tmp_path / "Task99"
+    write_nifti(root / "imagesTr" / "case_001.nii.gz")
+    write_label(root / "labelsTr" / "case_001.nii.gz")
+    write_nifti(root / "imagesTs" / "case_002.nii.gz")
+    result = index_folders([root], workspace)
+    records = by_name(result.records)
+    assert sorted(records) == ["case_001.nii.gz", "case_002.nii.gz"]  # no label listed
+    assert records["case_001.nii.gz"].label_path == root / "labelsTr" / "case_001.nii.gz"
+    assert records["case_001.nii.gz"].label_matches is True
+    assert records["case_001.nii.gz"].label_values == (0, 1)
+    assert records["case_002.nii.gz"].label_path is None
+    assert not result.has_errors
+
+
+def test_images_ts_pairs_with_labels_ts(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "d" / "imagesTs" / "x.nii.gz")
+    write_label(tmp_path / "d" / "labelsTs" / "x.nii.gz")
+    (record,) = index_folders([tmp_path / "d"], workspace).records
+    assert record.label_path == tmp_path / "d" / "labelsTs" / "x.nii.gz"
+
+
+def test_nnunet_channel_suffix_pairs_with_the_label_named_without_it(
+    tmp_path: Path, workspace: Path
+) -> None:
+    root = tmp_path / "Dataset001"
+    write_nifti(root / "imagesTr" / "liver_007_0000.nii.gz")
+    write_nifti(root / "imagesTr" / "liver_007_0001.nii.gz")  # a second channel: skipped
+    write_label(root / "labelsTr" / "liver_007.nii.gz")
+    result = index_folders([root], workspace)
+    (record,) = result.records
+    assert record.case_id == "liver_007"
+    assert record.label_path == root / "labelsTr" / "liver_007.nii.gz"
+    assert any("liver_007_0001.nii.gz" in m and "channel" in m for m in messages(result))
+
+
+@pytest.mark.parametrize("suffix", ["_seg", "_label", "_labels", "_mask", "_SEG"])
+def test_sibling_label_suffixes(tmp_path: Path, workspace: Path, suffix: str) -> None:
+    write_nifti(tmp_path / "scans" / "ct_04.nii.gz")
+    write_label(tmp_path / "scans" / f"ct_04{suffix}.nii.gz")
+    (record,) = index_folders([tmp_path / "scans"], workspace).records
+    assert record.label_path == tmp_path / "scans" / f"ct_04{suffix}.nii.gz"
+    assert record.case_id == "ct_04"
+
+
+def test_labels_folder_beside_images_folder(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "study" / "images" / "p1.nii.gz")
+    write_nifti(tmp_path / "study" / "images" / "p2.nii.gz")
+    write_label(tmp_path / "study" / "labels" / "p1.nii.gz")
+    records = by_name(index_folders([tmp_path / "study"], workspace).records)
+    assert records["p1.nii.gz"].label_path == tmp_path / "study" / "labels" / "p1.nii.gz"
+    assert records["p2.nii.gz"].label_path is None
+    assert len(records) == 2
+
+
+def test_orphan_label_is_a_warning_not_an_image(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    write_label(tmp_path / "s" / "b_seg.nii.gz")
+    result = index_folders([tmp_path / "s"], workspace)
+    assert [r.image_path.name for r in result.records] == ["a.nii.gz"]
+    (note,) = result.notes[:1]
+    assert note.severity == "warning" and "b_seg.nii.gz" in note.message
+    assert not result.has_errors
+
+
+def test_duplicate_case_names_get_their_folder_as_prefix(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "siteA" / "imagesTr" / "case_1.nii.gz")
+    write_nifti(tmp_path / "siteB" / "imagesTr" / "case_1.nii.gz", np.ones(SHAPE, np.int16))
+    write_nifti(tmp_path / "siteB" / "imagesTr" / "case_2.nii.gz", np.zeros(SHAPE, np.int16))
+    result = index_folders([tmp_path / "siteA", tmp_path / "siteB"], workspace)
+    assert sorted(r.case_id for r in result.records) == ["case_2", "siteA_case_1", "siteB_case_1"]
+
+
+def test_case_ids_stay_unique_in_one_folder_and_across_depths() -> None:
+    ids = assign_case_ids(
+        [
+            (Path("/d/x/a/c.nii.gz"), "c"),
+            (Path("/d/y/a/c.nii.gz"), "c"),
+            (Path("/d/x/b/c.nii.gz"), "c"),
+            (Path("/d/x/b/c.nrrd"), "c"),
+        ]
+    )
+    assert ids[Path("/d/x/a/c.nii.gz")] == "x_a_c"
+    assert ids[Path("/d/y/a/c.nii.gz")] == "y_a_c"
+    assert {ids[Path("/d/x/b/c.nii.gz")], ids[Path("/d/x/b/c.nrrd")]} == {"x_b_c", "x_b_c-2"}
+
+
+def test_dicom_series_folder_is_one_scan(tmp_path: Path, workspace: Path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    series = tmp_path / "dicom" / "patient1"
+    series.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(4):
+        image = sitk.GetImageFromArray(np.full((5, 6), k, dtype=np.int16))
+        tags = {
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1",  # one series UID for all slices
+            "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",
+            "0020|0032": f"0\\0\\{2.0 * k}",  # slices 2 mm apart
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": "0.5\\0.5",
+        }
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(series / f"slice{k:03d}.dcm"))
+        writer.Execute(image)
+    (record,) = index_folders([tmp_path / "dicom"], workspace).records
+    assert record.image_path == series and record.case_id == "patient1"
+    assert record.shape == (6, 5, 4)
+    assert record.spacing_mm == pytest.approx((0.5, 0.5, 2.0))
+    assert record.orientation == "LPS"  # DICOM's patient axes, read as they are
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset.json, modality, label names
+
+
+def test_msd_dataset_json_gives_modality_and_label_names(tmp_path: Path, workspace: Path) -> None:
+    root = tmp_path / "Task03_Liver"
+    write_nifti(root / "imagesTr" / "liver_1.nii.gz")
+    write_label(root / "labelsTr" / "liver_1.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"name": "Liver", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver"}}
+        )
+    )
+    (record,) = index_folders([root / "imagesTr", root / "labelsTr"], workspace).records
+    assert (record.modality, record.modality_source) == ("CT", "dataset.json")
+    datasets = load_datasets(workspace)
+    assert datasets[root].name == "Liver"
+    assert datasets[root].label_names == {0: "background", 1: "liver"}
+
+
+def test_nnunet_v2_dataset_json_and_undeclared_label_values(
+    tmp_path: Path, workspace: Path
+) -> None:
+    root = tmp_path / "Dataset002"
+    write_nifti(root / "imagesTr" / "a_0000.nii.gz")
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[0, 0, 0], labels[1, 1, 1] = 1, 3
+    write_label(root / "labelsTr" / "a.nii.gz", labels)
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "T2"}, "labels": {"background": 0, "prostate": 1}})
+    )
+    result = index_folders([root], workspace)
+    (record,) = result.records
+    assert (record.modality, record.modality_source) == ("MR", "dataset.json")
+    assert load_datasets(workspace)[root].label_names == {0: "background", 1: "prostate"}
+    (error,) = record.errors
+    assert "[3]" in error.message and str(root / "labelsTr" / "a.nii.gz") in error.message
+
+
+def test_modality_from_intensities_only_with_stats_and_override_wins(
+    tmp_path: Path, workspace: Path
+) -> None:
+    ct = np.full(SHAPE, -1000, dtype=np.int16)  # air in Hounsfield units
+    ct[2:4, 2:4, 2:4] = 40
+    write_nifti(tmp_path / "s" / "ct.nii.gz", ct)
+    (plain,) = index_folders([tmp_path / "s"], workspace).records
+    assert (plain.modality, plain.modality_source) == ("MR", "default")
+    (with_stats,) = index_folders([tmp_path / "s"], workspace, stats=True).records
+    assert (with_stats.modality, with_stats.modality_source) == ("CT", "intensities")
+    assert with_stats.intensity_range == (-1000.0, 40.0)
+    (forced,) = index_folders([tmp_path / "s"], workspace, modality="mr").records
+    assert (forced.modality, forced.modality_source) == ("MR", "--modality")
+    with pytest.raises(InputError, match="--modality must be CT or MR"):
+        index_folders([tmp_path / "s"], workspace, modality="PET")
+
+
+# ---------------------------------------------------------------------------------------------
+# incremental re-index
+
+
+def test_reindex_counts_new_changed_unchanged_removed(tmp_path: Path, workspace: Path) -> None:
+    scans = tmp_path / "scans"
+    for name in ("a", "b", "c"):
+        write_nifti(scans / f"{name}.nii.gz", np.full(SHAPE, ord(name), np.int16))
+    write_label(scans / "a_seg.nii.gz")
+    first = index_folders([scans], workspace)
+    assert (first.new, first.changed, first.unchanged, first.removed) == (3, 0, 0, 0)
+
+    again = index_folders([scans], workspace)
+    assert (again.new, again.changed, again.unchanged, again.removed) == (0, 0, 3, 0)
+
+    stat = (scans / "b.nii.gz").stat()
+    os.utime(scans / "b.nii.gz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
+    (scans / "c.nii.gz").unlink()
+    write_nifti(scans / "d.nii.gz")
+    label = scans / "a_seg.nii.gz"
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
+    third = index_folders([scans], workspace)
+    assert (third.new, third.changed, third.unchanged, third.removed) == (1, 2, 0, 1)
+    assert sorted(r.case_id for r in load_index(workspace)) == ["a", "b", "d"]
+
+
+def test_reindex_reads_again_when_a_check_was_skipped_before(
+    tmp_path: Path, workspace: Path
+) -> None:
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    index_folders([tmp_path / "s"], workspace)
+    result = index_folders([tmp_path / "s"], workspace, stats=True)
+    assert (result.unchanged, result.rechecked) == (0, 1)
+    assert result.records[0].intensity_range == (0.0, float(np.prod(SHAPE) - 1))
+    later = index_folders([tmp_path / "s"], workspace)  # stats kept, nothing re-read
+    assert later.unchanged == 1 and later.records[0].intensity_range is not None
+
+
+def test_other_folders_stay_in_the_index_until_their_files_go(
+    tmp_path: Path, workspace: Path
+) -> None:
+    write_nifti(tmp_path / "one" / "a.nii.gz")
+    write_nifti(tmp_path / "two" / "b.nii.gz", np.ones(SHAPE, np.int16))
+    index_folders([tmp_path / "one"], workspace)
+    index_folders([tmp_path / "two"], workspace)
+    assert [r.case_id for r in load_index(workspace)] == ["a", "b"]
+    (tmp_path / "one" / "a.nii.gz").unlink()
+    assert index_folders([tmp_path / "two"], workspace).removed == 1
+    assert [r.case_id for r in load_index(workspace)] == ["b"]
+
+
+def test_older_schema_is_rebuilt_and_newer_one_refused(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    index_folders([tmp_path / "s"], workspace)
+    index_path = workspace / "index.sqlite"
+    with sqlite3.connect(index_path) as connection:
+        connection.execute("PRAGMA user_version = 0")
+    with pytest.raises(InputError, match="run `salign index DIR` again"):
+        load_index(workspace)
+    assert index_folders([tmp_path / "s"], workspace).new == 1  # rebuilt from scratch
+    with sqlite3.connect(index_path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(InputError, match="newer salign"):
+        index_folders([tmp_path / "s"], workspace)
+
+
+def test_load_index_without_an_index_says_what_to_run(workspace: Path) -> None:
+    with pytest.raises(InputError, match="run `salign index DIR` first"):
+        load_index(workspace)
+    assert not (workspace / "index.sqlite").exists()
+
+
+def test_query_helpers_split_usable_scans_by_label(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    write_label(tmp_path / "s" / "a_seg.nii.gz")
+    write_nifti(tmp_path / "s" / "b.nii.gz", np.ones(SHAPE, np.int16))
+    (tmp_path / "s" / "c.nii.gz").write_text("not a scan")
+    index_folders([tmp_path / "s"], workspace)
+    records = load_index(workspace)
+    assert [r.case_id for r in records] == ["a", "b", "c"]
+    assert [r.case_id for r in usable_scans(records)] == ["a", "b"]
+    assert [r.case_id for r in labelled_scans(records)] == ["a"]
+    assert [r.case_id for r in unlabelled_scans(records)] == ["b"]
+    assert records[0] == ScanRecord.from_dict(json.loads(json.dumps(records[0].to_dict())))
+
+
+# ---------------------------------------------------------------------------------------------
+# problems: each one line, naming the file
+
+
+def test_bad_inputs_each_give_one_line_naming_the_file(tmp_path: Path, workspace: Path) -> None:
+    root = make_bad_corpus(tmp_path / "bad")
+    result = index_folders([root], workspace)
+    assert result.has_errors
+    records = by_name(result.records)
+    assert records["good.nii.gz"].is_usable and records["good.nii.gz"].label_matches
+    for name, (severity, words) in BAD_INPUTS.items():
+        found = [p for p in result.problems if p.path.name == name]
+        assert found, f"no problem reported for {name}"
+        assert any(p.severity == severity and words in p.message for p in found), found
+        for problem in found:
+            assert "\n" not in problem.message and str(root / name) in problem.message
+    assert records["affine.nii.gz"].label_matches is False
+    assert all(r.image_path.parent == root for r in result.records)  # the loop was not followed
+    # only warnings: still usable (an empty label is a valid, if unhelpful, label)
+    assert [r.case_id for r in labelled_scans(load_index(workspace))] == ["blank", "good"]
+
+
+def test_nan_voxels_are_an_error_only_when_stats_read_them(tmp_path: Path, workspace: Path) -> None:
+    array = np.ones(SHAPE, np.float32)
+    array[1, 1, 1] = np.nan
+    write_nifti(tmp_path / "s" / "nan.nii.gz", array)
+    assert not index_folders([tmp_path / "s"], workspace).has_errors
+    (record,) = index_folders([tmp_path / "s"], workspace, stats=True).records
+    (error,) = record.errors
+    assert "NaN" in error.message and str(tmp_path / "s" / "nan.nii.gz") in error.message
+    assert record.intensity_range == (1.0, 1.0)
+
+
+def test_multi_member_gzip_is_not_called_truncated(tmp_path: Path, workspace: Path) -> None:
+    plain = write_nifti(tmp_path / "a.nii")
+    data = plain.read_bytes()
+    target = tmp_path / "s" / "a.nii.gz"
+    target.parent.mkdir()
+    # two gzip members: the trailer holds only the second member's size
+    target.write_bytes(gzip.compress(data[:500]) + gzip.compress(data[500:]))
+    (record,) = index_folders([tmp_path / "s"], workspace).records
+    assert record.problems == () and record.shape == SHAPE
+
+
+def test_truncated_plain_nifti_and_valid_nifti2_and_header_extensions(
+    tmp_path: Path, workspace: Path
+) -> None:
+    cut = write_nifti(tmp_path / "s" / "cut.nii")  # 352-byte header + 6*7*5 int16 = 772 bytes
+    cut.write_bytes(cut.read_bytes()[:600])
+    nifti2 = tmp_path / "s" / "two.nii.gz"
+    nib.save(nib.Nifti2Image(np.ones(SHAPE, np.float32), np.eye(4)), nifti2)
+    with_extension = nib.Nifti1Image(np.ones(SHAPE, np.int16), np.eye(4))
+    with_extension.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 100))
+    nib.save(with_extension, tmp_path / "s" / "ext.nii.gz")
+    records = by_name(index_folders([tmp_path / "s"], workspace).records)
+    (error,) = records["cut.nii"].errors
+    assert "declares 772 bytes but it holds 600" in error.message
+    assert records["two.nii.gz"].problems == ()
+    assert records["ext.nii.gz"].problems == ()
+
+
+def test_an_unforeseen_reader_failure_costs_one_scan_not_the_run(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from salign_cli.data import index as index_module
+
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    write_nifti(tmp_path / "s" / "b.nii.gz", np.ones(SHAPE, np.int16))
+    real_read_header = index_module.read_header
+
+    def flaky(path):
+        if Path(path).name == "b.nii.gz":
+            raise RuntimeError("reader bug")
+        return real_read_header(path)
+
+    monkeypatch.setattr(index_module, "read_header", flaky)
+    records = by_name(index_folders([tmp_path / "s"], workspace).records)
+    assert records["a.nii.gz"].is_usable
+    (error,) = records["b.nii.gz"].errors
+    assert "RuntimeError: reader bug" in error.message and "b.nii.gz" in error.message
+
+
+def test_missing_and_empty_folders_are_input_errors(tmp_path: Path, workspace: Path) -> None:
+    with pytest.raises(InputError, match="no such folder"):
+        index_folders([tmp_path / "nowhere"], workspace)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no scans here")
+    with pytest.raises(InputError, match=r"no scans found in .*empty: salign reads \.nii"):
+        index_folders([tmp_path / "empty"], workspace)
+    assert not (workspace / "index.sqlite").exists()
+
+
+def test_mixed_orientations_are_a_warning(tmp_path: Path, workspace: Path) -> None:
+    write_nifti(tmp_path / "s" / "ras.nii.gz")
+    write_nifti(tmp_path / "s" / "lps.nii.gz", np.ones(SHAPE, np.int16), np.diag([-1, -1, 1, 1]))
+    result = index_folders([tmp_path / "s"], workspace)
+    assert {r.orientation for r in result.records} == {"RAS", "LPS"}
+    assert any("2 orientations" in p.message for p in result.notes)
+    assert not result.has_errors
+
+
+# ---------------------------------------------------------------------------------------------
+# the real data
+
+
+def test_hippocampus_indexes_200_labelled_ras_1mm_scans(
+    hippocampus_dir: Path, workspace: Path
+) -> None:
+    result = index_folders([hippocampus_dir], workspace)
+    assert len(result.records) == 200 and not result.problems
+    assert len(labelled_scans(result.records)) == 200
+    assert {r.orientation for r in result.records} == {"RAS"}
+    assert {r.spacing_mm for r in result.records} == {(1.0, 1.0, 1.0)}
+    assert {(r.modality, r.modality_source) for r in result.records} == {("MR", "dataset.json")}
+    assert {r.label_values for r in result.records} <= {(0, 1, 2), (0, 1), (0, 2)}
+    assert len({r.case_id for r in result.records}) == 200
+    assert load_datasets(workspace)[hippocampus_dir].label_names == {
+        0: "background",
+        1: "Anterior",
+        2: "Posterior",
+    }
+
+
+def test_real_fixtures_pair_the_spleen_label_and_read_without_errors(
+    fixtures_dir: Path, workspace: Path
+) -> None:
+    result = index_folders([fixtures_dir], workspace, stats=True)
+    records = by_name(result.records)
+    assert records["spleen2_ct.nii.gz"].label_path == fixtures_dir / "spleen2_ct_seg.nii.gz"
+    assert records["spleen2_ct.nii.gz"].label_matches is True
+    assert records["spleen2_ct.nii.gz"].modality == "CT"  # air below -500 HU
+    assert not result.has_errors

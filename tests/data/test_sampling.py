@@ -1,0 +1,174 @@
+"""Slice pairs and labelled slices: pair distances, shared crops, exact warps, determinism, shards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from salign_cli.data.sampling import (
+    AugmentConfig,
+    LabelledSliceDataset,
+    SlicePairDataset,
+    SpatialParams,
+    StepBatchSampler,
+    warp,
+)
+from salign_cli.errors import InputError
+
+# Spatial crop only: no flips, rotation, scale or intensity change, so outputs are exact crops.
+CROP_ONLY = AugmentConfig(
+    size=16,
+    flip=False,
+    max_rotation_deg=0.0,
+    scale_range=(1.0, 1.0),
+    gamma_range=(1.0, 1.0),
+    contrast_range=(1.0, 1.0),
+    noise_std=0.0,
+)
+
+
+def coded_volume(depth: int, height: int, width: int) -> np.ndarray:
+    """voxel (k, y, x) = 10000·k + 100·y + x: every value names its own position."""
+    k, y, x = np.meshgrid(np.arange(depth), np.arange(height), np.arange(width), indexing="ij")
+    return (10000 * k + 100 * y + x).astype(np.float32)
+
+
+def decode(value: float) -> tuple[int, int, int]:
+    value = round(value)
+    return value // 10000, (value % 10000) // 100, value % 100
+
+
+def test_pairs_respect_the_distance_and_positions():
+    depths = (5, 12, 30)
+    volumes = [np.zeros((d, 20, 20), np.float16) for d in depths]
+    data = SlicePairDataset(volumes, pair_distance=2, augment=CROP_ONLY, seed=3)
+    seen_offsets = set()
+    for index in range(400):
+        sample = data[index]
+        i, j, scan = int(sample["slice_i"]), int(sample["slice_j"]), int(sample["scan"])
+        depth = depths[scan]
+        assert 1 <= abs(i - j) <= 2 and 0 <= i < depth and 0 <= j < depth
+        assert float(sample["z_i"]) == pytest.approx((i + 0.5) / depth)
+        assert float(sample["z_j"]) == pytest.approx((j + 0.5) / depth)
+        seen_offsets.add(j - i)
+    assert seen_offsets == {-2, -1, 1, 2}
+
+
+def test_both_slices_get_the_same_crop():
+    volume = coded_volume(10, 40, 50)
+    data = SlicePairDataset([volume], pair_distance=3, augment=CROP_ONLY, seed=0)
+    for index in range(20):
+        sample = data[index]
+        image_i, image_j = sample["image_i"][0].numpy(), sample["image_j"][0].numpy()
+        k_i, top, left = decode(image_i[0, 0])
+        k_j, top_j, left_j = decode(image_j[0, 0])
+        assert (k_i, k_j) == (int(sample["slice_i"]), int(sample["slice_j"]))
+        assert (top, left) == (top_j, left_j)
+        assert 0 <= top <= 40 - 16 and 0 <= left <= 50 - 16
+        np.testing.assert_allclose(
+            image_i, volume[k_i, top : top + 16, left : left + 16], atol=1e-2
+        )
+        np.testing.assert_allclose(
+            image_j, volume[k_j, top : top + 16, left : left + 16], atol=1e-2
+        )
+
+
+def test_small_slices_are_padded_with_their_minimum():
+    # 6 x 10 slice inside a 16 x 16 canvas; centred placement starts at (6-16)//2 = -5 and -3.
+    rng = np.random.default_rng(0)
+    image = rng.uniform(1.0, 2.0, size=(1, 6, 10)).astype(np.float32)
+    centred = AugmentConfig(size=16, enabled=False)
+    out, _ = warp(image, SpatialParams(offset=(-5.0, -3.0)), centred.size)
+    out = out[0].numpy()
+    np.testing.assert_allclose(out[5:11, 3:13], image[0], atol=1e-6)
+    mask = np.ones_like(out, dtype=bool)
+    mask[5:11, 3:13] = False
+    np.testing.assert_allclose(out[mask], image.min(), atol=1e-6)
+
+
+def test_random_placement_keeps_the_whole_small_slice():
+    volume = coded_volume(4, 6, 10) + 1.0
+    data = SlicePairDataset([volume], augment=CROP_ONLY, seed=5)
+    for index in range(10):
+        sample = data[index]
+        out = np.round(sample["image_i"][0].numpy(), 2)  # integer codes, up to float error
+        whole = volume[int(sample["slice_i"])]
+        assert np.isin(whole, out).all()  # every voxel of the 6 x 10 slice is in the 16 x 16 canvas
+        pad = min(whole.min(), volume[int(sample["slice_j"])].min())
+        assert np.count_nonzero(out != pad) == whole.size - int((whole == pad).sum())
+
+
+def test_rotation_by_90_degrees_and_flips_are_exact():
+    square = np.arange(16 * 16, dtype=np.float32).reshape(1, 16, 16)
+    quarter, _ = warp(square, SpatialParams(offset=(0.0, 0.0), angle_rad=math.pi / 2), 16)
+    # out[r, c] = in[S-1-c, r]: a clockwise quarter turn (derived by hand from the grid formula)
+    np.testing.assert_allclose(quarter[0].numpy(), np.rot90(square[0], k=-1), atol=1e-3)
+    flipped, _ = warp(square, SpatialParams(offset=(0.0, 0.0), flip=(True, False)), 16)
+    np.testing.assert_allclose(flipped[0].numpy(), square[0, ::-1, :], atol=1e-3)
+    zoomed, _ = warp(square, SpatialParams(offset=(0.0, 0.0), scale=2.0), 16)
+    # scale 2 magnifies about the centre 7.5: output pixel 7.5 ± 1 reads input 7.5 ± 0.5
+    assert float(zoomed[0, 8, 8] - zoomed[0, 7, 7]) == pytest.approx((16 + 1) * 0.5, abs=1e-3)
+
+
+def test_same_index_same_sample_and_seed_changes_it():
+    volume = np.random.default_rng(2).normal(size=(8, 30, 30)).astype(np.float16)
+    first = SlicePairDataset([volume], seed=11)
+    again = SlicePairDataset([volume], seed=11)
+    other = SlicePairDataset([volume], seed=12)
+    for index in (0, 7, 123456):
+        a, b = first[index], again[index]
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(first[0]["image_i"], other[0]["image_i"])
+
+
+def test_intensity_augmentation_is_independent_per_slice():
+    slice_ = np.random.default_rng(3).normal(size=(24, 24)).astype(np.float32)
+    volume = np.stack([slice_] * 6)  # identical slices: only the intensity augmentation differs
+    spatial_only = AugmentConfig(
+        size=16, gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0), noise_std=0.0
+    )
+    sample = SlicePairDataset([volume], augment=spatial_only, seed=0)[4]
+    assert torch.equal(sample["image_i"], sample["image_j"])
+    sample = SlicePairDataset([volume], augment=AugmentConfig(size=16), seed=0)[4]
+    assert not torch.allclose(sample["image_i"], sample["image_j"])
+
+
+def test_single_slice_scans_are_skipped_and_all_single_is_an_input_error():
+    volumes = [np.zeros((1, 20, 20), np.float16), np.zeros((4, 20, 20), np.float16)]
+    data = SlicePairDataset(volumes, names=["thin.nii.gz", "ok.nii.gz"])
+    assert data.scans == [1]
+    assert len(data.warnings) == 1 and "thin.nii.gz" in data.warnings[0]
+    assert all(int(data[k]["scan"]) == 1 for k in range(10))
+    with pytest.raises(InputError):
+        SlicePairDataset([np.zeros((1, 20, 20), np.float16)])
+
+
+def test_labelled_slices_share_the_spatial_augmentation():
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 1, size=(5, 30, 26)).astype(np.float32)
+    labels = (image > 0.5).astype(np.uint8) + (image > 0.8).astype(np.uint8)
+    flips_and_crops = AugmentConfig(
+        size=16, max_rotation_deg=0.0, scale_range=(1.0, 1.0), noise_std=0.0,
+        gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0),
+    )  # fmt: skip
+    data = LabelledSliceDataset([image], [labels], augment=flips_and_crops, seed=0)
+    for index in range(10):
+        sample = data[index]
+        warped = sample["image"][0].numpy()
+        expected = (warped > 0.5).astype(np.int64) + (warped > 0.8).astype(np.int64)
+        assert sample["label"].dtype == torch.int64
+        np.testing.assert_array_equal(sample["label"].numpy(), expected)
+
+
+def test_step_batch_sampler_shards_and_resumes():
+    one = list(StepBatchSampler(8, 3))
+    assert one == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
+    rank0 = list(StepBatchSampler(8, 3, rank=0, world_size=2))
+    rank1 = list(StepBatchSampler(8, 3, rank=1, world_size=2))
+    assert [a + b for a, b in zip(rank0, rank1, strict=True)] == one
+    assert list(StepBatchSampler(8, 3, start_step=2)) == one[2:]
+    with pytest.raises(InputError):
+        StepBatchSampler(9, 3, world_size=2)

@@ -1,0 +1,167 @@
+"""Bundles: what save_bundle writes, and what load_bundle refuses (never unpickling anything)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from salign_cli.errors import InputError, SalignError
+from salign_cli.model.bundle import (
+    BundleContract,
+    build_model,
+    load_bundle,
+    read_contract,
+    save_bundle,
+)
+from salign_cli.model.unet import UNet2D, UNetConfig
+
+
+def _contract(**changes: object) -> BundleContract:
+    base = {
+        "kind": "finetuned",
+        "architecture": UNetConfig(num_classes=2, width=8, depth=2).to_dict(),
+        "modality": "CT",
+        "classes": {"0": "background", "1": "liver"},
+        "preprocessing": {"modality": "CT", "slice_axis": 2, "target_spacing_mm": [1.0, 1.0]},
+        "finetuning": {"labelled_case_ids": ["case_01"], "seed": 7},
+    }
+    return BundleContract(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_save_writes_weights_hash_contract_and_card(tiny_bundle: Path) -> None:
+    payload = json.loads((tiny_bundle / "salign.json").read_text())
+    # The hash is the plain sha256 of the file's bytes, computed here independently.
+    expected = hashlib.sha256((tiny_bundle / "model.safetensors").read_bytes()).hexdigest()
+    assert payload["weights_sha256"] == expected
+    assert payload["schema_version"] == 1
+    assert list(payload)[:3] == ["schema_version", "salign_version", "kind"]
+    assert payload["classes"] == {"0": "background", "1": "anterior", "2": "posterior"}
+    assert payload["finetuning"] == {"labelled_case_ids": ["hippocampus_001"], "seed": 0}
+    card = (tiny_bundle / "README.md").read_text()
+    front_matter = card.split("---")[1]
+    for line in ("library_name: salign", "  - medical", "  - segmentation", "  - mri"):
+        assert line in front_matter.splitlines()
+    assert "  - self-supervised" in front_matter and "  - dice" in front_matter
+    assert "license:" in front_matter
+    assert "not a medical device" in card
+    assert "| anterior | 0.500 |" in card
+
+
+def test_round_trip_gives_identical_tensors_and_logits(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = UNet2D(UNetConfig(num_classes=2, width=8, depth=2)).eval()
+    save_bundle(tmp_path / "b", model.state_dict(), _contract())
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.contract == dataclasses.replace(
+        _contract(), weights_sha256=bundle.contract.weights_sha256
+    )
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(bundle.state_dict[name], tensor)
+    rebuilt = build_model(bundle).eval()
+    image = torch.randn(1, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(image), model(image))
+
+
+def test_tampered_weights_are_refused(tiny_bundle: Path) -> None:
+    weights = tiny_bundle / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte in the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"do not match the sha256 in salign\.json.*tampered"):
+        load_bundle(tiny_bundle)
+
+
+def test_newer_schema_asks_to_upgrade(tiny_bundle: Path) -> None:
+    path = tiny_bundle / "salign.json"
+    payload = json.loads(path.read_text())
+    path.write_text(json.dumps({**payload, "schema_version": 2, "salign_version": "9.0"}))
+    with pytest.raises(SalignError, match=r"schema version 2 .*salign 9\.0.*upgrade salign"):
+        read_contract(tiny_bundle)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: {**p, "colour": "red"}, r"unknown keys \['colour'\]"),
+        (lambda p: {k: v for k, v in p.items() if k != "classes"}, r"missing keys \['classes'\]"),
+        (lambda p: {**p, "modality": "PET"}, "modality must be one of"),
+    ],
+)
+def test_bad_contract_names_the_file(tiny_bundle: Path, edit, message: str) -> None:
+    path = tiny_bundle / "salign.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(InputError, match=message) as caught:
+        read_contract(tiny_bundle)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"classes": {"0": "background", "2": "liver"}}, "without gaps"),
+        ({"classes": {"0": "background"}}, "names every output"),
+        ({"classes": {"0": "a", "1": "a"}}, "unique"),
+        ({"preprocessing": {"modality": "MR"}}, "differs from modality"),
+        ({"finetuning": None}, "needs finetuning"),
+        ({"kind": "pretrained", "finetuning": None}, "needs pretraining"),
+        ({"evaluation": {"per_class_dice": {"liver": 1.5}}}, r"in \[0, 1\]"),
+        ({"weights_sha256": "abc"}, "64 lowercase hex"),
+    ],
+)
+def test_contract_validation(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _contract(**changes)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:
+    wider = UNet2D(UNetConfig(num_classes=2, width=16, depth=2)).state_dict()
+    with pytest.raises(InputError, match="do not fit the architecture"):
+        save_bundle(tmp_path / "b", wider, _contract())
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+
+
+def test_edited_architecture_is_refused_on_load(tiny_bundle: Path) -> None:
+    path = tiny_bundle / "salign.json"
+    payload = json.loads(path.read_text())
+    payload["architecture"]["width"] = 16  # the contract no longer describes the weights
+    path.write_text(json.dumps(payload))
+    with pytest.raises(InputError, match=r"do not fit the architecture.*with the wrong shape"):
+        load_bundle(tiny_bundle)
+
+
+class _Exploit:
+    """Unpickling this creates a file: proof that a loader unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mknod, (str(self.marker),))
+
+
+def test_a_pickle_disguised_as_weights_is_never_unpickled(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "unpickled"
+    weights = tiny_bundle / "model.safetensors"
+    weights.write_bytes(pickle.dumps(_Exploit(marker)))
+    path = tiny_bundle / "salign.json"
+    payload = json.loads(path.read_text())
+    payload["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    path.write_text(json.dumps(payload))
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        load_bundle(tiny_bundle)
+    assert not marker.exists()
+
+
+def test_a_missing_folder_path_is_never_taken_for_a_hub_name(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such bundle folder"):
+        load_bundle(tmp_path / "org" / "name")

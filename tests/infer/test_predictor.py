@@ -1,0 +1,140 @@
+"""The predictor: devices, exact batch-norm folding, and labels on the input's exact grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from salign_cli.data.preprocess import PreprocessConfig
+from salign_cli.errors import InputError
+from salign_cli.infer.predictor import Predictor, fold_batch_norm, resolve_device
+from salign_cli.io.volume import Volume, read_volume, to_canonical
+from salign_cli.model.bundle import build_model, load_bundle
+from salign_cli.model.unet import UNet2D, UNetConfig
+
+
+class SignNet(nn.Module):
+    """Class 1 where the normalised intensity is positive: a model whose answer is known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = UNetConfig(num_classes=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x, x], dim=1) * 50.0
+
+
+def mr_positive(array: np.ndarray) -> np.ndarray:
+    """Where the MR z-score of the 0.5-99.5 percentile clip is positive (computed directly)."""
+    low, high = np.percentile(array.astype(np.float64), (0.5, 99.5))
+    clipped = np.clip(array.astype(np.float64), low, high)
+    return clipped > clipped.mean()
+
+
+def test_device_cpu_and_clear_errors_for_missing_accelerators():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no such CUDA GPU"):
+            resolve_device("cuda:1")
+    with pytest.raises(InputError, match="expected auto, cpu"):
+        resolve_device("tpu")
+
+
+def test_folding_batch_norm_keeps_the_output():
+    torch.manual_seed(0)
+    model = UNet2D(UNetConfig(width=4, depth=2)).eval()
+    for module in model.modules():  # non-trivial statistics, as after training
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 1, 19, 23)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_ct_labels_are_exact_on_the_input_grid(fixtures_dir: Path):
+    volume = read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz")
+    predictor = Predictor(SignNet(), PreprocessConfig(modality="CT"), batch_size=7)
+    labels = predictor.predict(volume).labels
+    # CT window (-1000, 1000) is centred on 0 HU: positive after normalisation iff HU > 0.
+    np.testing.assert_array_equal(labels, volume.array > 0)
+    assert labels.dtype == np.uint8
+
+
+def test_lps_mr_labels_are_exact_on_the_input_grid(fixtures_dir: Path):
+    volume = read_volume(fixtures_dir / "totalseg_example_mr_sm.nii.gz")
+    assert volume.orientation == "LPS"
+    for slice_axis in (0, 1, 2):  # whichever axis the slices are cut along
+        predictor = Predictor(SignNet(), PreprocessConfig(modality="MR", slice_axis=slice_axis))
+        labels = predictor.predict(volume).labels
+        np.testing.assert_array_equal(labels, mr_positive(volume.array))
+
+
+def test_resampled_prediction_has_the_input_shape(fixtures_dir: Path):
+    volume = read_volume(fixtures_dir / "spleen2_ct.nii.gz")  # 0.79 x 0.79 x 5 mm
+    config = PreprocessConfig(modality="CT", target_spacing_mm=(1.6, 1.6))
+    prediction = Predictor(SignNet(), config).predict(volume, with_probabilities=True)
+    assert prediction.labels.shape == volume.shape
+    assert prediction.probabilities is not None
+    assert prediction.probabilities.shape == (*volume.shape, 2)
+    assert prediction.probabilities.dtype == np.float16
+    np.testing.assert_allclose(prediction.probabilities.astype(np.float32).sum(-1), 1.0, atol=2e-3)
+    # Resampling blurs only edges: far from 0 HU the class is unambiguous.
+    clear = np.abs(volume.array) > 300
+    agreement = (prediction.labels[clear] == (volume.array[clear] > 0)).mean()
+    assert agreement > 0.97
+
+
+def test_flip_tta_of_a_flip_equivariant_model_changes_nothing(fixtures_dir: Path):
+    volume = read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz")
+    config = PreprocessConfig(modality="CT")
+    plain = Predictor(SignNet(), config).predict(volume).labels
+    averaged = Predictor(SignNet(), config, tta=True).predict(volume).labels
+    np.testing.assert_array_equal(averaged, plain)
+
+
+@pytest.mark.parametrize("slice_axis", [None, 0, 2])
+def test_a_2d_image_gives_a_one_slice_mask(slice_axis):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(20, 30)).astype(np.float32)
+    affine = np.diag([-0.5, 0.7, 3.0, 1.0])  # L-flipped, so the canonical grid differs
+    volume = Volume(image.reshape(20, 30, 1), affine, stored_shape=(20, 30))
+    config = PreprocessConfig(modality="MR", slice_axis=slice_axis)
+    labels = Predictor(SignNet(), config).predict(volume).labels
+    assert labels.shape == (20, 30, 1)
+    np.testing.assert_array_equal(labels[..., 0], mr_positive(image))
+
+
+def test_segmenting_a_canonical_copy_equals_canonicalising_the_mask(
+    fixtures_dir: Path, make_bundle, tmp_path: Path
+):
+    """Orientation round trip with a real (randomly initialised) U-Net from a bundle."""
+    path = fixtures_dir / "totalseg_example_mr_sm.nii.gz"
+    volume = read_volume(path)
+    canonical = to_canonical(volume)
+    copy_path = tmp_path / "canonical.nii.gz"
+    nib.save(nib.Nifti1Image(canonical.array, canonical.affine), copy_path)
+    bundle = load_bundle(make_bundle(modality="MR", target_spacing_mm=(2.0, 2.5)))
+    predictor = Predictor(
+        build_model(bundle).eval(), PreprocessConfig.from_dict(bundle.contract.preprocessing)
+    )
+    original_mask = predictor.predict(volume).labels
+    copy_mask = predictor.predict(read_volume(copy_path)).labels
+    assert len(np.unique(original_mask)) > 1  # a non-trivial mask, or the test proves nothing
+    expected = to_canonical(Volume(original_mask, volume.affine)).array
+    np.testing.assert_array_equal(copy_mask, expected)
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(InputError, match="batch-size"):
+        Predictor(SignNet(), PreprocessConfig(), batch_size=0)

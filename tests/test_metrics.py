@@ -1,0 +1,362 @@
+"""Metrics with answers computed by hand: overlaps counted voxel by voxel, distances by Pythagoras."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from salign_cli.errors import InputError
+from salign_cli.metrics import (
+    ConfusionCounts,
+    MeanSd,
+    confusion_counts,
+    dice,
+    evaluate_folders,
+    hd95,
+    match_cases,
+    write_summary,
+)
+
+try:
+    import scipy  # noqa: F401 - HD95 needs the optional [metrics] extra
+
+    HAVE_SCIPY = True
+except ImportError:
+    HAVE_SCIPY = False
+needs_scipy = pytest.mark.skipif(not HAVE_SCIPY, reason="HD95 needs scipy (salign[metrics])")
+
+
+def save_labels(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Write a label NIfTI with nibabel directly (not with the code under test)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.eye(4) if affine is None else affine
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), path)
+    return path
+
+
+def voxels(shape: tuple[int, ...], *indices: tuple[int, ...]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    for index in indices:
+        mask[index] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Dice and confusion counts
+
+
+def overlap_example() -> tuple[np.ndarray, np.ndarray]:
+    """3×3×3: prediction 4 voxels, reference 6, 3 shared."""
+    shape = (3, 3, 3)
+    shared = [(0, 0, 0), (0, 0, 1), (0, 0, 2)]
+    pred = voxels(shape, *shared, (1, 1, 1))
+    ref = voxels(shape, *shared, (2, 0, 0), (2, 0, 1), (2, 0, 2))
+    return pred, ref
+
+
+def test_confusion_counts_by_hand() -> None:
+    pred, ref = overlap_example()
+    # tp 3 shared; fp 4 - 3; fn 6 - 3; tn 27 - (3 + 1 + 3)
+    assert confusion_counts(pred, ref) == ConfusionCounts(tp=3, fp=1, fn=3, tn=20)
+
+
+def test_dice_partial_overlap() -> None:
+    pred, ref = overlap_example()
+    assert dice(pred, ref) == pytest.approx(2 * 3 / (4 + 6))  # 0.6
+
+
+def test_dice_empty_rule() -> None:
+    empty = np.zeros((3, 3, 3), bool)
+    some = voxels((3, 3, 3), (1, 1, 1))
+    assert math.isnan(dice(empty, empty))  # empty in both: undefined
+    assert dice(some, empty) == 0.0  # reference empty, prediction not
+    assert dice(empty, some) == 0.0  # prediction empty, reference not
+    assert dice(some, some) == 1.0
+
+
+def test_shape_mismatch_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        confusion_counts(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_mean_sd_skips_undefined_values() -> None:
+    summary = MeanSd.of([0.6, 1.0, math.nan])
+    assert summary.n == 2
+    assert summary.mean == pytest.approx(0.8)
+    assert summary.sd == pytest.approx(math.sqrt(0.2**2 + 0.2**2))  # sample sd, ddof 1
+    single = MeanSd.of([0.5])
+    assert (single.mean, single.n) == (0.5, 1) and math.isnan(single.sd)
+    assert math.isnan(MeanSd.of([math.nan]).mean)
+
+
+# ---------------------------------------------------------------------------------------------
+# HD95
+
+
+@needs_scipy
+def test_hd95_single_voxels_three_apart() -> None:
+    pred = voxels((1, 1, 6), (0, 0, 0))
+    ref = voxels((1, 1, 6), (0, 0, 3))
+    assert hd95(pred, ref, (2.0, 2.0, 2.0)) == pytest.approx(6.0)  # 3 voxels × 2 mm
+
+
+@needs_scipy
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_hd95_cube_shifted_by_one_voxel(axis: int) -> None:
+    # A 4³ cube and the same cube one voxel further along `axis`. Every surface voxel of either
+    # cube is 0 or 1 voxel from the other's surface: the leading face (16 voxels) and the
+    # trailing face's 2×2 interior lie one voxel away, the side faces coincide. So 20 of 56
+    # surface distances are one voxel in each direction, well over 5 %: HD95 = 1 voxel = 1.5 mm.
+    pred = np.zeros((8, 8, 8), bool)
+    pred[2:6, 2:6, 2:6] = True
+    ref = np.roll(pred, 1, axis=axis)
+    assert hd95(pred, ref, (1.5, 1.5, 1.5)) == pytest.approx(1.5)
+
+
+@needs_scipy
+def test_hd95_uses_each_axis_spacing() -> None:
+    pred = voxels((4, 4, 4), (0, 0, 0))
+    ref = voxels((4, 4, 4), (1, 0, 1))  # one voxel along axis 0 and one along axis 2
+    assert hd95(pred, ref, (1.0, 2.0, 3.0)) == pytest.approx(math.sqrt(1.0**2 + 3.0**2))
+    assert hd95(pred, ref, (3.0, 2.0, 1.0)) == pytest.approx(math.sqrt(3.0**2 + 1.0**2))
+    along_1 = voxels((4, 4, 4), (0, 2, 0))
+    assert hd95(pred, along_1, (1.0, 2.0, 3.0)) == pytest.approx(4.0)  # 2 voxels × 2 mm
+
+
+@needs_scipy
+def test_hd95_is_the_larger_directed_95th_percentile() -> None:
+    # In a (1, 1, n) array every mask voxel touches the border, so every voxel is surface.
+    # Prediction: voxel 0; reference: voxels 0..9. Prediction → reference: [0]. Reference →
+    # prediction: 0, 1, ..., 9, whose 95th percentile (linear) sits at rank 0.95 · 9 = 8.55.
+    pred = voxels((1, 1, 20), (0, 0, 0))
+    ref = np.zeros((1, 1, 20), bool)
+    ref[0, 0, :10] = True
+    assert hd95(pred, ref, (1.0, 1.0, 2.0)) == pytest.approx(8.55 * 2.0)
+    assert hd95(ref, pred, (1.0, 1.0, 2.0)) == pytest.approx(8.55 * 2.0)  # symmetric
+
+
+@needs_scipy
+def test_hd95_ignores_a_lone_outlier() -> None:
+    # 100 shared voxels plus one stray prediction voxel 51 voxels away: the Hausdorff distance
+    # is 51, but the stray is 1 of 101 distances, above the 95th percentile (rank 95 of 0..100).
+    ref = np.zeros((1, 1, 160), bool)
+    ref[0, 0, :100] = True
+    pred = ref.copy()
+    pred[0, 0, 150] = True
+    assert hd95(pred, ref, (1.0, 1.0, 1.0)) == 0.0
+
+
+def test_hd95_undefined_when_either_mask_is_empty() -> None:
+    empty = np.zeros((3, 3, 3), bool)
+    some = voxels((3, 3, 3), (1, 1, 1))
+    assert math.isnan(hd95(empty, some, (1, 1, 1)))
+    assert math.isnan(hd95(some, empty, (1, 1, 1)))
+    assert math.isnan(hd95(empty, empty, (1, 1, 1)))
+
+
+def test_hd95_without_scipy_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    some = voxels((3, 3, 3), (1, 1, 1))
+    with pytest.raises(InputError, match=r"salign\[metrics\]"):
+        hd95(some, some, (1, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# folders on disk
+
+
+def two_case_folders(root: Path) -> tuple[Path, Path]:
+    """case_a: class 1 is the 0.6 overlap example, class 2 identical (Dice 1).
+    case_b (predicted as case_b_seg): class 1 identical, class 2 empty in both, and a stray
+    class 3 in the prediction only."""
+    pred_a, ref_a = overlap_example()
+    ref_a_labels = ref_a.astype(np.uint8)
+    pred_a_labels = pred_a.astype(np.uint8)
+    ref_a_labels[1, 2, 2] = pred_a_labels[1, 2, 2] = 2
+    ref_a_labels[1, 2, 1] = pred_a_labels[1, 2, 1] = 2
+    ref_b = np.zeros((3, 3, 3), np.uint8)
+    ref_b[0, 1, :2] = 1
+    pred_b = ref_b.copy()
+    pred_b[2, 2, 2] = 3
+    preds, labels = root / "pred", root / "labels"
+    save_labels(preds / "case_a.nii.gz", pred_a_labels)
+    save_labels(preds / "case_b_seg.nii.gz", pred_b)
+    save_labels(labels / "case_a.nii.gz", ref_a_labels)
+    save_labels(labels / "case_b.nii.gz", ref_b)
+    return preds, labels
+
+
+def test_evaluate_folders_hand_computed_means(tmp_path: Path) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    calls: list[tuple[int, int]] = []
+    summary = evaluate_folders(preds, labels, progress=lambda *call: calls.append(call))
+    assert calls == [(1, 2), (2, 2)]
+    assert [case.case for case in summary.cases] == ["case_a", "case_b"]
+    class_1, class_2 = summary.classes  # class 3 is in no reference: not scored by default
+    assert (class_1.label, class_1.name, class_2.label) == (1, "class 1", 2)
+    assert class_1.dice.mean == pytest.approx((0.6 + 1.0) / 2)
+    assert class_1.dice.sd == pytest.approx(math.sqrt(2 * 0.2**2))
+    assert (class_1.dice.n, class_1.n_empty_both) == (2, 0)
+    assert class_2.dice.mean == 1.0
+    assert (class_2.dice.n, class_2.n_empty_both) == (1, 1)
+    assert math.isnan(summary.cases[1].classes[2].dice)
+    # overall: case_a averages 0.6 and 1.0 → 0.8; case_b has only class 1 → 1.0
+    assert summary.overall_dice.mean == pytest.approx(0.9)
+    assert summary.overall_dice.sd == pytest.approx(math.sqrt(2 * 0.1**2))
+    assert summary.overall_hd95_mm is None and class_1.hd95_mm is None
+    assert summary.cases[1].classes[2].counts == ConfusionCounts(0, 0, 0, 27)
+
+
+def test_explicit_classes_score_a_prediction_only_label_as_zero(tmp_path: Path) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    (class_3,) = evaluate_folders(preds, labels, classes=[3]).classes
+    # case_a: empty in both → NaN, counted; case_b: empty reference, 1 predicted voxel → 0
+    assert (class_3.dice.mean, class_3.dice.n, class_3.n_empty_both) == (0.0, 1, 1)
+
+
+@pytest.mark.parametrize("classes", [[0], [-1], []])
+def test_bad_classes_are_refused(tmp_path: Path, classes: list[int]) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    with pytest.raises(InputError, match="--classes"):
+        evaluate_folders(preds, labels, classes=classes)
+
+
+@needs_scipy
+def test_hd95_on_files_uses_the_affine_spacing(tmp_path: Path) -> None:
+    affine = np.diag([0.5, 1.0, 2.5, 1.0])
+    ref = np.zeros((4, 4, 6), np.uint8)
+    pred = ref.copy()
+    ref[1, 1, 0] = pred[1, 1, 3] = 1  # 3 voxels apart along axis 2 (2.5 mm)
+    ref[0, 0, 0] = 2  # class 2 only in the reference: HD95 undefined
+    save_labels(tmp_path / "p" / "c.nii.gz", pred, affine)
+    save_labels(tmp_path / "l" / "c.nii.gz", ref, affine)
+    summary = evaluate_folders(tmp_path / "p", tmp_path / "l", hd95=True)
+    class_1, class_2 = summary.classes
+    assert class_1.hd95_mm.mean == pytest.approx(7.5)
+    assert (class_2.hd95_mm.n, class_2.n_hd95_undefined, class_2.dice.mean) == (0, 1, 0.0)
+    assert summary.overall_hd95_mm.mean == pytest.approx(7.5)
+
+
+def test_geometry_mismatch_names_both_files(tmp_path: Path) -> None:
+    ref = np.zeros((3, 3, 3), np.uint8)
+    ref[1, 1, 1] = 1
+    save_labels(tmp_path / "l" / "c.nii.gz", ref)
+    save_labels(tmp_path / "p" / "c.nii.gz", ref, np.diag([1.0, 1.0, 1.01, 1.0]))
+    save_labels(tmp_path / "p2" / "c.nii.gz", np.zeros((3, 3, 4), np.uint8))
+    with pytest.raises(InputError, match="affine") as error:
+        evaluate_folders(tmp_path / "p", tmp_path / "l")
+    assert str(tmp_path / "p" / "c.nii.gz") in str(error.value)
+    assert str(tmp_path / "l" / "c.nii.gz") in str(error.value)
+    with pytest.raises(InputError, match=r"shape \(3, 3, 4\) vs \(3, 3, 3\)"):
+        evaluate_folders(tmp_path / "p2", tmp_path / "l")
+
+
+def test_affine_within_tolerance_is_the_same_grid(tmp_path: Path) -> None:
+    ref = np.zeros((3, 3, 3), np.uint8)
+    ref[1, 1, 1] = 1
+    nudged = np.eye(4)
+    nudged[0, 3] = 5e-5
+    save_labels(tmp_path / "l" / "c.nii.gz", ref)
+    save_labels(tmp_path / "p" / "c.nii.gz", ref, nudged)
+    assert evaluate_folders(tmp_path / "p", tmp_path / "l").classes[0].dice.mean == 1.0
+
+
+def test_fractional_labels_are_refused_and_whole_floats_cast(tmp_path: Path) -> None:
+    ref = np.zeros((3, 3, 3), np.uint8)
+    ref[1, 1, 1] = 1
+    save_labels(tmp_path / "l" / "c.nii.gz", ref)
+    save_labels(tmp_path / "whole" / "c.nii.gz", ref.astype(np.float32))
+    fractional = ref.astype(np.float32)
+    fractional[0, 0, 0] = 0.5
+    save_labels(tmp_path / "frac" / "c.nii.gz", fractional)
+    assert evaluate_folders(tmp_path / "whole", tmp_path / "l").classes[0].dice.mean == 1.0
+    with pytest.raises(InputError, match=r"whole numbers.*0\.5") as error:
+        evaluate_folders(tmp_path / "frac", tmp_path / "l")
+    assert str(tmp_path / "frac" / "c.nii.gz") in str(error.value)
+
+
+def test_matching_by_case_name_with_seg_suffix_and_leftovers(tmp_path: Path) -> None:
+    one = np.ones((2, 2, 2), np.uint8)
+    for name in ("a.nii.gz", "b.nii.gz", "only_ref.nii.gz", "x_seg.nii.gz"):
+        save_labels(tmp_path / "l" / name, one)
+    for name in ("a_seg.nii.gz", "b.nii.gz", "extra.nii.gz", "x_seg.nii.gz"):
+        save_labels(tmp_path / "p" / name, one)
+    (tmp_path / "p" / "notes.txt").write_text("not a scan")
+    match = match_cases(tmp_path / "p", tmp_path / "l")
+    assert [(p.case, p.prediction.name) for p in match.pairs] == [
+        ("a", "a_seg.nii.gz"),
+        ("b", "b.nii.gz"),
+        ("x_seg", "x_seg.nii.gz"),  # an exact name wins over stripping _seg
+    ]
+    assert [p.name for p in match.unmatched_predictions] == ["extra.nii.gz"]
+    assert [p.name for p in match.unmatched_references] == ["only_ref.nii.gz"]
+
+
+def test_two_predictions_for_one_case_are_refused(tmp_path: Path) -> None:
+    one = np.ones((2, 2, 2), np.uint8)
+    save_labels(tmp_path / "l" / "a.nii.gz", one)
+    save_labels(tmp_path / "p" / "a.nii.gz", one)
+    save_labels(tmp_path / "p" / "a_seg.nii.gz", one)
+    with pytest.raises(InputError, match="second prediction for case 'a'"):
+        match_cases(tmp_path / "p", tmp_path / "l")
+
+
+def test_no_match_and_mixed_arguments_are_input_errors(tmp_path: Path) -> None:
+    one = np.ones((2, 2, 2), np.uint8)
+    save_labels(tmp_path / "l" / "a.nii.gz", one)
+    save_labels(tmp_path / "p" / "b.nii.gz", one)
+    with pytest.raises(InputError, match="no prediction matches"):
+        evaluate_folders(tmp_path / "p", tmp_path / "l")
+    with pytest.raises(InputError, match="two folders or two files"):
+        evaluate_folders(tmp_path / "p" / "b.nii.gz", tmp_path / "l")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no label files"):
+        evaluate_folders(tmp_path / "p", tmp_path / "empty")
+
+
+def test_all_empty_references_need_explicit_classes(tmp_path: Path) -> None:
+    save_labels(tmp_path / "l" / "a.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    save_labels(tmp_path / "p" / "a.nii.gz", np.ones((2, 2, 2), np.uint8))
+    with pytest.raises(InputError, match="every reference is empty"):
+        evaluate_folders(tmp_path / "p", tmp_path / "l")
+    (class_1,) = evaluate_folders(tmp_path / "p", tmp_path / "l", classes=[1]).classes
+    assert (class_1.dice.mean, class_1.n_empty_both) == (0.0, 0)
+
+
+def test_two_single_files_are_paired_as_given(tmp_path: Path) -> None:
+    pred, ref = overlap_example()
+    pred_path = save_labels(tmp_path / "prediction.nii.gz", pred.astype(np.uint8))
+    ref_path = save_labels(tmp_path / "truth.nii.gz", ref.astype(np.uint8))
+    summary = evaluate_folders(pred_path, ref_path)
+    assert summary.classes[0].dice.mean == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "labels_entry",
+    [{"0": "background", "1": "Anterior"}, {"background": 0, "Anterior": 1}],
+    ids=["msd", "nnunet-v2"],
+)
+def test_class_names_from_dataset_json_above_the_labels(tmp_path: Path, labels_entry: dict) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels_entry}))
+    names = [c.name for c in evaluate_folders(preds, labels).classes]
+    assert names == ["Anterior", "class 2"]
+
+
+def test_summary_json_is_written_with_null_for_undefined(tmp_path: Path) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    path = write_summary(evaluate_folders(preds, labels), tmp_path / "out" / "summary.json")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["summary.json"]  # no partials
+    payload = json.loads(path.read_text())  # strict JSON: NaN would be refused below
+    json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in JSON"))
+    assert payload["classes"]["2"]["n_empty_both"] == 1
+    assert payload["metric_per_case"][1]["metrics"]["2"]["dice"] is None
+    assert payload["classes"]["1"]["dice"]["mean"] == pytest.approx(0.8)
+    assert "n_empty_both" in payload["empty_mask_rule"]

@@ -1,0 +1,216 @@
+"""Fine-tuning: case selection, class names, default schedule, scoring, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from salign_cli.data.synthetic import write_dataset
+from salign_cli.errors import InputError
+from salign_cli.train.engine import RuntimeOptions
+from salign_cli.train.finetune import (
+    MIN_DEFAULT_STEPS,
+    FinetuneOptions,
+    LabelledCase,
+    class_names_for,
+    default_train_config,
+    finetune,
+    initial_network,
+    score_labels,
+    seeded_order,
+    split_cases,
+)
+from salign_cli.workspace import Workspace
+
+CPU = RuntimeOptions(device="cpu")
+TINY = {"steps": 2, "batch_size": 2, "size": 32, "width": 4, "checkpoint_every": 1}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four synthetic MSD-layout cases (classes vessel, organ in dataset.json)."""
+    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+
+
+def test_given_cases_are_labelled_and_the_rest_validate() -> None:
+    assert split_cases(["c", "a", "b", "d"], chosen=["d", "a"]) == (["a", "d"], ["b", "c"])
+
+
+def test_seeded_selection_is_nested_and_reproducible() -> None:
+    ids = [f"case_{i:03d}" for i in range(20)]
+    one, _ = split_cases(ids, labels=1, seed=3)
+    five, rest = split_cases(ids, labels=5, seed=3)
+    assert set(one) <= set(five)  # N = 1 is among N = 5 for the same seed
+    assert len(five) == 5 and len(rest) == 15 and not set(five) & set(rest)
+    assert split_cases(list(reversed(ids)), labels=5, seed=3)[0] == five  # order of input is moot
+    # The rule, stated independently: sorted ids permuted by numpy's seeded generator.
+    permutation = np.random.default_rng(3).permutation(20)
+    assert five == sorted(sorted(ids)[i] for i in permutation[:5])
+    assert seeded_order(ids, 3)[0] == one[0]
+
+
+def test_selection_errors_name_the_problem() -> None:
+    with pytest.raises(InputError, match="zzz"):
+        split_cases(["a", "b"], chosen=["zzz"])
+    with pytest.raises(InputError, match="only 2 labelled"):
+        split_cases(["a", "b"], labels=3)
+
+
+def test_options_need_exactly_one_way_of_choosing() -> None:
+    with pytest.raises(InputError, match="exactly one"):
+        FinetuneOptions()
+    with pytest.raises(InputError, match="exactly one"):
+        FinetuneOptions(labels=1, case_ids=("a",))
+    with pytest.raises(InputError, match="at least 1"):
+        FinetuneOptions(labels=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# classes, schedule, scoring
+
+
+def test_class_names_come_from_dataset_json_else_numbers() -> None:
+    assert class_names_for([0, 1, 2], {0: "background", 1: "Anterior", 2: "Posterior"}) == {
+        0: "background",
+        1: "Anterior",
+        2: "Posterior",
+    }
+    assert class_names_for([0, 3], {}) == {
+        0: "background",
+        1: "class_1",
+        2: "class_2",
+        3: "class_3",
+    }
+    with pytest.raises(InputError, match="only background"):
+        class_names_for([0], {})
+
+
+def test_default_schedule_follows_dataset_size() -> None:
+    cpu = torch.device("cpu")
+    few = default_train_config(FinetuneOptions(labels=1), 36, cpu)
+    assert (few.steps, few.batch_size) == (MIN_DEFAULT_STEPS, 16)  # 30 * 36 / 16 = 68 < 250
+    many = default_train_config(FinetuneOptions(labels=1), 1000, cpu)
+    assert many.steps == 1875  # 30 passes over 1000 slices in batches of 16
+    fixed = default_train_config(
+        FinetuneOptions(labels=1, steps=7, batch_size=3, lr=0.01), 1000, cpu
+    )
+    assert (fixed.steps, fixed.batch_size, fixed.lr) == (7, 3, 0.01)
+
+
+def test_score_labels_is_dice_per_class() -> None:
+    prediction = np.array([1, 1, 0, 2, 0])
+    reference = np.array([1, 0, 0, 2, 2])
+    case = score_labels("x", prediction, reference, [1, 2])
+    assert case.classes[1].dice == pytest.approx(2 * 1 / (2 * 1 + 1 + 0))  # TP 1, FP 1
+    assert case.classes[2].dice == pytest.approx(2 * 1 / (2 * 1 + 0 + 1))  # TP 1, FN 1
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+
+
+def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_path: Path) -> None:
+    from salign_cli.model.bundle import build_model, load_bundle
+
+    result = finetune(
+        [synthetic],
+        workspace=tmp_path / "ws",
+        base="scratch",
+        options=FinetuneOptions(labels=1, seed=1, **TINY),
+        runtime=CPU,
+    )
+    assert len(result.labelled_case_ids) == 1
+    assert len(result.validation_case_ids) == 3  # every other labelled scan
+    assert result.class_names == {0: "background", 1: "vessel", 2: "organ"}
+    bundle = load_bundle(result.bundle_dir)
+    contract = bundle.contract
+    assert contract.kind == "finetuned"
+    assert contract.classes == {"0": "background", "1": "vessel", "2": "organ"}
+    assert contract.finetuning["labelled_case_ids"] == list(result.labelled_case_ids)
+    assert contract.finetuning["seed"] == 1 and contract.finetuning["base_model"] is None
+    assert set(contract.evaluation["per_class_dice"]) == {"vessel", "organ"}
+    assert contract.evaluation["held_out_cases"] == 3
+    assert build_model(bundle).config.num_classes == 3
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert report["validation"]["n_cases"] == 3
+    # `salign segment` picks the newest fine-tuning run with a bundle.
+    assert Workspace(tmp_path / "ws").latest_run("finetune") == result.run_dir
+
+
+def test_resume_continues_with_the_stored_cases(synthetic: Path, tmp_path: Path) -> None:
+    first = finetune(
+        [synthetic],
+        workspace=tmp_path / "ws",
+        base="scratch",
+        options=FinetuneOptions(labels=2, seed=4, max_validation_cases=0, **TINY),
+        runtime=CPU,
+    )
+    again = finetune(workspace=tmp_path / "ws", resume=first.run_dir, runtime=CPU)
+    assert again.labelled_case_ids == first.labelled_case_ids
+    assert again.report["resumed_from_step"] == TINY["steps"]
+    assert again.validation is None  # max_validation_cases=0 was stored with the run
+
+
+def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: Path) -> None:
+    from salign_cli.model.bundle import load_bundle
+    from salign_cli.train.pretrain import PretrainOptions, pretrain
+
+    workspace = tmp_path / "ws"
+    with pytest.raises(InputError, match="salign pretrain"):
+        finetune([synthetic], workspace=workspace, options=FinetuneOptions(labels=1), runtime=CPU)
+    pretrained = pretrain(
+        [synthetic],
+        workspace=workspace,
+        options=PretrainOptions(method="scratch", width=4, size=32),
+        runtime=CPU,
+    )
+    result = finetune(
+        workspace=workspace,
+        options=FinetuneOptions(labels=1, max_validation_cases=1, **TINY),
+        runtime=CPU,
+    )
+    contract = load_bundle(result.bundle_dir).contract
+    assert contract.finetuning["base_model"] == str(pretrained.bundle_dir)
+    assert contract.pretraining["method"] == "scratch"
+    assert contract.evaluation["held_out_cases"] == 1
+
+
+def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> None:
+    from salign_cli.model.bundle import load_bundle
+
+    folder = make_bundle(kind="pretrained", classes=("background", "foreground"))
+    case = LabelledCase("a", "a.nii.gz", "a_seg.nii.gz", "h", "MR", (1.0, 1.0, 1.0))
+    model, preprocess, origin = initial_network(str(folder), 4, [case], width=8, seed=0)
+    saved = load_bundle(folder).state_dict
+    own = model.state_dict()
+    assert all(torch.equal(own[k], saved[k]) for k in own if not k.startswith("head."))
+    assert own["head.weight"].shape[0] == 4 and model.config.num_classes == 4
+    assert model.config.width == 4  # the bundle's architecture wins over the width default
+    assert origin["base_model"] == str(folder) and preprocess.modality == "MR"
+    ct_case = LabelledCase("b", "b.nii.gz", "b_seg.nii.gz", "h", "CT", (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="MR bundle"):
+        initial_network(str(folder), 4, [ct_case], width=8, seed=0)
+
+
+def test_validation_dice_is_finite_on_synthetic_data(synthetic: Path, tmp_path: Path) -> None:
+    result = finetune(
+        [synthetic],
+        workspace=tmp_path / "ws",
+        base="scratch",
+        options=FinetuneOptions(case_ids=("synthetic_000",), max_validation_cases=1, **TINY),
+        runtime=CPU,
+    )
+    assert result.labelled_case_ids == ("synthetic_000",)
+    assert result.validation is not None
+    assert all(
+        0.0 <= c.dice.mean <= 1.0 and math.isfinite(c.dice.mean) for c in result.validation.classes
+    )

@@ -1,0 +1,119 @@
+"""`salign pretrain` end to end on tiny synthetic volumes, plus the objective's loss terms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from tiny_training import make_tiny_task
+
+from salign_cli.data.synthetic import make_case
+from salign_cli.model.bundle import build_model, load_bundle
+from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
+
+TINY = ("--steps", "3", "--batch-size", "4", "--size", "16", "--width", "4", "-q")
+
+
+@pytest.fixture
+def tiny_scans(tmp_path: Path) -> Path:
+    """Three 24 x 20 x 6 synthetic MR volumes (slices along the 2 mm axis)."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for seed in range(3):
+        case = make_case(seed, shape=(24, 20, 6), spacing_mm=(1.0, 1.0, 2.0))
+        nib.save(nib.Nifti1Image(case.image, case.affine), folder / f"case_{seed}.nii.gz")
+    return folder
+
+
+def test_cli_writes_a_pretrained_bundle_and_resumes(cli, tiny_scans, tmp_path):
+    workspace, report = tmp_path / "ws", tmp_path / "report.json"
+    result = cli(
+        "pretrain", str(tiny_scans), *TINY, "--checkpoint-every", "2",
+        "--workspace", str(workspace), "--report", str(report),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(report.read_text())
+    run_dir = Path(summary["run_dir"])
+    assert summary["steps"] == 3 and summary["method"] == "sal"
+    assert summary["data"]["scans"] == 3 and summary["data"]["slices"] == 18
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["loss"])
+    assert {"la", "gp", "feature_std", "mean_offdiag_similarity", "lr"} <= rows[-1].keys()
+    assert [p.name for p in sorted((run_dir / "checkpoints").glob("*.json"))] == [
+        "step-00000002.json",
+        "step-00000003.json",
+    ]
+
+    bundle = load_bundle(run_dir / "bundle")
+    contract = bundle.contract
+    assert contract.kind == "pretrained" and contract.modality == "MR"
+    assert contract.architecture["width"] == 4
+    assert contract.pretraining["method"] == "sal" and contract.pretraining["steps"] == 3
+    assert sorted(contract.pretraining["case_ids"]) == ["case_0", "case_1", "case_2"]
+    assert contract.pretraining["options"]["window_radius"] == 3
+    assert contract.preprocessing["target_spacing_mm"] == [1.0, 1.0]
+    assert build_model(bundle)(torch.zeros(1, 1, 20, 24)).shape == (1, 2, 20, 24)
+
+    again = cli("pretrain", "--resume", str(run_dir), "--workspace", str(workspace), "-q")
+    assert again.exit_code == 0, again.output
+    assert json.loads((run_dir / "report.json").read_text())["resumed_from_step"] == 3
+
+
+def test_scratch_writes_an_untrained_bundle(cli, tiny_scans, tmp_path):
+    result = cli(
+        "pretrain", str(tiny_scans), *TINY, "--method", "scratch", "--workspace", str(tmp_path)
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "checkpoints").exists()
+    contract = load_bundle(run_dir / "bundle").contract
+    assert contract.pretraining["method"] == "scratch" and contract.pretraining["steps"] == 0
+
+
+def test_folder_without_scans_is_an_input_error(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no scans here")
+    result = cli("pretrain", str(empty), *TINY, "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_bad_option_values_are_input_errors(cli, tiny_scans, tmp_path):
+    for bad in (("--method", "simclr"), ("--gp", "sideways"), ("--feature-level", "1/3")):
+        result = cli("pretrain", str(tiny_scans), *TINY, *bad, "--workspace", str(tmp_path))
+        assert result.exit_code == 2, bad
+
+
+@pytest.mark.parametrize(
+    ("changes", "terms"),
+    [
+        ({}, {"la", "gp"}),
+        ({"gp": "none"}, {"la"}),
+        ({"gp": "absolute", "window_radius": 0, "la_variant": "literal"}, {"la", "gp"}),
+        ({"gp": "contrastive"}, {"la", "gp"}),
+        ({"method": "pcl"}, {"gp"}),
+    ],
+)
+def test_objective_terms_add_up(changes, terms):
+    base = make_tiny_task().module.options
+    options = PretrainOptions(**{**base.to_dict(), **changes})
+    objective = PretrainObjective(build_network(options, seed=0), options)
+    batch = {key: value for key, value in _batch().items()}
+    outputs = objective(batch)
+    assert {"la", "gp"} & outputs.keys() == terms
+    expected = outputs.get("la", 0.0) + options.gp_weight * outputs.get("gp", 0.0)
+    assert float(outputs["loss"].detach()) == pytest.approx(float(expected), rel=1e-6)
+    outputs["loss"].backward()
+    assert 0.0 <= outputs["mean_offdiag_similarity"] <= 1.0 + 1e-6
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    from torch.utils.data import default_collate
+
+    dataset = make_tiny_task().dataset
+    return default_collate([dataset[k] for k in range(4)])
