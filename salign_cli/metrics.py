@@ -35,7 +35,8 @@ import numpy as np
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
-from salign_cli.io.volume import Volume, is_scan_path, read_volume, scan_name
+from salign_cli.io.naming import MASK_SUFFIX, is_scan_path, scan_name
+from salign_cli.io.volume import Volume, read_volume
 
 EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
@@ -43,7 +44,6 @@ EMPTY_MASK_RULE = (
     "prediction has Dice 0. HD95 is NaN when either mask is empty, excluded from means and "
     "counted in n_hd95_undefined."
 )
-SEGMENT_SUFFIX = "_seg"  # `salign segment` writes <case>_seg.nii.gz by default
 SUMMARY_NAME = "summary.json"
 GEOMETRY_ATOL = 1e-4  # affine tolerance (mm): float32 headers round-trip to about 1e-5 mm
 DATASET_JSON = "dataset.json"
@@ -436,7 +436,9 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
     """Pair prediction and label files by case name (``scan_name``).
 
     Two folders: a prediction ``<case>.nii.gz`` or ``<case>_seg.nii.gz`` (``salign segment``'s
-    default name) matches the label ``<case>.nii.gz``. Two files: they are paired as given.
+    default name) matches the label ``<case>.nii.gz``; where both ``<case>`` and ``<case>_seg``
+    are there (masks written beside their inputs), the mask is the prediction. Two files: paired
+    as given.
     """
     for path in (pred, labels):
         if not path.exists():
@@ -451,11 +453,18 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
 
     def reference_case(path: Path) -> str:
         name = scan_name(path)
-        if name not in references and name.endswith(SEGMENT_SUFFIX):
-            return name[: -len(SEGMENT_SUFFIX)]
+        if name not in references and name.endswith(MASK_SUFFIX):
+            return name[: -len(MASK_SUFFIX)]
         return name
 
-    predictions = _by_case(_scan_files(pred), reference_case, "prediction")
+    candidates = _scan_files(pred)
+    names = {scan_name(path) for path in candidates}
+    # an input with its mask beside it (segment's default layout): the mask is the prediction
+    predictions = _by_case(
+        (path for path in candidates if scan_name(path) + MASK_SUFFIX not in names),
+        reference_case,
+        "prediction",
+    )
     pairs = tuple(
         CasePair(case, predictions[case], references[case])
         for case in sorted(references.keys() & predictions.keys())
@@ -464,7 +473,7 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
         example = next(iter(references))
         raise InputError(
             f"{pred}: no prediction matches a label file in {labels} by case name (expected e.g. "
-            f"{example}.nii.gz or {example}{SEGMENT_SUFFIX}.nii.gz); check the two folders"
+            f"{example}.nii.gz or {example}{MASK_SUFFIX}.nii.gz); check the two folders"
         )
     return CaseMatch(
         pairs,

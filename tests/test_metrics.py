@@ -303,9 +303,21 @@ def test_two_predictions_for_one_case_are_refused(tmp_path: Path) -> None:
     one = np.ones((2, 2, 2), np.uint8)
     save_labels(tmp_path / "l" / "a.nii.gz", one)
     save_labels(tmp_path / "p" / "a.nii.gz", one)
-    save_labels(tmp_path / "p" / "a_seg.nii.gz", one)
+    save_labels(tmp_path / "p" / "a.nii", one)
     with pytest.raises(InputError, match="second prediction for case 'a'"):
         match_cases(tmp_path / "p", tmp_path / "l")
+
+
+def test_a_mask_beside_its_input_is_the_prediction(tmp_path: Path) -> None:
+    # `salign segment` writes a_seg.nii.gz beside a.nii.gz; the input image is not a prediction
+    one = np.ones((2, 2, 2), np.uint8)
+    save_labels(tmp_path / "l" / "a.nii.gz", one)
+    save_labels(tmp_path / "p" / "a.nii.gz", one)
+    save_labels(tmp_path / "p" / "a_seg.nii.gz", one)
+    save_labels(tmp_path / "p" / "b.nii.gz", one)
+    match = match_cases(tmp_path / "p", tmp_path / "l")
+    assert [(pair.case, pair.prediction.name) for pair in match.pairs] == [("a", "a_seg.nii.gz")]
+    assert [path.name for path in match.unmatched_predictions] == ["b.nii.gz"]
 
 
 def test_no_match_and_mixed_arguments_are_input_errors(tmp_path: Path) -> None:

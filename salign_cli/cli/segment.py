@@ -18,6 +18,7 @@ from salign_cli.cli.common import (
     err_console,
     reports_errors,
 )
+from salign_cli.io.naming import MASK_SUFFIX
 
 if TYPE_CHECKING:
     from salign_cli.infer.batch import FileResult, Job, ModelInfo, SegmentSummary
@@ -115,7 +116,7 @@ def segment(
     ] = False,
     suffix: Annotated[
         str, typer.Option("--suffix", help="Appended to the input name for default outputs.")
-    ] = "_seg",
+    ] = MASK_SUFFIX,
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look for scans in sub-folders too.")
     ] = False,

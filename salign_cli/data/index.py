@@ -46,15 +46,13 @@ import nibabel as nib
 import numpy as np
 
 from salign_cli.errors import InputError
+from salign_cli.io.naming import NIFTI_SUFFIXES, SCAN_SUFFIXES, scan_name
 from salign_cli.io.volume import (
-    NIFTI_SUFFIXES,
-    SCAN_SUFFIXES,
     VolumeHeader,
     orientation_code,
     read_header,
     read_volume,
     require_finite,
-    scan_name,
 )
 from salign_cli.workspace import Workspace
 

@@ -82,18 +82,24 @@ def make_case(
     return SyntheticCase(image.astype(np.float32), labels, _affine(rng, seed, spacing_mm))
 
 
-def write_dataset(folder: Path, cases: int = 16, seed: int = 0) -> Path:
-    """Write ``cases`` synthetic cases to ``folder`` in the MSD layout; returns ``folder``."""
-    images, labels = folder / "imagesTr", folder / "labelsTr"
-    images.mkdir(parents=True, exist_ok=True)
-    labels.mkdir(parents=True, exist_ok=True)
+def write_dataset(folder: Path, cases: int = 16, test_cases: int = 4, seed: int = 0) -> Path:
+    """Write a synthetic dataset to ``folder`` in the MSD layout; returns ``folder``.
+
+    ``imagesTr``/``labelsTr`` hold ``cases`` training cases; ``imagesTs`` holds ``test_cases``
+    more, whose reference labels go to ``labelsTs`` (MSD keeps test labels private; the demo
+    keeps them so it can score its own masks).
+    """
     training = []
-    for index in range(cases):
-        case = make_case(seed * 1000 + index)
-        name = f"synthetic_{index:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(case.image, case.affine), images / name)
-        nib.save(nib.Nifti1Image(case.labels, case.affine), labels / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    for split, count, offset in (("Tr", cases, 0), ("Ts", test_cases, cases)):
+        (folder / f"images{split}").mkdir(parents=True, exist_ok=True)
+        (folder / f"labels{split}").mkdir(parents=True, exist_ok=True)
+        for index in range(offset, offset + count):
+            case = make_case(seed * 1000 + index)
+            name = f"synthetic_{index:03d}.nii.gz"
+            nib.save(nib.Nifti1Image(case.image, case.affine), folder / f"images{split}" / name)
+            nib.save(nib.Nifti1Image(case.labels, case.affine), folder / f"labels{split}" / name)
+            if split == "Tr":
+                training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     write_json(
         folder / "dataset.json",
         {
@@ -102,7 +108,11 @@ def write_dataset(folder: Path, cases: int = 16, seed: int = 0) -> Path:
             "modality": {"0": "MRI"},
             "labels": {str(k): v for k, v in CLASS_NAMES.items()},
             "numTraining": cases,
+            "numTest": test_cases,
             "training": training,
+            "test": [
+                f"./imagesTs/synthetic_{i:03d}.nii.gz" for i in range(cases, cases + test_cases)
+            ],
         },
     )
     return folder

@@ -34,19 +34,16 @@ import numpy as np
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.postprocess import keep_largest_component, label_volumes_ml
 from salign_cli.io.atomic import PARTIAL_MARKER, atomic_path, full_suffix, write_json
+from salign_cli.io.naming import MASK_SUFFIX, SCAN_SUFFIXES, is_scan_path, scan_name
 from salign_cli.io.volume import (
-    SCAN_SUFFIXES,
     Volume,
-    is_scan_path,
     read_header,
     read_volume,
     require_finite,
-    scan_name,
     write_labels,
 )
 from salign_cli.workspace import Workspace
 
-DEFAULT_SUFFIX = "_seg"
 MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
 PREVIEW_TAG = "_preview"
@@ -70,7 +67,7 @@ class SegmentOptions:
     probabilities: bool = False
     preview: bool = False
     overwrite: bool = False
-    suffix: str = DEFAULT_SUFFIX
+    suffix: str = MASK_SUFFIX
     recursive: bool = False
     fail_fast: bool = False
 
@@ -222,7 +219,7 @@ def _scans_in_folder(folder: Path, recursive: bool, suffix: str) -> list[Path]:
 
 
 def expand_inputs(
-    specs: Sequence[str | Path], *, recursive: bool = False, suffix: str = DEFAULT_SUFFIX
+    specs: Sequence[str | Path], *, recursive: bool = False, suffix: str = MASK_SUFFIX
 ) -> list[Path]:
     """Files, folders and glob patterns → scan paths (files or DICOM folders), deduplicated.
 
@@ -266,7 +263,7 @@ def _names_a_file(output: Path) -> bool:
 
 
 def plan_jobs(
-    inputs: Sequence[Path], output: Path | None = None, *, suffix: str = DEFAULT_SUFFIX
+    inputs: Sequence[Path], output: Path | None = None, *, suffix: str = MASK_SUFFIX
 ) -> list[Job]:
     """Where each input's mask goes; refuses outputs that would overwrite an input or collide.
 

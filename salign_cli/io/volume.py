@@ -22,10 +22,13 @@ from nibabel import orientations
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path
+from salign_cli.io.naming import (
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    SCAN_SUFFIXES,
+    scan_name,
+)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 # Mask endings: single-file formats only (.mhd/.nhdr keep voxels in a second file, which one
 # atomic rename cannot publish).
 LABEL_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".mha")
@@ -119,21 +122,6 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
 def orientation_code(affine: np.ndarray) -> str:
     """Closest axis codes, e.g. ``"RAS"`` or ``"LPS"``."""
     return "".join(code or "?" for code in nib.aff2axcodes(affine))
-
-
-def is_scan_path(path: Path) -> bool:
-    """True for file names salign reads as scans (NIfTI, NRRD, MHA/MHD)."""
-    lower = path.name.lower()
-    return lower.endswith(SCAN_SUFFIXES)
-
-
-def scan_name(path: Path) -> str:
-    """A case name without the scan ending: ``hippocampus_001`` for ``hippocampus_001.nii.gz``."""
-    lower = path.name.lower()
-    for suffix in sorted(SCAN_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
 
 
 def spatial_shape_of(stored_shape: tuple[int, ...], path: Path | None) -> tuple[int, int, int]:

@@ -178,6 +178,7 @@ def test_dicom_series_folder_is_one_scan(tmp_path: Path, workspace: Path) -> Non
     writer.KeepOriginalImageUIDOn()
     for k in range(4):
         image = sitk.GetImageFromArray(np.full((5, 6), k, dtype=np.int16))
+        image.SetSpacing((0.5, 0.5))  # GDCM may write the image's spacing over the tag below
         tags = {
             "0020|000e": "1.2.826.0.1.3680043.2.1125.1",  # one series UID for all slices
             "0008|0018": f"1.2.826.0.1.3680043.2.1125.3.{k}",

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import PARTIAL_MARKER
+from salign_cli.io.naming import scan_name
 from salign_cli.io.volume import (
     Volume,
     from_canonical,
@@ -27,7 +28,6 @@ from salign_cli.io.volume import (
     read_header,
     read_volume,
     require_finite,
-    scan_name,
     to_canonical,
     write_labels,
 )
