@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -12,10 +11,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from salign_cli.cli.common import console, err_console, reports_errors
+from salign_cli.cli.tables import dice_table, format_number
 from salign_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from salign_cli.metrics import EvaluationSummary, MeanSd
+    from salign_cli.metrics import EvaluationSummary
 
 
 LISTED_UNMATCHED = 10  # the full list is in summary.json
@@ -31,46 +31,6 @@ def parse_classes(text: str) -> list[int]:
         ) from None
 
 
-def _mean_sd(value: MeanSd, digits: int) -> str:
-    if not math.isfinite(value.mean):
-        return "—"
-    if not math.isfinite(value.sd):
-        return f"{value.mean:.{digits}f}"
-    return f"{value.mean:.{digits}f} ± {value.sd:.{digits}f}"
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _class_table(summary: EvaluationSummary) -> Table:
-    with_hd95 = summary.overall_hd95_mm is not None
-    table = Table(title=f"Dice over {len(summary.cases)} cases (mean ± sd)")
-    table.add_column("class")
-    table.add_column("Dice", justify="right")
-    table.add_column("n", justify="right")
-    table.add_column("n_empty_both", justify="right")
-    if with_hd95:
-        table.add_column("HD95 mm", justify="right")
-        table.add_column("HD95 n/a", justify="right")
-    for result in summary.classes:
-        row = [
-            escape(f"{result.label}: {result.name}"),
-            _mean_sd(result.dice, 3),
-            str(result.dice.n),
-            str(result.n_empty_both),
-        ]
-        if result.hd95_mm is not None:
-            row += [_mean_sd(result.hd95_mm, 2), str(result.n_hd95_undefined)]
-        table.add_row(*row)
-    overall = ["overall", _mean_sd(summary.overall_dice, 3)]
-    overall += [str(summary.overall_dice.n), ""]
-    if summary.overall_hd95_mm is not None:
-        overall += [_mean_sd(summary.overall_hd95_mm, 2), ""]
-    table.add_row(*overall, style="bold")
-    return table
-
-
 def _case_table(summary: EvaluationSummary) -> Table:
     table = Table(title="Per case")
     table.add_column("case")
@@ -81,9 +41,9 @@ def _case_table(summary: EvaluationSummary) -> Table:
     for case in summary.cases:
         row = [escape(case.case)]
         for result in case.classes.values():
-            row.append(_number(result.dice, 3))
+            row.append(format_number(result.dice, 3))
             if result.hd95_mm is not None:
-                row.append(_number(result.hd95_mm, 2))
+                row.append(format_number(result.hd95_mm, 2))
         table.add_row(*row)
     return table
 
@@ -162,7 +122,7 @@ def evaluate(
     _warn_unmatched(summary.unmatched_predictions, "predictions without a label file")
     _warn_unmatched(summary.unmatched_references, "label files without a prediction")
     path = write_summary(summary, output or default_summary_path(pred))
-    console.print(_class_table(summary))
+    console.print(dice_table(summary))
     if per_case:
         console.print(_case_table(summary))
     console.print(f"summary written to {escape(str(path))}")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from salign_cli.cli.common import (
@@ -20,53 +19,9 @@ from salign_cli.cli.common import (
     reports_errors,
     resolve_workspace,
 )
+from salign_cli.cli.progress import TrainingProgress
 
 _QUIET_HELP = "No progress bar or summary table (errors and warnings still print)."
-
-
-class _ConsoleReporter:
-    """Renders cache and training progress with Rich; silent when quiet or not a terminal."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.enabled = not quiet and err_console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
-        )
-        self._tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _ConsoleReporter:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def _update(self, name: str, done: int, total: int, detail: str) -> None:
-        if not self.enabled:
-            return
-        if name not in self._tasks:
-            self._tasks[name] = self.progress.add_task(name, total=total, detail="")
-        self.progress.update(self._tasks[name], completed=done, total=total, detail=detail)
-
-    def on_cache(self, done: int, total: int) -> None:
-        self._update("slice cache", done, total, "")
-
-    def on_step(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
-        detail = f"loss {metrics.get('loss', float('nan')):.4f}"
-        if "feature_std" in metrics:
-            detail += f"  spread {metrics['feature_std']:.3f}"
-        self._update("pre-training", step, total, detail)
-
-    def on_message(self, message: str) -> None:
-        err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, markup=True)
 
 
 def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
@@ -253,7 +208,8 @@ def pretrain(
             raise InputError("--resume takes at most one run folder: --resume [RUN_DIR]")
         resume_from = folders[0] if folders else True
         folders = []
-    with _ConsoleReporter(quiet) as reporter:
+    with TrainingProgress(quiet) as reporter:
+        reporter.begin("pre-training")
         result = run_pretrain(
             folders or [],
             workspace=space,
