@@ -2,71 +2,23 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from salign_cli.cli.common import (
     ReportOption,
     WorkspaceOption,
     console,
-    err_console,
     reports_errors,
     resolve_workspace,
 )
+from salign_cli.cli.progress import TrainingProgress
 from salign_cli.errors import InputError
 
 if TYPE_CHECKING:
     from salign_cli.train.finetune import FinetuneResult
-
-
-class _ConsoleReporter:
-    """Cache, training and validation progress with Rich; silent when quiet or not a terminal."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.enabled = not quiet and err_console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-        )
-        self._tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _ConsoleReporter:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def _update(self, name: str, done: int, total: int, detail: str = "") -> None:
-        if not self.enabled:
-            return
-        if name not in self._tasks:
-            self._tasks[name] = self.progress.add_task(name, total=total, detail="")
-        self.progress.update(self._tasks[name], completed=done, total=total, detail=detail)
-
-    def on_cache(self, done: int, total: int) -> None:
-        self._update("slice cache", done, total)
-
-    def on_step(self, step: int, total: int, metrics: Mapping[str, float]) -> None:
-        self._update("fine-tuning", step, total, f"loss {metrics.get('loss', math.nan):.4f}")
-
-    def on_validation(self, done: int, total: int) -> None:
-        self._update("validation", done, total)
-
-    def on_message(self, message: str) -> None:
-        err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
 def _case_list(text: str | None) -> tuple[str, ...]:
@@ -75,26 +27,19 @@ def _case_list(text: str | None) -> tuple[str, ...]:
 
 def _render(result: FinetuneResult) -> None:
     """The labelled cases, then Dice per class (mean ± sd over validation scans)."""
+    from salign_cli.cli.tables import dice_table
+
     console.print(
         f"fine-tuned on {len(result.labelled_case_ids)} labelled scan(s): "
         f"{', '.join(result.labelled_case_ids)}"
     )
-    summary = result.validation
-    if summary is None:
+    if result.validation is None:
         console.print("no validation scans left (every labelled scan was used for training)")
     else:
-        table = Table(title=f"validation Dice ({len(summary.cases)} held-out scans)")
-        for column in ("class", "mean", "sd", "cases"):
-            table.add_column(column, justify="left" if column == "class" else "right")
-        rows = [(c.name, c.dice) for c in summary.classes] + [("mean", summary.overall_dice)]
-        for name, value in rows:
-            table.add_row(name, _number(value.mean), _number(value.sd), str(value.n))
+        table = dice_table(result.validation)
+        table.title = f"validation Dice over {len(result.validation.cases)} held-out scans"
         console.print(table)
     console.print(f"bundle: {result.bundle_dir}  (salign segment uses it by default)")
-
-
-def _number(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "–"
 
 
 @reports_errors
@@ -151,14 +96,15 @@ def finetune(
         bool, typer.Option("--compile", help="torch.compile the training step.")
     ] = False,
     resume: Annotated[
-        Optional[str],  # noqa: UP045
+        bool,
         typer.Option(
             "--resume",
-            is_flag=False,
-            flag_value="latest",
-            metavar="[RUN_DIR]",
-            help="Continue a run exactly (newest run if no folder); other options are ignored.",
+            help="Continue the newest fine-tuning run exactly; other options are ignored.",
         ),
+    ] = False,
+    resume_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--resume-from", help="Continue this run folder exactly (implies --resume)."),
     ] = None,
     workspace: WorkspaceOption = None,
     report: ReportOption = None,
@@ -190,11 +136,9 @@ def finetune(
     from salign_cli.train.finetune import finetune as run_finetune
 
     space = resolve_workspace(workspace)
-    resume_from: Path | bool = False
+    resume_run: Path | bool = resume_from or resume
     options = None
-    if resume is not None:
-        resume_from = True if resume == "latest" else Path(resume)
-    else:
+    if not resume_run:
         if labels is None and not cases:
             raise InputError("say how many labelled scans to use: --labels N (or --cases ID,ID)")
         options = FinetuneOptions(
@@ -208,14 +152,15 @@ def finetune(
             width=width,
             max_validation_cases=max_validation,
         )
-    with _ConsoleReporter(quiet) as reporter:
+    with TrainingProgress(quiet) as reporter:
+        reporter.begin("fine-tuning")
         result = run_finetune(
             data or [],
             workspace=space,
             base=from_bundle,
             options=options,
             runtime=RuntimeOptions(device=device, compile=compile_model),
-            resume=resume_from,
+            resume=resume_run,
             reporter=reporter,
         )
     if report is not None:

@@ -305,8 +305,9 @@ class SliceCache:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def key(self, content_hash: str, config: PreprocessConfig, with_labels: bool) -> str:
-        recipe = json.dumps({"config": config.to_dict(), "labels": with_labels}, sort_keys=True)
+    def key(self, content_hash: str, config: PreprocessConfig, label_hash: str | None) -> str:
+        """The entry's name: image content + label content (if any) + the recipe."""
+        recipe = json.dumps({"config": config.to_dict(), "labels": label_hash}, sort_keys=True)
         return hashlib.blake2b(f"{content_hash}|{recipe}".encode(), digest_size=16).hexdigest()
 
     def get_or_build(
@@ -318,8 +319,15 @@ class SliceCache:
         label_path: Path | None = None,
         rebuild: bool = False,
     ) -> CachedScan:
-        """Load the cached entry, or prepare the scan and cache it first."""
-        key = self.key(content_hash, config, label_path is not None)
+        """Load the cached entry, or prepare the scan and cache it first.
+
+        The label file is fingerprinted here, so an edited label (with an unchanged image)
+        gets a new entry instead of stale slices.
+        """
+        from salign_cli.data.index import content_hash as fingerprint
+
+        label_hash = fingerprint(label_path) if label_path is not None else None
+        key = self.key(content_hash, config, label_hash)
         slices_path = self.folder / f"{key}.npy"
         labels_path = self.folder / f"{key}.labels.npy"
         meta_path = self.folder / f"{key}.json"

@@ -79,7 +79,7 @@ def test_plot_draws_each_method_in_its_colour(tmp_path: Path) -> None:
 
 
 def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "data", cases=5)
+    data = write_dataset(tmp_path / "data", cases=5, test_cases=0)
     protocol = FewLabelProtocol(
         methods=("scratch", "sal"),
         ks=(1,),

@@ -14,7 +14,7 @@ TINY = ["--steps", "2", "--batch-size", "2", "--size", "32", "--width", "4", "--
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=3)
+    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=3, test_cases=0)
 
 
 def test_finetune_needs_a_number_of_labels(cli, workspace: Path) -> None:
@@ -48,12 +48,18 @@ def test_finetune_prints_the_dice_table_and_writes_a_report(
         "--report", str(report), *TINY,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "validation Dice (2 held-out scans)" in result.output
-    for name in ("vessel", "organ", "mean"):
+    assert "validation Dice over 2 held-out scans" in result.output
+    for name in ("vessel", "organ", "overall"):
         assert name in result.output
     payload = json.loads(report.read_text())
     assert len(payload["labelled_case_ids"]) == 1 and payload["seed"] == 0
     assert Path(payload["bundle"], "salign.json").is_file()
+
+    # --resume picks the newest run; --resume-from names one; both finish where it stopped
+    for flags in (["--resume"], ["--resume-from", payload["run_dir"]]):
+        again = cli("finetune", *flags, "--report", str(report), "--quiet")
+        assert again.exit_code == 0, again.output
+        assert json.loads(report.read_text())["resumed_from_step"] == payload["steps"]
 
 
 def test_bench_rejects_an_unknown_method(cli, workspace: Path, synthetic: Path) -> None:

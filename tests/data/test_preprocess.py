@@ -196,14 +196,20 @@ def test_slice_cache_builds_once_then_memory_maps(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(preprocess, "read_volume", read_volume)
 
     # another recipe is another entry; a corrupt entry is rebuilt
-    assert cache.key("hash-a", config, True) != cache.key(
-        "hash-a", PreprocessConfig(modality="CT"), True
+    assert cache.key("hash-a", config, "l") != cache.key(
+        "hash-a", PreprocessConfig(modality="CT"), "l"
     )
-    entry = tmp_path / "cache" / f"{cache.key('hash-a', config, True)}.npy"
+    assert cache.key("hash-a", config, "l") != cache.key("hash-a", config, "other-label")
+    entry = next((tmp_path / "cache").glob("*[0-9a-f].npy"))
     entry.write_bytes(entry.read_bytes()[:40])
     rebuilt = cache.get_or_build(image, "hash-a", config, label_path=label)
     assert rebuilt.slices.shape == (6, 4, 5)
     assert not list((tmp_path / "cache").glob(".*partial*"))
+
+    # an edited label with an unchanged image must not be served from the old entry
+    _save(np.full((4, 5, 6), 2, dtype=np.uint8), label)
+    relabelled = cache.get_or_build(image, "hash-a", config, label_path=label)
+    assert np.all(np.asarray(relabelled.labels) == 2)
 
 
 def test_real_anisotropic_ct_is_sliced_across_the_5mm_axis(fixtures_dir: Path):

@@ -34,7 +34,7 @@ TINY = {"steps": 2, "batch_size": 2, "size": 32, "width": 4, "checkpoint_every":
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four synthetic MSD-layout cases (classes vessel, organ in dataset.json)."""
-    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=4)
+    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=4, test_cases=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""salign's typed Python API: the functions the CLI calls, for scripts and notebooks.
+
+Each name is imported from its stage module on first use, so ``import salign_cli.api`` is cheap
+and importing one stage does not pull in the others (or torch, for the torch-free ones).
+
+>>> from salign_cli import api
+>>> result = api.index_folders([Path("scans")])                      # doctest: +SKIP
+>>> run = api.pretrain([Path("scans")], workspace="ws")              # doctest: +SKIP
+>>> tuned = api.finetune(workspace="ws", options=api.FinetuneOptions(labels=5))  # doctest: +SKIP
+>>> api.segment(["new.nii.gz"], model=str(tuned.bundle_dir))         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    # index
+    "index_folders": "salign_cli.data.index",
+    "load_index": "salign_cli.data.index",
+    # pre-training and fine-tuning
+    "pretrain": "salign_cli.train.pretrain",
+    "PretrainOptions": "salign_cli.train.pretrain",
+    "finetune": "salign_cli.train.finetune",
+    "FinetuneOptions": "salign_cli.train.finetune",
+    "TrainConfig": "salign_cli.train.engine",
+    "RuntimeOptions": "salign_cli.train.engine",
+    # inference and evaluation
+    "segment": "salign_cli.infer.batch",
+    "SegmentOptions": "salign_cli.infer.batch",
+    "Predictor": "salign_cli.infer.predictor",
+    "evaluate_folders": "salign_cli.metrics",
+    # bundles and the Hub
+    "load_bundle": "salign_cli.model.bundle",
+    "build_model": "salign_cli.model.bundle",
+    "resolve_bundle": "salign_cli.hub",
+    # volumes
+    "read_volume": "salign_cli.io.volume",
+    "write_labels": "salign_cli.io.volume",
+    # the demo
+    "run_demo": "salign_cli.demo",
+    "Workspace": "salign_cli.workspace",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'salign_cli.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
