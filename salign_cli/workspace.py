@@ -89,6 +89,20 @@ class Workspace:
             key=lambda p: (p.stat().st_mtime, p.name),
         )
 
+    def run_to_resume(self, kind: str, resume: Path | str | bool) -> Path:
+        """The run folder ``--resume`` means: the one named, else the newest run of ``kind``."""
+        from salign_cli.errors import InputError
+
+        if not isinstance(resume, bool):
+            folder = Path(resume).expanduser().resolve()
+            if not folder.is_dir():
+                raise InputError(f"--resume {resume}: no such run folder")
+            return folder
+        latest = self.latest_run(kind, with_bundle=False)
+        if latest is None:
+            raise InputError(f"{self.runs_dir}: no {kind} run to resume; drop --resume")
+        return latest
+
     def latest_run(self, kind: str, *, with_bundle: bool = True) -> Path | None:
         """The newest run of ``kind``; with ``with_bundle`` only runs that finished a bundle."""
         for run in reversed(self.runs(kind)):

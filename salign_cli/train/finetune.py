@@ -529,7 +529,7 @@ def finetune(
     device = resolve_device(runtime.device)
 
     if resume:
-        run_dir = _resume_dir(space, resume)
+        run_dir = space.run_to_resume("finetune", resume)
         stored = latest_checkpoint(run_dir, reporter.on_message).meta
         task_config = stored["task_config"]
         train_config = TrainConfig.from_dict(stored["train_config"])
@@ -700,15 +700,3 @@ def _write_bundle(
         evaluation=evaluation,
     )
     return save_bundle(folder, model.state_dict(), contract)
-
-
-def _resume_dir(workspace: Workspace, resume: Path | bool) -> Path:
-    if not isinstance(resume, bool):
-        folder = Path(resume).expanduser().resolve()
-        if not folder.is_dir():
-            raise InputError(f"--resume {resume}: no such run folder")
-        return folder
-    latest = workspace.latest_run("finetune", with_bundle=False)
-    if latest is None:
-        raise InputError(f"{workspace.runs_dir}: no fine-tuning run to resume; drop --resume")
-    return latest

@@ -489,7 +489,7 @@ def _pretrain(
     device: torch.device,
 ) -> PretrainResult:
     if resume:
-        run_dir = _resume_dir(workspace, resume)
+        run_dir = workspace.run_to_resume("pretrain", resume)
         stored = latest_checkpoint(run_dir, reporter.on_message).meta
         task_config = stored["task_config"]
         options = PretrainOptions.from_dict(task_config["options"])
@@ -604,18 +604,6 @@ def _loss_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     picks = {"first": rows[0], "middle": rows[len(rows) // 2], "last": rows[-1]}
     keys = ("step", "loss", "la", "gp", "feature_std", "mean_offdiag_similarity")
     return {name: {k: row[k] for k in keys if k in row} for name, row in picks.items()}
-
-
-def _resume_dir(workspace: Workspace, resume: Path | bool) -> Path:
-    if isinstance(resume, Path | str) and not isinstance(resume, bool):
-        folder = Path(resume).expanduser().resolve()
-        if not folder.is_dir():
-            raise InputError(f"--resume {resume}: no such run folder")
-        return folder
-    latest = workspace.latest_run("pretrain", with_bundle=False)
-    if latest is None:
-        raise InputError(f"{workspace.runs_dir}: no pre-training run to resume; drop --resume")
-    return latest
 
 
 def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
