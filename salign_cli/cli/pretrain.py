@@ -116,6 +116,14 @@ def pretrain(
     pair_distance: Annotated[
         int, typer.Option("--pair-distance", help="Largest slice distance d of a pair.")
     ] = 2,
+    pair_shift: Annotated[
+        int,
+        typer.Option(
+            "--pair-shift",
+            help="Shift slice j's crop by up to this many pixels, independently of slice i "
+            "(0 = same crop; >0 stops LA being solved by position alone).",
+        ),
+    ] = 0,
     gp: Annotated[
         str, typer.Option(help="Global positional loss: relative | absolute | contrastive | none.")
     ] = "relative",
@@ -194,6 +202,7 @@ def pretrain(
         window_radius=window_radius,
         feature_level=feature_level,
         pair_distance=pair_distance,
+        pair_shift=pair_shift,
         gp=gp,  # type: ignore[arg-type]
         gp_weight=gp_weight,
         width=width,

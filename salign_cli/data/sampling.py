@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -186,7 +186,9 @@ class SlicePairDataset(Dataset):
 
     Sample ``index`` → a dict of tensors::
 
-        image_i, image_j  float32 [1, S, S]   same spatial augmentation, own intensity augmentation
+        image_i, image_j  float32 [1, S, S]   same spatial augmentation (slice j's window shifted
+                                               by up to ``pair_shift`` pixels), own intensity
+                                               augmentation
         z_i, z_j          float32 []          (k + 0.5) / D
         scan, slice_i, slice_j  int64 []
 
@@ -210,14 +212,20 @@ class SlicePairDataset(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         names: Sequence[str] | None = None,
+        pair_shift: int = 0,
     ) -> None:
         if pair_distance < 1:
             raise InputError(f"--pair-distance must be at least 1 slice, got {pair_distance}")
+        if pair_shift < 0:
+            raise InputError(f"--pair-shift must be >= 0 pixels, got {pair_shift}")
         self.volumes = list(volumes)
         self.scans, self.warnings = usable_scans(self.volumes, names)
         if not self.scans:
             raise InputError("no scan has two or more slices; slice pairs need at least two")
         self.pair_distance = pair_distance
+        # an independent shift of slice j's window means matching structures are no longer at
+        # the same pixel, so alignment cannot be solved by encoding absolute position alone
+        self.pair_shift = pair_shift
         self.augment = augment or AugmentConfig()
         self.seed = seed
 
@@ -240,13 +248,20 @@ class SlicePairDataset(Dataset):
         rng = sample_rng(self.seed, index)
         scan, i, j = self.pair_indices(rng)
         volume = self.volumes[scan]
-        pair = np.stack([volume[i], volume[j]])
-        params = draw_spatial(rng, pair.shape[-2:], self.augment)
-        warped, _ = warp(pair, params, self.augment.size)
+        params = draw_spatial(rng, volume.shape[-2:], self.augment)
+        if self.pair_shift:
+            shift = rng.integers(-self.pair_shift, self.pair_shift + 1, size=2)
+            params_j = replace(
+                params, offset=(params.offset[0] + shift[0], params.offset[1] + shift[1])
+            )
+            image_i = warp(volume[i][None], params, self.augment.size)[0][0]
+            image_j = warp(volume[j][None], params_j, self.augment.size)[0][0]
+        else:
+            image_i, image_j = warp(np.stack([volume[i], volume[j]]), params, self.augment.size)[0]
         depth = volume.shape[0]
         return {
-            "image_i": augment_intensity(warped[0], rng, self.augment)[None],
-            "image_j": augment_intensity(warped[1], rng, self.augment)[None],
+            "image_i": augment_intensity(image_i, rng, self.augment)[None],
+            "image_j": augment_intensity(image_j, rng, self.augment)[None],
             "z_i": torch.tensor(slice_position(i, depth), dtype=torch.float32),
             "z_j": torch.tensor(slice_position(j, depth), dtype=torch.float32),
             "scan": torch.tensor(scan),

@@ -89,6 +89,7 @@ class PretrainOptions:
     feature_level: str = "1/4"
     embedding_dim: int = 128
     pair_distance: int = 2
+    pair_shift: int = 0
     gp: Literal["relative", "absolute", "contrastive", "none"] = "relative"
     gp_weight: float = 1.0
     pcl_threshold: float = 0.1
@@ -528,6 +529,7 @@ def _pretrain(
     dataset = SlicePairDataset(
         volumes,
         pair_distance=options.pair_distance,
+        pair_shift=options.pair_shift,
         augment=AugmentConfig(size=options.size),
         seed=train_config.seed,
         names=[s.image_path for s in scans],

@@ -172,3 +172,28 @@ def test_step_batch_sampler_shards_and_resumes():
     assert list(StepBatchSampler(8, 3, start_step=2)) == one[2:]
     with pytest.raises(InputError):
         StepBatchSampler(9, 3, world_size=2)
+
+
+def test_pair_shift_moves_slice_j_by_at_most_the_shift_and_keeps_content():
+    # two identical slices with one bright pixel: with no other augmentation, image_j is
+    # image_i translated by an integer (dy, dx) with |dy|, |dx| <= shift
+    volume = np.zeros((2, 40, 40), dtype=np.float32)
+    volume[:, 20, 20] = 1.0
+    data = SlicePairDataset(
+        [volume],
+        pair_distance=1,
+        pair_shift=3,
+        augment=AugmentConfig(
+            size=32, enabled=False, gamma_range=(1, 1), contrast_range=(1, 1), noise_std=0.0
+        ),
+    )
+    shifts = set()
+    for index in range(40):
+        sample = data[index]
+        where_i = np.argwhere(sample["image_i"][0].numpy() > 0.5)
+        where_j = np.argwhere(sample["image_j"][0].numpy() > 0.5)
+        assert len(where_i) == len(where_j) == 1
+        shift = tuple(int(v) for v in where_i[0] - where_j[0])
+        assert max(abs(v) for v in shift) <= 3
+        shifts.add(shift)
+    assert len(shifts) > 5  # the shift really varies between samples
