@@ -254,6 +254,20 @@ def usable_scans(records: Iterable[ScanRecord]) -> list[ScanRecord]:
     return [r for r in records if r.is_usable]
 
 
+def skipped_scan_notes(records: Iterable[ScanRecord], limit: int = 20) -> list[str]:
+    """One line per scan with errors, for stages that skip them: ``skipping <case>: <error>``.
+
+    At most ``limit`` lines, then one that counts the rest (``salign index`` lists them all).
+    """
+    skipped = [r for r in records if not r.is_usable]
+    notes = [f"skipping {r.case_id}: {r.errors[0].message}" for r in skipped[:limit]]
+    if len(skipped) > limit:
+        notes.append(
+            f"... and {len(skipped) - limit} more scans with errors (salign index lists them)"
+        )
+    return notes
+
+
 def labelled_scans(records: Iterable[ScanRecord]) -> list[ScanRecord]:
     """Usable scans with a label, in the order given."""
     return [r for r in usable_scans(records) if r.is_labelled]
@@ -365,7 +379,9 @@ def _walk_scans(root: Path, visited: set[str]) -> dict[Path, list[Path]]:
         kept = []
         for name in sorted(dirnames):
             real = os.path.realpath(folder / name)
-            if not _is_hidden(name) and real not in visited:
+            if not _is_hidden(name) and name.lower().endswith(SCAN_SUFFIXES):
+                found[folder].append(folder / name)  # a folder named x.nii.gz: reading says so
+            elif not _is_hidden(name) and real not in visited:
                 visited.add(real)
                 kept.append(name)
         dirnames[:] = kept
@@ -778,8 +794,8 @@ def _image_facts(
     """Hash, geometry and (with ``"stats"``) intensities of an image; the header if it has a 3D grid."""
     facts: dict[str, Any] = {}
     try:
+        header = read_header(image)  # first: it names folders and unreadable files clearly
         facts["content_hash"] = content_hash(image)
-        header = read_header(image)
         header.spatial_shape  # raises for true 4D  # noqa: B018
     except InputError as error:
         return facts, [Problem("error", image, str(error))], None
@@ -1132,7 +1148,7 @@ def _resolve_roots(folders: Sequence[Path | str]) -> list[Path]:
         raise InputError("no folder given; usage: salign index DIR [DIR...]")
     roots = []
     for folder in folders:
-        root = Path(folder).expanduser().absolute()
+        root = Path(folder).expanduser().resolve()  # one spelling per file, whatever the cwd
         if not root.exists():
             raise InputError(f"{folder}: no such folder; check the path")
         if not root.is_dir():

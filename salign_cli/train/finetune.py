@@ -179,11 +179,12 @@ class FinetuneResult:
 
 
 def resolve_labelled_cases(
-    folders: Sequence[Path], workspace: Workspace
+    folders: Sequence[Path], workspace: Workspace, notify: Callable[[str], None] | None = None
 ) -> tuple[list[LabelledCase], dict[int, str]]:
     """Labelled scans under ``folders`` (indexed first) or every labelled scan in the index.
 
-    Also returns the class names ``dataset.json`` gives for them (``{}`` when none). Raises
+    Also returns the class names ``dataset.json`` gives for them (``{}`` when none). Labelled
+    scans with index errors are skipped, each with a note through ``notify``. Raises
     `InputError` when there is no usable labelled scan.
     """
     from salign_cli.data import index as scan_index
@@ -196,9 +197,15 @@ def resolve_labelled_cases(
         scan_index.index_folders(roots, workspace)
     records = [
         r
-        for r in scan_index.labelled_scans(scan_index.load_index(workspace))
-        if not roots or any(r.image_path == root or root in r.image_path.parents for root in roots)
+        for r in scan_index.load_index(workspace)
+        if r.is_labelled
+        and (
+            not roots or any(r.image_path == root or root in r.image_path.parents for root in roots)
+        )
     ]
+    for note in scan_index.skipped_scan_notes(records) if notify else ():
+        notify(note)
+    records = scan_index.labelled_scans(records)
     if not records:
         where = ", ".join(map(str, roots)) or str(workspace.index_path)
         raise InputError(
@@ -542,8 +549,15 @@ def finetune(
         origin = task_config["origin"]
     else:
         options = options or FinetuneOptions(labels=1)
-        cases, dataset_names = resolve_labelled_cases(folders, space)
+        cases, dataset_names = resolve_labelled_cases(folders, space, reporter.on_message)
         excluded = set(options.exclude_case_ids)
+        unknown = sorted(excluded - {c.case_id for c in cases})
+        if unknown:
+            # a held-out id that matches nothing means the test split is not held out at all
+            raise InputError(
+                f"excluded case ids not found among the labelled scans: {', '.join(unknown[:5])}; "
+                "check the ids against `salign index --json`"
+            )
         pool = {c.case_id: c for c in cases if c.case_id not in excluded}
         labelled_ids, validation_ids = split_cases(
             list(pool), labels=options.labels, chosen=options.case_ids, seed=options.seed

@@ -471,3 +471,18 @@ def test_real_fixtures_pair_the_spleen_label_and_read_without_errors(
     assert records["spleen2_ct.nii.gz"].label_matches is True
     assert records["spleen2_ct.nii.gz"].modality == "CT"  # air below -500 HU
     assert not result.has_errors
+
+
+def test_the_same_folder_by_two_spellings_is_one_set_of_scans(
+    tmp_path: Path, workspace: Path
+) -> None:
+    # "data" and "sub/../data" name the same files; indexing both must not duplicate rows
+    # (duplicates would rename case ids and silently break held-out test splits)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (tmp_path / "sub").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), folder / "case_a.nii.gz")
+    index_folders([folder], workspace)
+    result = index_folders([tmp_path / "sub" / ".." / "data"], workspace)
+    assert [record.case_id for record in result.records] == ["case_a"]
+    assert [record.case_id for record in load_index(workspace)] == ["case_a"]

@@ -214,3 +214,9 @@ def test_validation_dice_is_finite_on_synthetic_data(synthetic: Path, tmp_path: 
     assert all(
         0.0 <= c.dice.mean <= 1.0 and math.isfinite(c.dice.mean) for c in result.validation.classes
     )
+
+
+def test_excluding_an_unknown_case_id_is_an_error_not_a_silent_leak(synthetic: Path, tmp_path: Path) -> None:
+    options = FinetuneOptions(labels=1, exclude_case_ids=("no_such_case",), steps=1)
+    with pytest.raises(InputError, match="excluded case ids not found"):
+        finetune([synthetic], workspace=tmp_path / "ws", base="scratch", options=options, runtime=CPU)
