@@ -189,7 +189,7 @@ def resolve_labelled_cases(
     """
     from salign_cli.data import index as scan_index
 
-    roots = [Path(f).expanduser().absolute() for f in folders]
+    roots = [Path(f).expanduser().resolve() for f in folders]  # as the index stores them
     for folder in roots:
         if not folder.is_dir():
             raise InputError(f"--data {folder}: no such folder; pass a folder of labelled scans")

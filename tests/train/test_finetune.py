@@ -21,6 +21,7 @@ from salign_cli.train.finetune import (
     default_train_config,
     finetune,
     initial_network,
+    resolve_labelled_cases,
     score_labels,
     seeded_order,
     split_cases,
@@ -216,7 +217,20 @@ def test_validation_dice_is_finite_on_synthetic_data(synthetic: Path, tmp_path: 
     )
 
 
-def test_excluding_an_unknown_case_id_is_an_error_not_a_silent_leak(synthetic: Path, tmp_path: Path) -> None:
+def test_excluding_an_unknown_case_id_is_an_error_not_a_silent_leak(
+    synthetic: Path, tmp_path: Path
+) -> None:
     options = FinetuneOptions(labels=1, exclude_case_ids=("no_such_case",), steps=1)
     with pytest.raises(InputError, match="excluded case ids not found"):
-        finetune([synthetic], workspace=tmp_path / "ws", base="scratch", options=options, runtime=CPU)
+        finetune(
+            [synthetic], workspace=tmp_path / "ws", base="scratch", options=options, runtime=CPU
+        )
+
+
+def test_a_data_folder_given_through_dot_dot_finds_its_labelled_scans(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    (synthetic.parent / "elsewhere").mkdir(exist_ok=True)
+    roundabout = synthetic.parent / "elsewhere" / ".." / synthetic.name
+    cases, _ = resolve_labelled_cases([roundabout], Workspace(tmp_path / "ws").ensure())
+    assert len(cases) == len(list((synthetic / "labelsTr").glob("*.nii.gz")))
