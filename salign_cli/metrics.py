@@ -337,7 +337,7 @@ def label_array(volume: Volume) -> np.ndarray:
     if not whole.all():
         example = array[~whole].flat[0]
         raise InputError(
-            f"{volume.path}: label values must be whole numbers but it holds {example!r}; "
+            f"{volume.path}: label values must be whole numbers but it holds {float(example):g}; "
             "this looks like an image or probability map, not a label mask"
         )
     return rounded.astype(np.int32)

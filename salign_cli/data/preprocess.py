@@ -30,7 +30,13 @@ import torch.nn.functional as functional
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
-from salign_cli.io.volume import Volume, from_canonical, read_volume, to_canonical
+from salign_cli.io.volume import (
+    Volume,
+    from_canonical,
+    read_volume,
+    require_finite,
+    to_canonical,
+)
 
 Modality = Literal["CT", "MR"]
 MODALITIES: tuple[str, ...] = ("CT", "MR")
@@ -193,7 +199,12 @@ def integer_labels(labels: Volume) -> np.ndarray:
 def prepare_scan(
     volume: Volume, config: PreprocessConfig, labels: Volume | None = None
 ) -> PreparedScan:
-    """Canonicalise, move the slice axis first, normalise and resample one scan (and its labels)."""
+    """Canonicalise, move the slice axis first, normalise and resample one scan (and its labels).
+
+    Raises `InputError` naming the file for NaN/Inf voxels (they would poison every slice after
+    normalisation) and for labels off the image's grid.
+    """
+    require_finite(volume)
     if labels is not None:
         _check_label_geometry(volume, labels)
     canonical = to_canonical(volume)

@@ -20,6 +20,7 @@ What a caller can rely on:
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import time
@@ -52,6 +53,8 @@ _GLOB_CHARACTERS = frozenset("*?[")
 CT_AIR_THRESHOLD_HU = -500.0
 AFFINE_TOLERANCE_MM = 1e-4
 PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
+# no space left, file size limit, quota: the disk is full for this user, not the folder wrong
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 Status = Literal["written", "skipped", "failed"]
 
@@ -481,9 +484,12 @@ def _write(
         write_labels(labels, like=volume, path=job.output)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise InputError(
-            f"{job.output}: cannot write ({reason}); choose a writable output folder with -o"
-        ) from None
+        remedy = (
+            "free space on that disk or write elsewhere with -o"
+            if error.errno in _DISK_FULL_ERRNOS
+            else "choose a writable output folder with -o"
+        )
+        raise InputError(f"{job.output}: cannot write ({reason}); {remedy}") from None
     verify_geometry(job.output, volume)
     return time.perf_counter() - start, extras
 

@@ -13,6 +13,7 @@ Conventions every caller can rely on:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +172,11 @@ def _check_path(path: Path) -> None:
         raise InputError(f"{path}: is a folder, not a scan file; point salign at the file inside")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes); re-copy or re-export the scan")
+    if not os.access(path, os.R_OK):
+        raise InputError(
+            f"{path}: permission denied; make it readable for this user (chmod/chown) "
+            "or run salign as a user who may read it"
+        )
 
 
 def _check_size(path: Path, shape: tuple[int, ...]) -> None:
@@ -178,7 +184,7 @@ def _check_size(path: Path, shape: tuple[int, ...]) -> None:
     if voxels <= 0 or voxels > MAX_VOXELS:
         raise InputError(
             f"{path}: header declares shape {tuple(shape)} ({voxels} voxels), which is empty or "
-            "implausibly large; the header is probably corrupt"
+            "implausibly large; the header is probably corrupt: re-copy or re-export the scan"
         )
 
 
@@ -190,10 +196,12 @@ def read_header(path: Path | str) -> VolumeHeader:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             image = nib.load(path)
             dtype = working_dtype(image.get_data_dtype(), scaled=_is_scaled(image))
+            _check_size(path, tuple(image.shape))
             return VolumeHeader(path, tuple(image.shape), image.affine.copy(), dtype)
         reader = _itk_reader(path)
         reader.ReadImageInformation()
         itk_shape = tuple(int(s) for s in reader.GetSize())
+        _check_size(path, itk_shape)
         geometry = ItkGeometry(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection())
         import SimpleITK as sitk
 

@@ -254,21 +254,22 @@ class PretrainTask:
 
 
 def resolve_scans(
-    folders: Sequence[Path], workspace: Workspace, *, index_first: bool = True
+    folders: Sequence[Path],
+    workspace: Workspace,
+    *,
+    index_first: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> list[ScanEntry]:
     """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
 
-    Raises `InputError` for a folder without a readable scan or an empty index.
+    Scans the index found errors in are skipped, each with a note through ``notify``. Raises
+    `InputError` for a folder without a readable scan or an empty index.
     """
     folders = [Path(f).expanduser().resolve() for f in folders]
     for folder in folders:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = [
-        entry
-        for entry in _indexed_scans(folders, workspace, index_first)
-        if not folders or any(Path(entry.image_path).is_relative_to(f) for f in folders)
-    ]
+    entries = _indexed_scans(folders, workspace, index_first, notify)
     for folder in folders:
         if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
             raise InputError(
@@ -282,14 +283,27 @@ def resolve_scans(
     return entries
 
 
-def _indexed_scans(folders: list[Path], workspace: Workspace, index_first: bool) -> list[ScanEntry]:
-    """Usable scans (no index errors) after indexing ``folders`` (by rank 0 only under DDP)."""
-    from salign_cli.data.index import index_folders, load_index, usable_scans
+def _indexed_scans(
+    folders: list[Path],
+    workspace: Workspace,
+    index_first: bool,
+    notify: Callable[[str], None] | None,
+) -> list[ScanEntry]:
+    """Usable scans (no index errors) under ``folders`` (all if none) after indexing them (by
+    rank 0 only under DDP); the others are reported through ``notify``."""
+    from salign_cli.data.index import index_folders, load_index, skipped_scan_notes, usable_scans
 
     if folders and index_first:
         records = index_folders(folders, workspace).records
     else:
         records = load_index(workspace) if workspace.index_path.is_file() else []
+    records = [
+        record
+        for record in records
+        if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
+    ]
+    for note in skipped_scan_notes(records) if notify else ():
+        notify(note)
     return [
         ScanEntry(
             case_id=record.case_id,
@@ -504,7 +518,13 @@ def _pretrain(
         options = (options or PretrainOptions()).resolved(device)
         train_config = train_config or TrainConfig(steps=300, batch_size=32)
         scans = _on_main_first(
-            context, lambda: resolve_scans(folders, workspace, index_first=context.is_main)
+            context,
+            lambda: resolve_scans(
+                folders,
+                workspace,
+                index_first=context.is_main,
+                notify=reporter.on_message if context.is_main else None,
+            ),
         )
         preprocess = preprocess_config_for(scans)
         run_dir = _shared_run_dir(workspace, run_dir, context, device)

@@ -196,7 +196,9 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
         str(HERE / "tiny_training.py"), str(tmp_path / "ddp"),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    finished = subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", timeout=120, env=env
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
 
     single, ddp = _logged(tmp_path / "single"), _logged(tmp_path / "ddp")
