@@ -41,23 +41,9 @@ def write_scans(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def write_bundle(folder: Path) -> Path:
-    import torch
+    from salign_cli.model.bundle import untrained_bundle
 
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import BundleContract, save_bundle
-    from salign_cli.model.unet import UNet2D, UNetConfig
-
-    torch.manual_seed(0)
-    model = UNet2D(UNetConfig(num_classes=2, width=8, depth=2))
-    contract = BundleContract(
-        kind="finetuned",
-        architecture=model.config.to_dict(),
-        modality="MR",
-        classes={"0": "background", "1": "foreground"},
-        preprocessing=PreprocessConfig(modality="MR").to_dict(),
-        finetuning={"labelled_case_ids": [], "seed": 0},
-    )
-    return save_bundle(folder, model.state_dict(), contract)
+    return untrained_bundle(folder, ("background", "foreground"))
 
 
 def run_phase(phase: str, arguments: list[str]) -> dict[str, float]:

@@ -56,23 +56,13 @@ def make_ct_volume(path: Path) -> Path:
 
 
 def make_bundle(folder: Path, modality: str, classes: tuple[str, ...]) -> Path:
-    import torch
+    from salign_cli.model.bundle import untrained_bundle
+    from salign_cli.model.unet import UNetConfig
 
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import BundleContract, save_bundle
-    from salign_cli.model.unet import UNet2D, UNetConfig
-
-    torch.manual_seed(0)
-    model = UNet2D(UNetConfig(num_classes=len(classes)))
-    contract = BundleContract(
-        kind="finetuned",
-        architecture=model.config.to_dict(),
-        modality=modality,
-        classes={str(i): name for i, name in enumerate(classes)},
-        preprocessing=PreprocessConfig(modality=modality).to_dict(),
-        finetuning={"labelled_case_ids": [], "seed": 0, "note": "benchmark, random weights"},
+    # the default width-32, depth-4 U-Net: speed does not depend on the (random) weights
+    return untrained_bundle(
+        folder, classes, modality=modality, architecture=UNetConfig(num_classes=len(classes))
     )
-    return save_bundle(folder, model.state_dict(), contract)
 
 
 def child(args: argparse.Namespace) -> None:

@@ -93,27 +93,20 @@ def make_bundle(tmp_path: Path):
         seed: int = 0,
         name: str | None = None,
     ) -> Path:
-        import torch
-
         from salign_cli.data.preprocess import PreprocessConfig
-        from salign_cli.model.bundle import BundleContract, save_bundle
-        from salign_cli.model.unet import UNet2D, UNetConfig
+        from salign_cli.model.bundle import untrained_bundle
+        from salign_cli.model.unet import UNetConfig
 
-        torch.manual_seed(seed)
-        model = UNet2D(UNetConfig(num_classes=len(classes), width=4, depth=2))
-        provenance = {"labelled_case_ids": [], "seed": seed}
-        contract = BundleContract(
-            kind=kind,
-            architecture=model.config.to_dict(),
+        return untrained_bundle(
+            tmp_path / (name or f"bundle-{next(counter)}"),
+            classes,
             modality=modality,
-            classes={str(index): label for index, label in enumerate(classes)},
+            architecture=UNetConfig(num_classes=len(classes), width=4, depth=2),
             preprocessing=PreprocessConfig(
                 modality=modality, slice_axis=slice_axis, target_spacing_mm=target_spacing_mm
-            ).to_dict(),
-            finetuning=provenance if kind == "finetuned" else None,
-            pretraining={"method": "sal", "steps": 1} if kind == "pretrained" else None,
+            ),
+            kind=kind,
+            seed=seed,
         )
-        folder = tmp_path / (name or f"bundle-{next(counter)}")
-        return save_bundle(folder, model.state_dict(), contract)
 
     return build

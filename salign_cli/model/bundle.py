@@ -35,7 +35,8 @@ from salign_cli.io.atomic import atomic_path, write_json
 if TYPE_CHECKING:
     import torch
 
-    from salign_cli.model.unet import UNet2D
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.model.unet import UNet2D, UNetConfig
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -454,3 +455,43 @@ def build_model(bundle: Bundle) -> UNet2D:
     own = model.state_dict()
     model.load_state_dict({name: bundle.state_dict[name] for name in own}, strict=True)
     return model
+
+
+def untrained_bundle(
+    folder: Path,
+    classes: tuple[str, ...],
+    *,
+    modality: str = "MR",
+    architecture: UNetConfig | None = None,
+    preprocessing: PreprocessConfig | None = None,
+    kind: str = "finetuned",
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised bundle with a valid contract and return its folder.
+
+    For speed benchmarks (inference time does not depend on the weights) and for tests that
+    need a loadable model. Its provenance says it was never trained, so it cannot pass for a
+    real model. ``architecture`` defaults to a width-8, depth-2 U-Net for ``len(classes)``
+    classes; ``preprocessing`` to ``PreprocessConfig(modality)``.
+    """
+    import torch
+
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.model.unet import UNet2D, UNetConfig
+
+    architecture = architecture or UNetConfig(num_classes=len(classes), width=8, depth=2)
+    torch.manual_seed(seed)
+    model = UNet2D(architecture)
+    untrained = {"note": "random weights, never trained", "seed": seed}
+    contract = BundleContract(
+        kind=kind,
+        architecture=architecture.to_dict(),
+        modality=modality,
+        classes={str(index): name for index, name in enumerate(classes)},
+        preprocessing=(preprocessing or PreprocessConfig(modality=modality)).to_dict(),  # type: ignore[arg-type]
+        finetuning={"labelled_case_ids": [], **untrained} if kind == "finetuned" else None,
+        pretraining={"method": "scratch", "steps": 0, **untrained}
+        if kind == "pretrained"
+        else None,
+    )
+    return save_bundle(folder, model.state_dict(), contract)

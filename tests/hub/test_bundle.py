@@ -165,3 +165,13 @@ def test_a_pickle_disguised_as_weights_is_never_unpickled(
 def test_a_missing_folder_path_is_never_taken_for_a_hub_name(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such bundle folder"):
         load_bundle(tmp_path / "org" / "name")
+
+
+def test_an_untrained_bundle_loads_and_says_it_was_never_trained(tmp_path: Path) -> None:
+    from salign_cli.model.bundle import build_model, load_bundle, untrained_bundle
+
+    folder = untrained_bundle(tmp_path / "b", ("background", "organ"), modality="CT")
+    bundle = load_bundle(folder)
+    assert bundle.contract.kind == "finetuned" and bundle.contract.modality == "CT"
+    assert "never trained" in bundle.contract.finetuning["note"]
+    assert build_model(bundle).config.num_classes == 2

@@ -20,23 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised fine-tuned MR bundle (width 8, depth 2; background + organ)."""
-    import torch
+    from salign_cli.model.bundle import untrained_bundle
 
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import BundleContract, save_bundle
-    from salign_cli.model.unet import UNet2D, UNetConfig
-
-    torch.manual_seed(0)
-    model = UNet2D(UNetConfig(num_classes=2, width=8, depth=2))
-    contract = BundleContract(
-        kind="finetuned",
-        architecture=model.config.to_dict(),
-        modality="MR",
-        classes={"0": "background", "1": "organ"},
-        preprocessing=PreprocessConfig(modality="MR").to_dict(),
-        finetuning={"labelled_case_ids": [], "seed": 0},
-    )
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "bundle", model.state_dict(), contract)
+    return untrained_bundle(tmp_path_factory.mktemp("bundle") / "bundle", ("background", "organ"))
 
 
 @pytest.fixture
