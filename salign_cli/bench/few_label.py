@@ -40,9 +40,10 @@ from typing import Any
 import torch
 
 from salign_cli.bench.plot import plot_dice_vs_k
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
-from salign_cli.train.engine import RuntimeOptions, TrainConfig, resolve_device
+from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import (
     FinetuneOptions,
     HeldOutCase,

@@ -345,8 +345,9 @@ def load_predictor(
 ) -> tuple[Any, ModelInfo]:
     """Resolve ``--model`` (or the newest fine-tuned run), verify the bundle, build a Predictor."""
     from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.device import resolve_device
     from salign_cli.hub import resolve
-    from salign_cli.infer.predictor import Predictor, resolve_device
+    from salign_cli.infer.predictor import Predictor
     from salign_cli.model.bundle import build_model, load_bundle
 
     device = resolve_device(options.device)

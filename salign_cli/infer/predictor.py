@@ -34,6 +34,7 @@ from salign_cli.data.preprocess import (
     restore_labels,
     restore_scores,
 )
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.volume import Volume, to_canonical
 
@@ -42,42 +43,6 @@ from salign_cli.io.volume import Volume, to_canonical
 DEFAULT_BATCH_SIZE = {"cuda": 32, "mps": 8, "cpu": 4}
 # TTA: the identity plus flips of the in-plane axes of a [B, C, H, W] batch.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` → the first of CUDA, MPS, CPU that works; ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-
-    Raises :class:`InputError` when the requested accelerator is missing, naming the fallback.
-    """
-    spec = spec.strip().lower()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "mps":
-        if not _mps_available():
-            raise InputError("--device mps: Apple MPS is not available here; use --device cpu")
-        return torch.device("mps")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        index_text = spec.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise InputError(f"--device {spec}: expected cuda or cuda:N with N a GPU number")
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if int(index_text) >= count:
-            raise InputError(
-                f"--device {spec}: no such CUDA GPU (found {count}); use --device cpu or auto"
-            )
-        return torch.device(f"cuda:{int(index_text)}")
-    raise InputError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend and backend.is_available())
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:

@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from salign_cli.data.sampling import StepBatchSampler
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, SalignError
 from salign_cli.io.atomic import atomic_path, write_json
 
@@ -205,36 +206,6 @@ def distributed_from_env() -> DistributedContext:
         world_size=world,
         local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
     )
-
-
-def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA (``cuda:LOCAL_RANK``), else MPS, else CPU; explicit names are checked.
-
-    Raises `InputError` for a device this machine does not have.
-    """
-    spec = spec.strip().lower()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError("--device mps: Apple MPS is not available here; use --device cpu")
-        return torch.device("mps")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {spec}: no CUDA GPU is available here; use --device cpu")
-        index = int(spec.split(":", 1)[1]) if ":" in spec else local_rank
-        if index >= torch.cuda.device_count():
-            raise InputError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-        return torch.device("cuda", index)
-    raise InputError(f"--device {spec!r}: expected auto, cpu, cuda, cuda:N or mps")
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from torch import nn
 
 from salign_cli.data.preprocess import PreparedScan, PreprocessConfig, SliceCache, prepare_scan
 from salign_cli.data.sampling import AugmentConfig, LabelledSliceDataset
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.io.volume import Volume, read_volume
@@ -53,7 +54,6 @@ from salign_cli.train.engine import (
     SilentReporter,
     TrainConfig,
     latest_checkpoint,
-    resolve_device,
     train,
 )
 from salign_cli.train.pretrain import CPU_WIDTH, preprocess_config_for

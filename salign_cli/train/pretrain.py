@@ -35,6 +35,7 @@ from torch import nn
 
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, median_inplane_spacing
 from salign_cli.data.sampling import AugmentConfig, SlicePairDataset
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.model.heads import SALHeadsConfig, SALNetwork
@@ -59,7 +60,6 @@ from salign_cli.train.engine import (
     distributed_from_env,
     distributed_session,
     latest_checkpoint,
-    resolve_device,
     train,
 )
 from salign_cli.workspace import Workspace

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from salign_cli.data.preprocess import PreprocessConfig
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
-from salign_cli.infer.predictor import Predictor, fold_batch_norm, resolve_device
+from salign_cli.infer.predictor import Predictor, fold_batch_norm
 from salign_cli.io.volume import Volume, read_volume, to_canonical
 from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.model.unet import UNet2D, UNetConfig

@@ -16,6 +16,7 @@ from tiny_training import STEPS, make_tiny_task, train_tiny
 from torch import nn
 from torch.utils.data import Dataset
 
+from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.train.engine import (
     NonFiniteLossError,
@@ -24,7 +25,6 @@ from salign_cli.train.engine import (
     latest_checkpoint,
     learning_rate,
     list_checkpoints,
-    resolve_device,
     rng_state,
     set_rng_state,
     train,
