@@ -19,6 +19,7 @@ prints one line per test case count and, last, one JSON line with the Dice and t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -68,8 +69,12 @@ class UNet(nn.Module):
     def __init__(self, width: int, classes: int) -> None:
         super().__init__()
         widths = [width * 2**i for i in range(5)]
-        self.down = nn.ModuleList(block(a, b) for a, b in zip([1, *widths[:-1]], widths))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(widths, widths[1:]))
+        self.down = nn.ModuleList(
+            block(a, b) for a, b in zip([1, *widths[:-1]], widths, strict=True)
+        )
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(b, a, 2, 2) for a, b in itertools.pairwise(widths)
+        )
         self.dec = nn.ModuleList(block(2 * a, a) for a in widths[:-1])
         self.head = nn.Conv2d(width, classes, 1)
 
@@ -106,7 +111,9 @@ def run(
     classes = int(max(label.max() for _, label in volumes)) + 1
     model = UNet(width, classes)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, 1e-3, total_steps=steps, pct_start=0.3
+    )
     started = time.perf_counter()
     model.train()
     for _ in range(steps):
@@ -139,7 +146,7 @@ def run(
     per_class = {c: float(np.mean(v)) for c, v in dice.items()}
     return {
         "k": k, "seed": seed, "steps": steps, "batch": batch, "width": width,
-        "labelled": labelled, "dice": per_class, "mean": float(np.mean(list(per_class.values()))),
+        "labelled": labelled, "test": test, "dice": per_class, "mean": float(np.mean(list(per_class.values()))),
         "train_s": train_s, "total_s": time.perf_counter() - begun,
     }  # fmt: skip
 
@@ -158,8 +165,11 @@ def main() -> None:
         args.data, args.k, args.seed, steps=args.steps, batch=args.batch, width=args.width,
         test_cases=args.test_cases,
     )  # fmt: skip
-    print(f"| plain | k={args.k} | seed={args.seed} | " + " | ".join(
-        f"{c}: {d:.3f}" for c, d in result["dice"].items()) + f" | mean {result['mean']:.3f} |")
+    print(
+        f"| plain | k={args.k} | seed={args.seed} | "
+        + " | ".join(f"{c}: {d:.3f}" for c, d in result["dice"].items())
+        + f" | mean {result['mean']:.3f} |"
+    )
     print(json.dumps(result))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from salign_cli.data.sampling import AugmentConfig, SlicePairDataset
+from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.train.engine import resolve_device
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
@@ -52,7 +52,7 @@ def measure(args: argparse.Namespace, compiled: bool) -> dict[str, float]:
     options = PretrainOptions(size=args.size, width=args.width)
     rng = np.random.default_rng(0)
     volumes = [rng.normal(size=(36, 35, 51)).astype(np.float16) for _ in range(8)]
-    dataset = SlicePairDataset(volumes, augment=AugmentConfig(size=args.size), seed=0)
+    dataset = SlicePairDataset(volumes, augment=PairAugmentConfig(size=args.size), seed=0)
     objective = PretrainObjective(build_network(options, seed=0), options).to(device)
     channels_last = device.type == "cuda"
     if channels_last:

@@ -6,14 +6,24 @@ On a folder of labelled scans:
    highest-numbered cases). They are never labelled training data and never validation; they
    are only scored, once per fine-tuned model.
 2. **Pre-training**, once per method, on every image of the folder (labels ignored, test images
-   included, as METHOD.md prescribes). ``scratch`` writes the seeded untrained network, so all
-   methods go through the same fine-tuning path.
-3. **Fine-tuning** for every k and seed: the k labelled scans are the first k of the non-test
-   case ids permuted by the seed (`salign_cli.train.finetune.split_cases`), so every method sees
-   the same scans for a (k, seed) and the scans for k = 1 are among those for k = 2. No model
-   selection: the final weights are scored.
+   included, as METHOD.md prescribes). ``scratch`` has none: it fine-tunes ``--from scratch``.
+3. **Fine-tuning** for every k and seed with the protocol's `FinetuneRecipe` (the product's
+   defaults unless a profile says otherwise): the k labelled scans are the first k of the
+   non-test case ids permuted by the seed (`salign_cli.train.finetune.split_cases`), so every
+   method sees the same scans for a (k, seed) and the scans for k = 1 are among those for
+   k = 2. No model selection: the exported weights are scored, with the bundle's inference
+   defaults — as `salign segment` would use them. No validation scans are scored (nothing is
+   chosen here), so the runs cost only their training.
 4. **Scoring** on the test split at full resolution on each scan's own grid; per run the mean
    Dice over test cases per class, then mean ± sample sd over seeds per (method, k).
+
+Reference methods from outside salign (``benchmarks/plain_unet.py``, the plain 2D U-Net that
+salign must beat) join the same table through ``references``: callables run on the same k,
+seeds and test split.
+
+Profiles (`PROFILES`): ``full`` — k ∈ {1, 2, 5} × 3 seeds, scratch and sal, the GPU recipe
+(≤ 8 min on one H200 is the target); ``cpu`` — k ∈ {1, 5} × 2 seeds, scratch, the CPU recipe
+(about an hour on 2 cores with the plain reference); ``quick`` — a smoke run in minutes.
 
 Methods are ``scratch``, ``sal``, ``pcl`` or a variant with pre-training overrides in brackets,
 e.g. ``sal[la_variant=literal]`` or ``sal[feature_level=1/2,window_radius=0]`` (any field of
@@ -45,6 +55,7 @@ from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import (
+    SCRATCH,
     FinetuneOptions,
     HeldOutCase,
     LabelledCase,
@@ -52,8 +63,10 @@ from salign_cli.train.finetune import (
     load_held_out,
     resolve_labelled_cases,
     score_model,
+    seeded_order,
 )
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
+from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE, FinetuneRecipe
 from salign_cli.workspace import Workspace
 
 _METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?$")
@@ -112,22 +125,19 @@ def _typed(value: str, like: Any) -> Any:
 class FewLabelProtocol:
     """Every number that decides the benchmark's result (stored in ``results.json``).
 
-    The defaults are METHOD.md's full protocol (a GPU job); `QUICK` is the CPU profile.
-    ``width`` ``None`` means 32 on CUDA and 16 elsewhere (as `salign pretrain`).
+    ``finetune`` is the recipe every fine-tune uses (its width also sets the pre-trained
+    network's); ``pretrain_*`` configure the pre-training of every non-scratch method.
     """
 
-    methods: tuple[str, ...] = ("scratch", "sal", "pcl")
-    ks: tuple[int, ...] = (1, 2, 5, 10)
+    methods: tuple[str, ...] = ("scratch", "sal")
+    ks: tuple[int, ...] = (1, 2, 5)
     seeds: tuple[int, ...] = (0, 1, 2)
     test_cases: int = 50
-    size: int = 64
-    width: int | None = None
-    pretrain_steps: int = 1500
-    pretrain_batch_size: int = 32
-    finetune_steps: int = 1500
-    finetune_batch_size: int = 32
+    finetune: FinetuneRecipe = GPU_RECIPE
+    pretrain_size: int = 64
+    pretrain_steps: int = 1600
+    pretrain_batch_size: int = 64
     pretrain_lr: float = 1e-3
-    finetune_lr: float = 1e-2
 
     def __post_init__(self) -> None:
         for method in self.methods:
@@ -140,21 +150,35 @@ class FewLabelProtocol:
             raise InputError(f"--test-cases must be at least 1, got {self.test_cases}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        payload = dataclasses.asdict(self)
+        payload["finetune"] = self.finetune.to_dict()
+        return payload
 
 
-# The CPU profile: 48-pixel crops (hippocampus slices are about 35x51), a width-8 U-Net, short
-# schedules, k in {1, 2, 5} x 2 seeds (timing and results in docs/benchmarks.md).
-QUICK = FewLabelProtocol(
-    ks=(1, 2, 5),
-    seeds=(0, 1),
-    size=48,
-    width=8,
-    pretrain_steps=300,
-    pretrain_batch_size=16,
-    finetune_steps=300,
-    finetune_batch_size=16,
-)
+PROFILES: dict[str, FewLabelProtocol] = {
+    "full": FewLabelProtocol(),
+    "cpu": FewLabelProtocol(
+        methods=("scratch",),
+        ks=(1, 5),
+        seeds=(0, 1),
+        finetune=CPU_RECIPE,
+        pretrain_steps=300,
+        pretrain_batch_size=32,
+    ),
+    "quick": FewLabelProtocol(
+        methods=("scratch",),
+        ks=(1, 5),
+        seeds=(0,),
+        finetune=CPU_RECIPE.with_overrides(steps=150),
+        pretrain_steps=100,
+        pretrain_batch_size=16,
+    ),
+}
+
+
+# A reference method from outside salign: (k, seed, labelled case ids, test case ids) → Dice
+# per class name plus "mean". It must train on exactly the labelled ids it is given.
+Reference = Callable[[int, int, Sequence[str], Sequence[str]], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -285,15 +309,17 @@ def run_few_label(
     output_dir: Path | None = None,
     runtime: RuntimeOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> FewLabelResult:
     """Run the protocol on ``data_dir`` (a folder of labelled scans) and write its results.
 
     ``output_dir`` defaults to a new ``runs/bench-<timestamp>/`` in the workspace; it also holds
     the pre-training and fine-tuning runs. ``progress`` receives one line per finished step.
+    ``references`` (name → `Reference`) run after salign's methods on the same k and seeds.
 
     Example::
 
-        result = run_few_label(Path("data/hippocampus"), QUICK)
+        result = run_few_label(Path("data/hippocampus"), PROFILES["cpu"])
         print(markdown_table(result.rows))
     """
     protocol = protocol or FewLabelProtocol()
@@ -320,13 +346,16 @@ def run_few_label(
     pretraining: dict[str, dict[str, Any]] = {}
     env = environment(device)
 
+    references = dict(references or {})
+    order = [*protocol.methods, *references]
+
     def save() -> FewLabelResult:
         result = FewLabelResult(
             output_dir=output,
             protocol=protocol,
             test_case_ids=tuple(test_ids),
             runs=tuple(runs),
-            rows=tuple(summarise_runs(runs, protocol.methods)),
+            rows=tuple(summarise_runs(runs, order)),
             pretraining=pretraining,
             elapsed_s=time.perf_counter() - started,
             environment=env,
@@ -335,14 +364,17 @@ def run_few_label(
         return result
 
     for spec in map(parse_method, protocol.methods):
-        bundle_dir, pretraining[spec.label] = _pretrain_method(
-            spec, protocol, data_dir, space, output, runtime
-        )
-        say(f"pre-trained {spec.label} in {pretraining[spec.label]['elapsed_s']:.0f} s")
+        base = SCRATCH
+        if spec.method != SCRATCH:
+            bundle_dir, pretraining[spec.label] = _pretrain_method(
+                spec, protocol, data_dir, space, output, runtime
+            )
+            base = str(bundle_dir)
+            say(f"pre-trained {spec.label} in {pretraining[spec.label]['elapsed_s']:.0f} s")
         for k in sorted(protocol.ks):
             for seed in protocol.seeds:
                 run = _finetune_and_score(
-                    spec, k, seed, bundle_dir, protocol, data_dir, test_cases, held_out,
+                    spec, k, seed, base, protocol, data_dir, test_cases, held_out,
                     space, output, runtime, device,
                 )  # fmt: skip
                 runs.append(run)
@@ -350,6 +382,17 @@ def run_few_label(
                     f"{spec.label} k={k} seed={seed}: test Dice {run.dice['mean']:.3f} "
                     f"({run.finetune_s:.0f} s)"
                 )
+                save()
+    pool_ids = sorted(c.case_id for c in cases if c.case_id not in set(test_ids))
+    for name, reference in references.items():
+        for k in sorted(protocol.ks):
+            for seed in protocol.seeds:
+                labelled = seeded_order(pool_ids, seed)[:k]
+                started_run = time.perf_counter()
+                dice = dict(reference(k, seed, labelled, test_ids))
+                elapsed = time.perf_counter() - started_run
+                runs.append(FewLabelRun(name, k, seed, tuple(sorted(labelled)), dice, elapsed, ""))
+                say(f"{name} k={k} seed={seed}: test Dice {dice['mean']:.3f}")
                 save()
     return save()
 
@@ -364,8 +407,8 @@ def _pretrain_method(
 ) -> tuple[Path, dict[str, Any]]:
     options = PretrainOptions(
         method=spec.method,  # type: ignore[arg-type]
-        size=protocol.size,
-        width=protocol.width,
+        size=protocol.pretrain_size,
+        width=protocol.finetune.width,
         **spec.overrides,
     )
     started = time.perf_counter()
@@ -396,7 +439,7 @@ def _finetune_and_score(
     spec: MethodSpec,
     k: int,
     seed: int,
-    bundle_dir: Path,
+    base: str,
     protocol: FewLabelProtocol,
     data_dir: Path,
     test_cases: Sequence[LabelledCase],
@@ -413,16 +456,13 @@ def _finetune_and_score(
     result = finetune(
         [Path(data_dir)],
         workspace=workspace,
-        base=str(bundle_dir),
+        base=base,
         options=FinetuneOptions(
             labels=k,
             exclude_case_ids=tuple(c.case_id for c in test_cases),
             seed=seed,
-            steps=protocol.finetune_steps,
-            batch_size=protocol.finetune_batch_size,
-            lr=protocol.finetune_lr,
-            size=protocol.size,
-            checkpoint_every=protocol.finetune_steps,
+            recipe=protocol.finetune,
+            checkpoint_every=protocol.finetune.steps,
             max_validation_cases=0,
         ),
         runtime=runtime,
@@ -431,11 +471,16 @@ def _finetune_and_score(
     elapsed = time.perf_counter() - started
     bundle = load_bundle(result.bundle_dir)
     preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
-    key = repr(sorted(preprocess.to_dict().items()))
+    key = repr(sorted(preprocess.to_dict().items()))  # context only changes the network input
     if key not in held_out:  # read and prepare the test scans once per preprocessing recipe
         held_out[key] = [load_held_out(c, preprocess) for c in test_cases]
     summary = score_model(
-        build_model(bundle), preprocess, held_out[key], result.class_names, device=device
+        build_model(bundle),
+        preprocess,
+        held_out[key],
+        result.class_names,
+        inference=bundle.contract.inference_defaults,
+        device=device,
     )
     dice = {c.name: c.dice.mean for c in summary.classes}
     dice["mean"] = summary.overall_dice.mean

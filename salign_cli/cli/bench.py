@@ -47,9 +47,13 @@ def few_label(
     data: Annotated[
         Path, typer.Argument(help="Folder of labelled scans (e.g. MSD imagesTr/ + labelsTr/).")
     ],
-    quick: Annotated[
-        bool, typer.Option("--quick", help="The CPU profile (48 px, width 8, short schedules).")
-    ] = False,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="full (GPU: k 1,2,5 x 3 seeds, scratch and sal, GPU recipe), cpu (k 1,5 x 2 "
+            "seeds, scratch, CPU recipe: ~40 min on 2 cores) or quick (a smoke run).",
+        ),
+    ] = "full",
     methods: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Option(
@@ -73,14 +77,6 @@ def few_label(
     finetune_steps: Annotated[
         Optional[int], typer.Option("--finetune-steps", help="Fine-tuning steps per run.")  # noqa: UP045
     ] = None,
-    batch_size: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--batch-size", help="Slices (fine-tuning) and pairs (pre-training) per step."
-        ),
-    ] = None,
-    width: Annotated[Optional[int], typer.Option(help="U-Net base width.")] = None,  # noqa: UP045
-    size: Annotated[Optional[int], typer.Option(help="Training crop size in pixels.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
     output: Annotated[
         Optional[Path],  # noqa: UP045
@@ -97,31 +93,29 @@ def few_label(
 
     [bold]Examples[/]
 
-      salign bench few-label ../shared/data/hippocampus --quick            # CPU, ~15 min
+      salign bench few-label ../shared/data/hippocampus --profile cpu     # 2 CPU cores, ~40 min
 
       salign bench few-label data/hippocampus --methods "sal,sal\\[la_variant=literal]"
 
-      salign bench few-label data/hippocampus --device cuda -o bench-full  # METHOD.md protocol
+      salign bench few-label data/hippocampus --device cuda -o bench-full  # the full profile
     """
     import dataclasses
 
     from rich.markdown import Markdown
 
-    from salign_cli.bench.few_label import QUICK, FewLabelProtocol, markdown_table, run_few_label
+    from salign_cli.bench.few_label import PROFILES, markdown_table, run_few_label
     from salign_cli.train.engine import RuntimeOptions
 
-    base = QUICK if quick else FewLabelProtocol()
+    if profile not in PROFILES:
+        raise InputError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    base = PROFILES[profile]
     overrides = {
         "methods": _methods(methods),
         "ks": _numbers(k, "--k"),
         "seeds": _numbers(seeds, "--seeds"),
         "test_cases": test_cases,
         "pretrain_steps": pretrain_steps,
-        "finetune_steps": finetune_steps,
-        "pretrain_batch_size": batch_size,
-        "finetune_batch_size": batch_size,
-        "width": width,
-        "size": size,
+        "finetune": base.finetune.with_overrides(steps=finetune_steps),
     }
     protocol = dataclasses.replace(base, **{n: v for n, v in overrides.items() if v is not None})
     started = time.perf_counter()

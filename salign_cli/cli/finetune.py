@@ -71,21 +71,54 @@ def finetune(
             "--data", help="Folder of labelled scans (indexed first). Default: the index."
         ),
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Recipe defaults: cpu (about 10 min for 5 hippocampus scans on 2 cores), gpu "
+            "(>= 100k slice samples, width 32), or auto (gpu on CUDA, cpu elsewhere).",
+        ),
+    ] = "auto",
     steps: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(
-            help="Optimiser steps. Default: ~30 passes over the labelled slices, 250-3000."
-        ),
+        typer.Option(help="Optimiser steps. Default: the profile's (cpu 1000, gpu 2000)."),
     ] = None,
     batch_size: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--batch-size", help="Slices per step. Default: 32 on CUDA, 16 elsewhere."),
+        typer.Option(
+            "--batch-size",
+            help="Slices per step. Default: as many as fit the profile's pixel budget "
+            "(32 hippocampus slices on cpu).",
+        ),
     ] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-2,
-    size: Annotated[int, typer.Option(help="Training crop size in pixels.")] = 64,
+    lr: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Peak learning rate (AdamW, 10 % warm-up + cosine). Default: 1e-3."),
+    ] = None,
+    size: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--size",
+            help="Square training patch in pixels. Default: the median slice size rounded up "
+            "to a multiple of 16.",
+        ),
+    ] = None,
+    context: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help="Neighbouring slices per side given to the network (2.5D). Default: 1; "
+            "recorded in the bundle and applied by segment.",
+        ),
+    ] = None,
+    mirror: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="In-plane flips allowed in training and test-time augmentation: lr (left-right "
+            "only), none, all, or auto (lr unless a class name says left/right).",
+        ),
+    ] = None,
     width: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="U-Net width with --from scratch. Default: 32 on CUDA, 16 elsewhere."),
+        typer.Option(help="U-Net width with --from scratch. Default: 16 (cpu), 32 (gpu)."),
     ] = None,
     max_validation: Annotated[
         Optional[int],  # noqa: UP045
@@ -115,10 +148,12 @@ def finetune(
     """Fine-tune with a [bold]few labelled scans[/]; every other labelled scan is validation.
 
     Starts from the newest pre-training run in the workspace (or --from), replaces the head for the
-    dataset's classes (names from dataset.json), and trains Dice + cross-entropy with augmentation
-    and a warm-up + cosine schedule. The final weights are scored on the validation scans at full
-    resolution; the bundle (runs/finetune-<time>/bundle) records the classes, preprocessing,
-    labelled case ids, seed and validation Dice, and `salign segment` uses it by default.
+    dataset's classes (names from dataset.json), and trains cross-entropy + Dice on
+    foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights).
+    The averaged weights are scored on the validation scans at full resolution with test-time
+    mirroring; the bundle (runs/finetune-<time>/bundle) records the recipe, classes,
+    preprocessing, labelled case ids, seed, validation Dice and inference defaults, and
+    `salign segment` uses it by default.
 
     [bold]Examples[/]
 
@@ -145,10 +180,13 @@ def finetune(
             labels=labels,
             case_ids=_case_list(cases),
             seed=seed,
+            profile=profile,
             steps=steps,
             batch_size=batch_size,
             lr=lr,
             size=size,
+            context=context,
+            mirror=mirror,
             width=width,
             max_validation_cases=max_validation,
         )

@@ -64,5 +64,10 @@ class TrainingProgress:
     def on_validation(self, done: int, total: int) -> None:
         self._update("validation", done, total)
 
+    def on_plan(self, description: str) -> None:
+        """What the stage will run (profile, steps, batch); the step bar then shows time left."""
+        if self.enabled:
+            err_console.print(f"[bold]{self.stage}[/]: {description}", soft_wrap=True)
+
     def on_message(self, message: str) -> None:
         err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)

@@ -93,14 +93,23 @@ def segment(
         ),
     ] = None,
     tta: Annotated[
-        bool, typer.Option("--tta", help="Average over in-plane flips (4x slower).")
-    ] = False,
-    largest_component: Annotated[
-        bool,
+        Optional[bool],  # noqa: UP045
         typer.Option(
-            "--largest-component", help="Keep only the largest connected part of each class."
+            "--tta/--no-tta",
+            help="Average over the mirrored views the model was trained on (2-4x slower). "
+            "Default: what the bundle's fine-tuning chose.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
+    largest_component: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--largest-component/--all-components",
+            help="Keep only the largest connected part of each class. Default: the bundle's "
+            "choice (fine-tuning keeps it when it raised validation Dice).",
+            show_default=False,
+        ),
+    ] = None,
     probabilities: Annotated[
         bool,
         typer.Option(

@@ -59,7 +59,9 @@ class PreprocessConfig:
     ``slice_axis`` is an axis of the canonical RAS array (0 = sagittal slices, 1 = coronal,
     2 = axial) or ``None`` to choose per scan with :func:`choose_slice_axis`.
     ``target_spacing_mm`` is the in-plane spacing (of the two remaining axes, in order) or
-    ``None`` to keep each scan's own spacing.
+    ``None`` to keep each scan's own spacing. ``context`` neighbouring slices on each side are
+    stacked as extra input channels (2.5D, `with_context`); it does not change the cached
+    slices, so the slice cache ignores it.
     """
 
     modality: Modality = "MR"
@@ -67,6 +69,7 @@ class PreprocessConfig:
     target_spacing_mm: tuple[float, float] | None = None
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -83,6 +86,10 @@ class PreprocessConfig:
             raise InputError(
                 f"MR percentiles must satisfy 0 <= low < high <= 100, got {self.mr_percentiles}"
             )
+        if not 0 <= self.context <= 8:
+            raise InputError(
+                f"context must be 0-8 neighbouring slices per side, got {self.context}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "version": PREPROCESS_VERSION}
@@ -98,6 +105,7 @@ class PreprocessConfig:
             target_spacing_mm=pair(payload.get("target_spacing_mm")),
             ct_window=pair(payload.get("ct_window", (-1000.0, 1000.0))),  # type: ignore[arg-type]
             mr_percentiles=pair(payload.get("mr_percentiles", (0.5, 99.5))),  # type: ignore[arg-type]
+            context=int(payload.get("context", 0)),  # type: ignore[call-overload]
         )
 
 
@@ -120,6 +128,47 @@ class PreparedScan:
     @property
     def resampled_shape(self) -> tuple[int, int]:
         return (int(self.slices.shape[1]), int(self.slices.shape[2]))
+
+
+def with_context(slices: np.ndarray, start: int, stop: int, context: int) -> np.ndarray:
+    """Slices ``start … stop − 1`` of ``[D, H, W]``, each with ``context`` neighbours per side.
+
+    Returns float32 ``[stop − start, 2·context + 1, H, W]``; channel ``context`` is the slice
+    itself, channel ``context + o`` its neighbour at offset ``o``. Neighbours beyond the ends of
+    the scan are `OUTSIDE_SCAN`. Training and inference both call this, so a 2.5D network sees
+    the same stacks in both.
+
+    >>> with_context(np.arange(3, dtype=np.float32)[:, None, None], 0, 3, 1)[:, :, 0, 0]
+    array([[0., 0., 1.],
+           [0., 1., 2.],
+           [1., 2., 0.]], dtype=float32)
+    """
+    depth = slices.shape[0]
+    out = np.full(
+        (stop - start, 2 * context + 1, *slices.shape[1:]), OUTSIDE_SCAN, dtype=np.float32
+    )
+    for channel, offset in enumerate(range(-context, context + 1)):
+        first, last = max(start + offset, 0), min(stop + offset, depth)
+        if first < last:
+            out[first - offset - start : last - offset - start, channel] = slices[first:last]
+    return out
+
+
+def mirror_axes(mirror: str, slice_axis: int) -> tuple[int, ...]:
+    """In-plane axes (0 = rows, 1 = columns of a slice) that ``mirror`` allows to flip.
+
+    Slices hold the canonical (RAS) axes other than ``slice_axis``, in order; the left-right
+    axis is canonical axis 0, so it is the rows of axial and coronal slices and absent from
+    sagittal ones.
+
+    >>> mirror_axes("lr", 2), mirror_axes("lr", 0), mirror_axes("all", 0)
+    ((0,), (), (0, 1))
+    """
+    if mirror == "all":
+        return (0, 1)
+    if mirror == "lr" and slice_axis != 0:
+        return (0,)
+    return ()
 
 
 def choose_slice_axis(spacing_mm: tuple[float, float, float]) -> int:
@@ -325,7 +374,8 @@ class SliceCache:
 
     def key(self, content_hash: str, config: PreprocessConfig, label_hash: str | None) -> str:
         """The entry's name: image content + label content (if any) + the recipe."""
-        recipe = json.dumps({"config": config.to_dict(), "labels": label_hash}, sort_keys=True)
+        slices_recipe = {k: v for k, v in config.to_dict().items() if k != "context"}
+        recipe = json.dumps({"config": slices_recipe, "labels": label_hash}, sort_keys=True)
         return hashlib.blake2b(f"{content_hash}|{recipe}".encode(), digest_size=16).hexdigest()
 
     def get_or_build(

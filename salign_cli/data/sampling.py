@@ -6,15 +6,18 @@ asks for it. That is what makes `--resume` exact and multi-GPU training equal to
 the same global batch: `StepBatchSampler` hands step ``s`` the global indices
 ``[s·G, (s+1)·G)`` and gives each rank its contiguous share, so its only state is the step.
 
-Augmentation [ours, METHOD.md "Pairs"]:
+Pairs (pre-training) [ours, METHOD.md "Pairs"] are augmented here, one sample at a time:
 
-- spatial, shared by the two slices of a pair (and by an image and its label): flips, a small
-  rotation and scale, and a random crop — or random placement inside a padded canvas when the
-  slice is smaller than the training size — to a square of ``size`` pixels. One affine map and
-  `torch.nn.functional.grid_sample` do all of it (bilinear for images, nearest for labels);
-  padding takes the slice's minimum, i.e. the background of a normalised scan;
-- intensity, drawn independently for each slice: gamma (on the slice's own min–max range),
-  contrast around the mean, additive Gaussian noise.
+- spatial, shared by the two slices of a pair: flips, a small rotation and scale, and a random
+  crop — or random placement inside a padded canvas when the slice is smaller than the training
+  size — to a square of ``size`` pixels. One affine map and `torch.nn.functional.grid_sample` do
+  all of it; outside the slice the canvas holds `OUTSIDE_SCAN`, the value inference pads with;
+- intensity, drawn independently for each slice and applied inside the slice only: gamma (on the
+  slice's own min–max range), contrast around the mean, additive Gaussian noise.
+
+Labelled slices (fine-tuning) come out as *source canvases* around a chosen centre, with a
+validity mask and their augmentation parameters drawn; `salign_cli.data.augment.augment_batch`
+then transforms the whole batch at once on the training device.
 
 Slice positions are ``z_k = (k + 0.5) / D`` for slice k of a scan with D slices.
 """
@@ -30,12 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from salign_cli.data.augment import AugmentConfig, draw_augment_params
+from salign_cli.data.preprocess import OUTSIDE_SCAN, with_context
 from salign_cli.errors import InputError
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation of training slices; ``enabled=False`` gives a deterministic centre crop/pad.
+class PairAugmentConfig:
+    """Augmentation of pre-training pairs; ``enabled=False`` gives a deterministic centre crop/pad.
 
     Ranges are inclusive ``(low, high)`` pairs sampled uniformly; ``max_rotation_deg`` is the
     largest absolute in-plane rotation and ``noise_std`` the largest noise standard deviation
@@ -83,7 +88,7 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def draw_spatial(
-    rng: np.random.Generator, shape: tuple[int, int], config: AugmentConfig
+    rng: np.random.Generator, shape: tuple[int, int], config: PairAugmentConfig
 ) -> SpatialParams:
     """Draw the window and (if enabled) flips/rotation/scale for an input of ``shape``.
 
@@ -124,45 +129,39 @@ def sampling_grid(params: SpatialParams, shape: tuple[int, int], size: int) -> t
     return torch.stack([x, y], dim=-1).unsqueeze(0).float()
 
 
-def warp(
-    images: np.ndarray, params: SpatialParams, size: int, labels: np.ndarray | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Apply one spatial draw to ``images [C, H, W]`` (and ``labels [H, W]``) → ``[C, S, S]``.
+def warp(images: np.ndarray, params: SpatialParams, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one spatial draw to ``images [C, H, W]`` → ``([C, S, S], inside [S, S])``.
 
-    Outside the input, images take their own minimum (the background of a normalised scan)
-    and labels take 0 (background).
+    Outside the input the canvas holds `OUTSIDE_SCAN`; ``inside`` (bool) marks the pixels that
+    come from the slice, so intensity augmentation can leave the padding alone.
     """
     stack = torch.from_numpy(np.asarray(images, dtype=np.float32))
     grid = sampling_grid(params, tuple(stack.shape[-2:]), size)  # type: ignore[arg-type]
-    background = stack.amin()
-    warped = (
-        F.grid_sample((stack - background).unsqueeze(0), grid, mode="bilinear", align_corners=True)[
-            0
-        ]
-        + background
-    )
-    if labels is None:
-        return warped, None
-    label_tensor = torch.from_numpy(np.asarray(labels, dtype=np.float32))[None, None]
-    warped_labels = F.grid_sample(label_tensor, grid, mode="nearest", align_corners=True)
-    return warped, warped_labels[0, 0].round().long()
+    ones = torch.ones((1, 1, *stack.shape[-2:]))
+    inside = F.grid_sample(ones, grid, mode="nearest", align_corners=True)[0, 0] > 0.5
+    warped = F.grid_sample(stack.unsqueeze(0), grid, mode="bilinear", align_corners=True)[0]
+    return torch.where(inside, warped, OUTSIDE_SCAN), inside
 
 
 def augment_intensity(
-    image: torch.Tensor, rng: np.random.Generator, config: AugmentConfig
+    image: torch.Tensor, inside: torch.Tensor, rng: np.random.Generator, config: PairAugmentConfig
 ) -> torch.Tensor:
-    """Gamma on the slice's min–max range, contrast about its mean, then Gaussian noise."""
-    if not config.enabled:
+    """Gamma on the slice's min–max range, contrast about its mean, then Gaussian noise.
+
+    Statistics come from the pixels ``inside`` the slice, and the padding stays `OUTSIDE_SCAN`.
+    """
+    if not config.enabled or not bool(inside.any()):
         return image
-    low, high = image.min(), image.max()
+    values = image[inside]
+    low, high = values.min(), values.max()
     span = (high - low).clamp_min(1e-6)
     gamma = rng.uniform(*config.gamma_range)
     image = low + span * ((image - low) / span).clamp(0, 1) ** gamma
-    mean = image.mean()
+    mean = image[inside].mean()
     image = mean + (image - mean) * rng.uniform(*config.contrast_range)
     noise_std = rng.uniform(0.0, config.noise_std)
     noise = rng.standard_normal(image.shape).astype(np.float32)
-    return image + noise_std * torch.from_numpy(noise)
+    return torch.where(inside, image + noise_std * torch.from_numpy(noise), OUTSIDE_SCAN)
 
 
 def usable_scans(
@@ -209,7 +208,7 @@ class SlicePairDataset(Dataset):
         volumes: Sequence[np.ndarray],
         *,
         pair_distance: int = 2,
-        augment: AugmentConfig | None = None,
+        augment: PairAugmentConfig | None = None,
         seed: int = 0,
         names: Sequence[str] | None = None,
         pair_shift: int = 0,
@@ -226,7 +225,7 @@ class SlicePairDataset(Dataset):
         # an independent shift of slice j's window means matching structures are no longer at
         # the same pixel, so alignment cannot be solved by encoding absolute position alone
         self.pair_shift = pair_shift
-        self.augment = augment or AugmentConfig()
+        self.augment = augment or PairAugmentConfig()
         self.seed = seed
 
     def __len__(self) -> int:
@@ -254,14 +253,15 @@ class SlicePairDataset(Dataset):
             params_j = replace(
                 params, offset=(params.offset[0] + shift[0], params.offset[1] + shift[1])
             )
-            image_i = warp(volume[i][None], params, self.augment.size)[0][0]
-            image_j = warp(volume[j][None], params_j, self.augment.size)[0][0]
+            image_i, inside_i = warp(volume[i][None], params, self.augment.size)
+            image_j, inside_j = warp(volume[j][None], params_j, self.augment.size)
         else:
-            image_i, image_j = warp(np.stack([volume[i], volume[j]]), params, self.augment.size)[0]
+            pair, inside_i = warp(np.stack([volume[i], volume[j]]), params, self.augment.size)
+            image_i, image_j, inside_j = pair[:1], pair[1:], inside_i
         depth = volume.shape[0]
         return {
-            "image_i": augment_intensity(image_i, rng, self.augment)[None],
-            "image_j": augment_intensity(image_j, rng, self.augment)[None],
+            "image_i": augment_intensity(image_i[0], inside_i, rng, self.augment)[None],
+            "image_j": augment_intensity(image_j[0], inside_j, rng, self.augment)[None],
             "z_i": torch.tensor(slice_position(i, depth), dtype=torch.float32),
             "z_j": torch.tensor(slice_position(j, depth), dtype=torch.float32),
             "scan": torch.tensor(scan),
@@ -271,11 +271,22 @@ class SlicePairDataset(Dataset):
 
 
 class LabelledSliceDataset(Dataset):
-    """Image slices with their label slices, for fine-tuning.
+    """Labelled slices for fine-tuning, as source canvases for `augment_batch`.
 
-    Sample ``index`` → ``{"image": float32 [1, S, S], "label": int64 [S, S], "z": float32 [],
-    "scan": int64 [], "slice": int64 []}``; image and label share the spatial augmentation, the
-    image alone gets intensity augmentation. The scan is drawn uniformly, then the slice.
+    Sample ``index`` → ``{"image": float32 [C, Hs, Ws], "label": int64 [Hs, Ws],
+    "valid": float32 [1, Hs, Ws], "augment": {name: 0-d tensor}, "scan": int64 [],
+    "slice": int64 []}``. ``C = 2·context + 1``: the slice and its neighbours (beyond the ends
+    of a scan, `OUTSIDE_SCAN`). The source canvas is ``source_shape`` (1.5× the patch, so a
+    rotation or a zoom out still finds the scan around the patch) centred on:
+
+    - with probability ``foreground_fraction``, a random labelled voxel of a slice that has one
+      (nnU-Net's foreground oversampling: small structures are seen often enough);
+    - otherwise a random window position of a random slice: a random crop when the slice is
+      larger than the patch, a random placement of the whole slice when it is smaller.
+
+    The scan is drawn uniformly (each labelled scan counts alike, whatever its slice count).
+    ``mirror_axes[k]`` are the in-plane axes scan k may be flipped along (its slice axis decides
+    which one is left-right). Everything is drawn from ``(seed, index)`` alone.
     """
 
     slices_per_sample = 1
@@ -285,7 +296,11 @@ class LabelledSliceDataset(Dataset):
         volumes: Sequence[np.ndarray],
         labels: Sequence[np.ndarray],
         *,
+        patch_size: tuple[int, int],
         augment: AugmentConfig | None = None,
+        context: int = 0,
+        foreground_fraction: float = 0.33,
+        mirror_axes: Sequence[tuple[int, ...]] | None = None,
         seed: int = 0,
         names: Sequence[str] | None = None,
     ) -> None:
@@ -300,25 +315,69 @@ class LabelledSliceDataset(Dataset):
                     f"{name}: label slices {label.shape} do not match image slices {volume.shape}"
                 )
         self.volumes, self.labels = list(volumes), list(labels)
-        self.augment = augment or AugmentConfig()
+        self.patch_size = patch_size
+        # same parity as the patch, so identity parameters give an exact centre crop
+        self.source_shape = tuple(n + 2 * math.ceil(n / 4) for n in patch_size)
+        self.context = context
+        self.foreground_fraction = foreground_fraction
+        augment = augment or AugmentConfig()
+        axes = mirror_axes if mirror_axes is not None else [augment.mirror_axes] * len(volumes)
+        self.augment = [replace(augment, mirror_axes=tuple(a)) for a in axes]
+        self.foreground_slices = [
+            np.flatnonzero(np.asarray(label).reshape(len(label), -1).max(axis=1) > 0)
+            for label in self.labels
+        ]
         self.seed = seed
 
     def __len__(self) -> int:
         return sum(volume.shape[0] for volume in self.volumes)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _centre(
+        self, rng: np.random.Generator, label_slice: np.ndarray, foreground: bool
+    ) -> tuple[int, int]:
+        """Source-canvas centre in slice pixels (see the class docstring)."""
+        if foreground:
+            rows, cols = np.nonzero(label_slice)
+            pick = int(rng.integers(len(rows)))
+            return int(rows[pick]), int(cols[pick])
+        centre = []
+        for n, size in zip(label_slice.shape, self.patch_size, strict=True):
+            start = int(rng.integers(min(0, n - size), max(0, n - size) + 1))
+            centre.append(start + size // 2)
+        return centre[0], centre[1]
+
+    def __getitem__(self, index: int) -> dict[str, object]:
         rng = sample_rng(self.seed, index)
         scan = int(rng.integers(len(self.volumes)))
-        depth = self.volumes[scan].shape[0]
-        k = int(rng.integers(depth))
-        image = np.asarray(self.volumes[scan][k])[None]
-        params = draw_spatial(rng, image.shape[-2:], self.augment)
-        warped, label = warp(image, params, self.augment.size, labels=self.labels[scan][k])
-        assert label is not None
+        volume, label = self.volumes[scan], self.labels[scan]
+        candidates = self.foreground_slices[scan]
+        foreground = len(candidates) > 0 and rng.random() < self.foreground_fraction
+        k = (
+            int(candidates[rng.integers(len(candidates))])
+            if foreground
+            else int(rng.integers(volume.shape[0]))
+        )
+        label_slice = np.asarray(label[k])
+        row, col = self._centre(rng, label_slice, foreground)
+        source_h, source_w = self.source_shape
+        top, left = row - source_h // 2, col - source_w // 2
+        image = with_context(volume, k, k + 1, self.context)[0]
+        canvas = np.full((image.shape[0], source_h, source_w), OUTSIDE_SCAN, np.float32)
+        label_canvas = np.zeros((source_h, source_w), np.int64)
+        valid = np.zeros((1, source_h, source_w), np.float32)
+        # the overlap of the canvas with the slice, in slice and in canvas coordinates
+        r0, r1 = max(top, 0), min(top + source_h, volume.shape[1])
+        c0, c1 = max(left, 0), min(left + source_w, volume.shape[2])
+        if r0 < r1 and c0 < c1:
+            target = np.s_[r0 - top : r1 - top, c0 - left : c1 - left]
+            canvas[(slice(None), *target)] = image[:, r0:r1, c0:c1]
+            label_canvas[target] = label_slice[r0:r1, c0:c1]
+            valid[(0, *target)] = 1.0
         return {
-            "image": augment_intensity(warped[0], rng, self.augment)[None],
-            "label": label,
-            "z": torch.tensor(slice_position(k, depth), dtype=torch.float32),
+            "image": torch.from_numpy(canvas),
+            "label": torch.from_numpy(label_canvas),
+            "valid": torch.from_numpy(valid),
+            "augment": draw_augment_params(rng, self.augment[scan]),
             "scan": torch.tensor(scan),
             "slice": torch.tensor(k),
         }

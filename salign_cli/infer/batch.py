@@ -65,8 +65,8 @@ class SegmentOptions:
 
     device: str = "auto"
     batch_size: int | None = None  # None: the predictor's default for the device
-    tta: bool = False
-    largest_component: bool = False
+    tta: bool | None = None  # None: the bundle's inference default
+    largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
     preview: bool = False
     overwrite: bool = False
@@ -133,6 +133,7 @@ class ModelInfo:
     weights_sha256: str | None
     modality: str
     class_names: tuple[str, ...]
+    largest_component: bool = False  # post-processing in effect (bundle default or flag)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +146,7 @@ class ModelInfo:
             "weights_sha256": self.weights_sha256,
             "modality": self.modality,
             "classes": list(self.class_names),
+            "largest_component": self.largest_component,
         }
 
 
@@ -364,17 +366,14 @@ def load_predictor(
             f"--model {model}: a {contract.kind} bundle has no trained segmentation head; "
             f"fine-tune it first (salign finetune --from {model} --labels N)"
         )
-    if contract.in_channels != 1:
-        raise InputError(
-            f"--model {model}: expects {contract.in_channels} input channels; salign segments "
-            "single-channel scans"
-        )
+    defaults = contract.inference_defaults
     predictor = Predictor(
         build_model(bundle).eval(),
         PreprocessConfig.from_dict(contract.preprocessing),
         device=device,
         batch_size=options.batch_size,
-        tta=options.tta,
+        tta=defaults.tta if options.tta is None else options.tta,
+        mirror=defaults.mirror,
     )
     info = ModelInfo(
         spec=model,
@@ -386,6 +385,11 @@ def load_predictor(
         weights_sha256=contract.weights_sha256,
         modality=contract.modality,
         class_names=tuple(contract.class_names),
+        largest_component=(
+            defaults.largest_component
+            if options.largest_component is None
+            else options.largest_component
+        ),
     )
     return predictor, info
 
@@ -625,7 +629,7 @@ def _predict(
         loaded.volume, prepared=loaded.prepared, with_probabilities=options.probabilities
     )
     labels = prediction.labels
-    if options.largest_component:
+    if model.largest_component:
         labels = keep_largest_component(labels, range(1, len(model.class_names)))
     return labels, prediction.probabilities, time.perf_counter() - start
 

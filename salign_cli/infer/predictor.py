@@ -5,9 +5,11 @@ The path of one volume (every geometric step lives in :mod:`salign_cli.data.prep
 
 1. :func:`~salign_cli.data.preprocess.prepare_scan` with the bundle's recipe: canonical (RAS)
    orientation, slice axis first, in-plane resampling to the model's spacing, normalisation;
-2. slices in batches on the device (CUDA: bf16 autocast; CUDA and CPU: channels_last; batch
-   norm folded into the convolutions, which is exact in eval mode and ~1.5x faster on CPU);
-   optional test-time augmentation averages the softmax over the four in-plane flips;
+2. slices in batches on the device, each with the bundle's ``context`` neighbours as extra
+   channels (2.5D; CUDA: bf16 autocast; CUDA and CPU: channels_last; batch norm folded into the
+   convolutions, which is exact in eval mode and ~1.5x faster on CPU); optional test-time
+   augmentation averages the softmax over the mirrored views the network was trained on
+   (``mirror``: ``lr`` = the left-right axis, ``all`` = both in-plane axes);
 3. softmax probabilities (float16 on the host) go back through
    :func:`~salign_cli.data.preprocess.restore_labels`: resampled to the original in-plane grid,
    argmax, slice axis and orientation undone — so the labels have exactly the input's shape.
@@ -30,9 +32,11 @@ from torch import nn
 from salign_cli.data.preprocess import (
     PreparedScan,
     PreprocessConfig,
+    mirror_axes,
     prepare_scan,
     restore_labels,
     restore_scores,
+    with_context,
 )
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
@@ -41,8 +45,20 @@ from salign_cli.io.volume import Volume, to_canonical
 # Slices per forward pass. On a CPU larger batches are no faster and a width-32 U-Net at 512²
 # holds ~250 MB of activations per slice; a GPU wants more work per launch.
 DEFAULT_BATCH_SIZE = {"cuda": 32, "mps": 8, "cpu": 4}
-# TTA: the identity plus flips of the in-plane axes of a [B, C, H, W] batch.
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def tta_flips(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every combination of flips of the in-plane ``axes`` (0 = rows, 1 = columns) as tensor
+    dims of a ``[B, C, H, W]`` batch, the identity first.
+
+    >>> tta_flips((0,)), tta_flips((0, 1))
+    ([(), (-2,)], [(), (-2,), (-1,), (-2, -1)])
+    """
+    dims = [-2 + axis for axis in axes]
+    flips: list[tuple[int, ...]] = [()]
+    for dim in dims:
+        flips += [(*flip, dim) for flip in flips]
+    return flips
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -96,6 +112,7 @@ class Predictor:
         device: torch.device | str = "cpu",
         batch_size: int | None = None,
         tta: bool = False,
+        mirror: str = "all",
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -103,6 +120,7 @@ class Predictor:
         self.preprocess = preprocess
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 4)
         self.tta = tta
+        self.mirror = mirror
         self.num_classes = int(model.config.num_classes)
         prepared_model = fold_batch_norm(model).to(self.device)
         if self.device.type in ("cuda", "cpu"):
@@ -124,7 +142,8 @@ class Predictor:
     ) -> Prediction:
         """Segment ``volume``; ``prepared`` may come from :meth:`prepare` run ahead in a thread."""
         prepared = prepared if prepared is not None else self.prepare(volume)
-        probabilities = self.slice_probabilities(prepared.slices)
+        flips = tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
+        probabilities = self.slice_probabilities(prepared.slices, flips)
         labels = restore_labels(probabilities, prepared, volume)
         labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
         restored = None
@@ -132,19 +151,25 @@ class Predictor:
             restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
         return Prediction(labels=labels, probabilities=restored)
 
-    def slice_probabilities(self, slices: np.ndarray) -> np.ndarray:
-        """Softmax of every slice: float32 ``[D, H, W]`` in, float16 ``[C, D, H, W]`` out."""
+    def slice_probabilities(
+        self, slices: np.ndarray, flips: list[tuple[int, ...]] | None = None
+    ) -> np.ndarray:
+        """Softmax of every slice: float32 ``[D, H, W]`` in, float16 ``[C, D, H, W]`` out.
+
+        ``flips`` (tensor dims of a ``[B, C, H, W]`` batch, see `tta_flips`) are averaged over;
+        ``None`` = no test-time augmentation.
+        """
         depth = slices.shape[0]
+        context = self.preprocess.context
         out = np.empty((self.num_classes, *slices.shape), dtype=np.float16)
         with torch.inference_mode(), self._autocast():
             for start in range(0, depth, self.batch_size):
-                batch = torch.from_numpy(
-                    np.ascontiguousarray(slices[start : start + self.batch_size])
-                )
-                batch = batch.unsqueeze(1).to(self.device, non_blocking=True)
+                stop = min(start + self.batch_size, depth)
+                batch = torch.from_numpy(with_context(slices, start, stop, context))
+                batch = batch.to(self.device, non_blocking=True)
                 if self.device.type in ("cuda", "cpu"):
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                probabilities = self._softmax(batch)
+                probabilities = self._softmax(batch, flips or [()])
                 out[:, start : start + len(batch)] = (
                     probabilities.to(torch.float16).permute(1, 0, 2, 3).cpu().numpy()
                 )
@@ -152,8 +177,7 @@ class Predictor:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _softmax(self, batch: torch.Tensor) -> torch.Tensor:
-        flips = TTA_FLIPS if self.tta else TTA_FLIPS[:1]
+    def _softmax(self, batch: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
         total = None
         for dims in flips:
             flipped = batch.flip(dims) if dims else batch

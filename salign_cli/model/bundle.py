@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from salign_cli import __version__
 from salign_cli.errors import InputError, SalignError
+from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import atomic_path, write_json
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ class BundleContract:
       ``data`` summary, ``base_model``). ``finetuning``: required for ``kind="finetuned"``:
       ``labelled_case_ids``, ``seed`` (plus e.g. ``base_model`` = the bundle it started from).
     - ``evaluation``: e.g. ``{"per_class_dice": {"anterior": 0.87}, "held_out_cases": 40}``.
+    - ``inference``: `InferenceDefaults` (``tta``, ``mirror``, ``largest_component``) that
+      ``salign segment`` applies unless told otherwise; absent in bundles older than it.
     - ``weights_sha256``: hex sha256 of ``model.safetensors``; ``None`` only before
       :func:`save_bundle` fills it in.
     """
@@ -112,6 +115,7 @@ class BundleContract:
     pretraining: dict[str, Any] | None = None
     finetuning: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    inference: dict[str, Any] | None = None
     weights_sha256: str | None = None
     salign_version: str = __version__
     schema_version: int = SCHEMA_VERSION
@@ -147,6 +151,13 @@ class BundleContract:
         missing = [k for k in keys if k not in (getattr(self, section) or {})]
         _require(not missing, f"a {self.kind} bundle needs {section} with {missing}")
         _check_evaluation(self.evaluation)
+        InferenceDefaults.from_dict(self.inference)  # raises ValueError when malformed
+        context = self.preprocessing.get("context", 0)
+        _require(
+            self.in_channels == 2 * context + 1,
+            f"architecture.in_channels {self.in_channels} does not match preprocessing.context "
+            f"{context} (expected {2 * context + 1}: the slice and {context} neighbours per side)",
+        )
         _require(
             self.weights_sha256 is None
             or (
@@ -155,6 +166,10 @@ class BundleContract:
             ),
             "weights_sha256 must be 64 lowercase hex digits",
         )
+
+    @property
+    def inference_defaults(self) -> InferenceDefaults:
+        return InferenceDefaults.from_dict(self.inference)
 
     @property
     def in_channels(self) -> int:

@@ -9,7 +9,9 @@ the decoder up-samples with a 2×2 transposed conv, concatenates the skip and ap
 a 1×1 conv head gives the logits. Stage ``level`` has ``min(width * 2**level, max_channels)``
 channels, capped like nnU-Net (320) so that deep configurations stay affordable.
 
-Any H×W is accepted: the input is zero-padded at the bottom/right to a multiple of ``2**depth``
+Any H×W is accepted: the input is padded at the bottom/right with
+`~salign_cli.data.preprocess.OUTSIDE_SCAN` (the value training canvases hold outside a scan) to a
+multiple of ``2**depth``
 and every output (logits and each feature map) is cropped back to the size the unpadded input
 would have at that scale, ``ceil(H / 2**s) × ceil(W / 2**s)``. Only convolutions, ``pad``, ``cat``
 and slicing are used, so ``channels_last`` memory format passes through untouched.
@@ -25,6 +27,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from salign_cli.data.preprocess import OUTSIDE_SCAN
 
 NormKind = Literal["batch", "instance"]
 NORM_KINDS: tuple[str, ...] = ("batch", "instance")
@@ -233,7 +237,7 @@ class UNet2D(nn.Module):
         depth = self.config.depth
         stop_scale = 0 if up_to is None else level_scale(up_to, depth)
         height, width = x.shape[-2:]
-        x = F.pad(x, self._padding(height, width))
+        x = F.pad(x, self._padding(height, width), value=OUTSIDE_SCAN)
 
         skips = []
         for stage in self.encoder:
@@ -267,6 +271,29 @@ class UNet2D(nn.Module):
         old = self.head.weight
         self.head = self._new_head(num_classes).to(device=old.device, dtype=old.dtype)
         _init_weights(self.head)
+
+    def expand_input_channels(self, in_channels: int) -> None:
+        """Take ``in_channels`` inputs (2.5D context) while computing exactly the same function.
+
+        The first convolution's kernel moves to the middle channel (the slice itself) and the
+        new neighbour channels start at zero weight, so a pre-trained 1-channel network keeps
+        what it learnt and fine-tuning learns how much the neighbours add.
+        """
+        if in_channels == self.config.in_channels:
+            return
+        if self.config.in_channels != 1 or in_channels % 2 == 0:
+            raise ValueError(
+                f"can expand a 1-channel U-Net to an odd number of channels, not "
+                f"{self.config.in_channels} → {in_channels}"
+            )
+        old = self.encoder[0][0][0]
+        new = nn.Conv2d(in_channels, old.out_channels, 3, padding=1, bias=False)
+        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.zero_()
+            new.weight[:, in_channels // 2] = old.weight[:, 0]
+        self.encoder[0][0][0] = new
+        self.config = dataclasses.replace(self.config, in_channels=in_channels)
 
     def _new_head(self, num_classes: int) -> nn.Conv2d:
         return nn.Conv2d(self.config.stage_channels(0), num_classes, 1)

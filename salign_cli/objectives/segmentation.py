@@ -1,4 +1,4 @@
-"""Fine-tuning losses: soft Dice and Dice + cross-entropy, as nnU-Net trains.
+"""Fine-tuning losses: soft Dice and cross-entropy (optimised as their sum, as nnU-Net trains).
 
 Dice is the "batch dice": true/false positives are summed over the whole batch and all pixels
 before the per-class ratio, so a class absent from one slice does not produce an unstable 0/0
@@ -52,16 +52,16 @@ def soft_dice_loss(
     return 1.0 - dice.mean()
 
 
-def dice_ce_loss(
+def segmentation_losses(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
     ignore_background: bool = False,
     smooth: float = 1e-5,
-) -> torch.Tensor:
-    """Cross-entropy + `soft_dice_loss` with equal weights (nnU-Net's default fine-tuning loss)."""
+) -> dict[str, torch.Tensor]:
+    """``{"ce": cross-entropy, "dice": soft_dice_loss}`` — the two terms, for logging apart."""
     labels = _labels(target, logits)
-    cross_entropy = F.cross_entropy(logits.float(), labels)
-    return cross_entropy + soft_dice_loss(
-        logits, labels, ignore_background=ignore_background, smooth=smooth
-    )
+    return {
+        "ce": F.cross_entropy(logits.float(), labels),
+        "dice": soft_dice_loss(logits, labels, ignore_background=ignore_background, smooth=smooth),
+    }

@@ -8,7 +8,10 @@ sample ``index`` is a pure function of the index (see `salign_cli.data.sampling`
 - device (``auto|cpu|cuda[:N]|mps``), bf16 autocast on CUDA (fp32 elsewhere), ``channels_last``
   on CUDA, optional ``torch.compile``;
 - AdamW or SGD (Nesterov), linear warm-up then cosine decay — the learning rate is a pure
-  function of the step, so resuming needs no scheduler object; gradient-norm clipping;
+  function of the step, so resuming needs no scheduler object; gradient-norm clipping; a module
+  may split its parameters into groups with an ``lr_scale`` (`ParameterGroups`: pre-trained
+  layers slower than a new head) and ask to be told after every update (`StepHook`: weight
+  averages, mean teachers);
 - checkpoints every N steps and at the end: ``checkpoints/step-XXXXXXXX.safetensors`` (model and
   optimizer tensors) + ``.json`` sidecar (step, schedule, RNG states, sampler position, config,
   size and sha256 of the tensors file). Both are written atomically and the sidecar last, so a
@@ -40,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -141,6 +144,24 @@ class TrainingTask(Protocol):
     module: nn.Module
     dataset: Dataset
     slices_per_sample: int
+
+
+@runtime_checkable
+class ParameterGroups(Protocol):
+    """A module that splits its trainable parameters into optimiser groups.
+
+    Each group is ``{"params": [...], "lr_scale": s}``; the group's learning rate is the
+    schedule's rate times ``s``.
+    """
+
+    def parameter_groups(self) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class StepHook(Protocol):
+    """A module that updates state of its own after every optimiser step (e.g. an EMA)."""
+
+    def after_step(self) -> None: ...
 
 
 class Reporter(Protocol):
@@ -266,8 +287,15 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, or SGD with Nesterov momentum, over every trainable parameter of ``module``."""
-    parameters = [p for p in module.parameters() if p.requires_grad]
+    """AdamW, or SGD with Nesterov momentum, over every trainable parameter of ``module``.
+
+    The module's `ParameterGroups` are used when it has them, else one group with scale 1.
+    """
+    parameters: list[dict[str, Any]] = (
+        module.parameter_groups()
+        if isinstance(module, ParameterGroups)
+        else [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    )
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             parameters,
@@ -523,7 +551,9 @@ class _StopRequest:
 def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool) -> dict:
     moved = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, Mapping):
+            value = _to_device(value, device, channels_last)
+        elif isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
             if channels_last and value.ndim == 4 and value.is_floating_point():
                 value = value.contiguous(memory_format=torch.channels_last)
@@ -670,7 +700,7 @@ def _train(
                 )
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             with autocast:
                 outputs = forward(_to_device(batch, device, channels_last))
             loss = outputs["loss"]
@@ -682,6 +712,8 @@ def _train(
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
             optimizer.step()
+            if isinstance(module, StepHook):
+                module.after_step()
             step += 1
             window_steps += 1
 

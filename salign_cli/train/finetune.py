@@ -3,11 +3,15 @@
 The stage picks the labelled scans (N drawn with the seed, or named by id) and keeps every other
 labelled scan for validation; it initialises the whole U-Net from a bundle (the newest
 pre-training run by default, ``"scratch"`` for none), gives it a new head for the dataset's
-classes, and trains Dice + cross-entropy on augmented labelled slices with the shared loop
-(`salign_cli.train.engine.train`: warm-up + cosine, AMP, checkpoints, exact resume, metrics).
-The final weights are used — there is no model selection — and scored on the validation scans
-at full resolution on each scan's own grid (`salign_cli.infer.predictor.Predictor`), so the
-validation Dice in the bundle is the Dice `salign segment` would reach on those scans.
+classes, and trains with the shared loop (`salign_cli.train.engine.train`: warm-up + cosine,
+AMP, checkpoints, exact resume, metrics) as the `~salign_cli.train.recipe.FinetuneRecipe` says:
+foreground-oversampled patches, batched augmentation on the device, cross-entropy + Dice, an
+EMA of the weights. The exported weights (the EMA by default) are not selected on anything;
+they are scored on the validation scans at full resolution on each scan's own grid
+(`salign_cli.infer.predictor.Predictor`, with the recipe's test-time mirroring), so the
+validation Dice in the bundle is the Dice `salign segment` would reach on those scans. The one
+choice validation makes is whether keeping the largest component of each class helps; the
+bundle records it as an inference default.
 
 A run folder ``runs/finetune-<timestamp>/`` holds ``checkpoints/``, ``metrics.jsonl``,
 ``report.json`` and ``bundle/`` (kind ``"finetuned"``), which ``salign segment`` uses by default.
@@ -31,10 +35,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from salign_cli.data.preprocess import PreparedScan, PreprocessConfig, SliceCache, prepare_scan
-from salign_cli.data.sampling import AugmentConfig, LabelledSliceDataset
+from salign_cli.data.augment import AugmentConfig, augment_batch
+from salign_cli.data.preprocess import (
+    PreparedScan,
+    PreprocessConfig,
+    SliceCache,
+    mirror_axes,
+    prepare_scan,
+)
+from salign_cli.data.sampling import LabelledSliceDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
+from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import write_json
 from salign_cli.io.volume import Volume, read_volume
 from salign_cli.metrics import (
@@ -47,7 +59,8 @@ from salign_cli.metrics import (
     summarise,
 )
 from salign_cli.model.unet import UNet2D, UNetConfig
-from salign_cli.objectives.segmentation import dice_ce_loss
+from salign_cli.objectives.segmentation import segmentation_losses
+from salign_cli.train.ema import WeightAverage
 from salign_cli.train.engine import (
     Reporter,
     RuntimeOptions,
@@ -56,17 +69,19 @@ from salign_cli.train.engine import (
     latest_checkpoint,
     train,
 )
-from salign_cli.train.pretrain import CPU_WIDTH, preprocess_config_for
+from salign_cli.train.pretrain import preprocess_config_for
+from salign_cli.train.recipe import (
+    FinetuneRecipe,
+    batch_size_for,
+    patch_size_for,
+    profile_for_device,
+    recipe_for,
+    resolve_mirror,
+)
 from salign_cli.workspace import Workspace
 
 SCRATCH = "scratch"
-# Default length [ours]: about this many passes over the labelled slices, within the bounds.
-DEFAULT_EPOCHS = 30
-MIN_DEFAULT_STEPS = 250
-MAX_DEFAULT_STEPS = 3000
-# [ours] 1e-2 rather than pre-training's 1e-3: on hippocampus (k = 1, 150-300 steps, width 8)
-# 1e-3 left the foreground unlearnt (test Dice ~0) while 1e-2 reached ~0.55 (docs/benchmarks.md).
-DEFAULT_LR = 1e-2
+PROFILE_CHOICES = ("auto", "cpu", "gpu")
 
 
 class FinetuneReporter(Reporter, Protocol):
@@ -76,11 +91,16 @@ class FinetuneReporter(Reporter, Protocol):
 
     def on_validation(self, done: int, total: int) -> None: ...
 
+    def on_plan(self, description: str) -> None: ...
+
 
 class SilentFinetuneReporter(SilentReporter):
     """Ignores progress; notes become Python warnings."""
 
     def on_cache(self, done: int, total: int) -> None:
+        pass
+
+    def on_plan(self, description: str) -> None:
         pass
 
     def on_validation(self, done: int, total: int) -> None:
@@ -89,28 +109,35 @@ class SilentFinetuneReporter(SilentReporter):
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """Which scans to learn from and how long (the typed mirror of ``salign finetune``'s flags).
+    """Which scans to learn from and how (the typed mirror of ``salign finetune``'s flags).
 
     Exactly one of ``labels`` (N scans drawn with ``seed``) and ``case_ids`` (named scans) is
     given. ``exclude_case_ids`` are never used, neither for training nor for validation (a test
-    split). ``steps``/``batch_size`` ``None`` pick the defaults of `default_train_config`.
-    ``max_validation_cases`` caps validation (drawn with ``seed``; ``0`` skips it, ``None`` =
-    every other labelled scan). ``width`` applies only to ``--from scratch`` (``None``: 32 on
-    CUDA, 16 elsewhere).
+    split). ``max_validation_cases`` caps validation (drawn with ``seed``; ``0`` skips it,
+    ``None`` = every other labelled scan).
+
+    How to train is a `FinetuneRecipe`: ``recipe`` when given, else the default of ``profile``
+    (``auto``: ``gpu`` on CUDA, ``cpu`` elsewhere). The remaining fields override single recipe
+    fields when not ``None``: ``size`` a square patch, ``augment=False`` switches augmentation
+    off; ``width`` applies only to ``--from scratch``.
     """
 
     labels: int | None = None
     case_ids: tuple[str, ...] = ()
     exclude_case_ids: tuple[str, ...] = ()
     seed: int = 0
+    profile: str = "auto"
+    recipe: FinetuneRecipe | None = None
     steps: int | None = None
     batch_size: int | None = None
-    lr: float = DEFAULT_LR
-    size: int = 64
+    lr: float | None = None
+    width: int | None = None
+    context: int | None = None
+    mirror: str | None = None
+    size: int | None = None
     augment: bool = True
     checkpoint_every: int = 100
     max_validation_cases: int | None = None
-    width: int | None = None
 
     def __post_init__(self) -> None:
         if (self.labels is None) == (not self.case_ids):
@@ -124,17 +151,41 @@ class FinetuneOptions:
                 f"--max-validation must be >= 0 (0 skips validation), got "
                 f"{self.max_validation_cases}"
             )
-        if self.width is not None and self.width < 1:
-            raise InputError(f"--width must be positive, got {self.width}")
+        if self.profile not in PROFILE_CHOICES:
+            raise InputError(
+                f"--profile must be one of {', '.join(PROFILE_CHOICES)}, got {self.profile!r}"
+            )
+        self.resolved_recipe("cpu")  # validate the overrides now, not after the slice cache
+
+    def resolved_recipe(self, device_type: str) -> FinetuneRecipe:
+        """The recipe this run trains with on a device of ``device_type``."""
+        profile = profile_for_device(device_type) if self.profile == "auto" else self.profile
+        base = self.recipe or recipe_for(profile)
+        recipe = base.with_overrides(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            width=self.width,
+            context=self.context,
+            mirror=self.mirror,
+            patch_size=None if self.size is None else (self.size, self.size),
+        )
+        if not self.augment:
+            recipe = dataclasses.replace(recipe, augment=AugmentConfig(enabled=False))
+        return recipe
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        payload = dataclasses.asdict(self)
+        payload["recipe"] = None if self.recipe is None else self.recipe.to_dict()
+        return payload
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> FinetuneOptions:
         values = dict(payload)
         for name in ("case_ids", "exclude_case_ids"):
             values[name] = tuple(values.get(name, ()))
+        if values.get("recipe") is not None:
+            values["recipe"] = FinetuneRecipe.from_dict(values["recipe"])
         return cls(**values)
 
 
@@ -292,37 +343,48 @@ def class_names_for(
     return result
 
 
+@dataclass(frozen=True, eq=False)
+class LabelledSlices:
+    """The labelled scans as the network sees them: float16 image and integer label slices
+    ``[D, H, W]`` per case (memory maps from the cache), and each case's canonical slice axis."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    slice_axes: list[int]
+
+    @property
+    def slice_shapes(self) -> list[tuple[int, int]]:
+        return [(int(v.shape[1]), int(v.shape[2])) for v in self.images]
+
+
 def load_labelled_slices(
     cases: Sequence[LabelledCase],
     config: PreprocessConfig,
     cache: SliceCache,
     reporter: FinetuneReporter | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Float16 image slices and integer label slices ``[D, H, W]`` per case, from the cache."""
+) -> LabelledSlices:
+    """Every labelled case from the slice cache (built in threads where missing)."""
 
-    def one(case: LabelledCase) -> tuple[np.ndarray, np.ndarray]:
+    def one(case: LabelledCase) -> tuple[np.ndarray, np.ndarray, int]:
         cached = cache.get_or_build(
             Path(case.image_path), case.content_hash, config, label_path=Path(case.label_path)
         )
         assert cached.labels is not None
-        return cached.slices, cached.labels
+        return cached.slices, cached.labels, cached.slice_axis
 
-    images, labels = [], []
+    loaded = LabelledSlices([], [], [])
     with ThreadPoolExecutor(max_workers=min(4, len(cases))) as pool:
-        for done, (image, label) in enumerate(pool.map(one, cases), start=1):
-            images.append(image)
-            labels.append(label)
+        for done, (image, label, axis) in enumerate(pool.map(one, cases), start=1):
+            loaded.images.append(image)
+            loaded.labels.append(label)
+            loaded.slice_axes.append(axis)
             if reporter is not None:
                 reporter.on_cache(done, len(cases))
-    return images, labels
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------
 # the starting network
-
-
-def default_width(device: torch.device) -> int:
-    return 32 if device.type == "cuda" else CPU_WIDTH
 
 
 def base_bundle_spec(base: str | None, workspace: Workspace) -> str:
@@ -351,18 +413,23 @@ def initial_network(
     *,
     width: int,
     seed: int,
+    context: int = 0,
     notify: Callable[[str], None] | None = None,
 ) -> tuple[UNet2D, PreprocessConfig, dict[str, Any]]:
     """The U-Net to fine-tune, the preprocessing it expects, and where it came from.
 
     From a bundle: every U-Net weight is loaded and the head is replaced by a fresh one for
-    ``num_classes``; the bundle's preprocessing is kept (the network was trained on it).
-    From scratch: a seeded network and the cases' own preprocessing (median in-plane spacing).
+    ``num_classes``; the bundle's preprocessing is kept (the network was trained on it), and a
+    1-channel network takes ``context`` neighbours per side through
+    `UNet2D.expand_input_channels`. From scratch: a seeded network and the cases' own
+    preprocessing (median in-plane spacing).
     """
     torch.manual_seed(seed)
+    in_channels = 2 * context + 1
     if base == SCRATCH:
-        model = UNet2D(UNetConfig(num_classes=num_classes, width=width))
-        return model, preprocess_config_for(cases), {"base_model": None, "pretraining": None}  # type: ignore[arg-type]
+        model = UNet2D(UNetConfig(num_classes=num_classes, width=width, in_channels=in_channels))
+        preprocess = dataclasses.replace(preprocess_config_for(cases), context=context)  # type: ignore[arg-type]
+        return model, preprocess, {"base_model": None, "pretraining": None}
     from salign_cli.model.bundle import build_model, load_bundle
 
     bundle = load_bundle(base, report=notify)
@@ -374,6 +441,10 @@ def initial_network(
             f"{'/'.join(modalities)}; fine-tune a bundle of the scans' modality (or --from scratch)"
         )
     model = build_model(bundle)
+    try:
+        model.expand_input_channels(in_channels)
+    except ValueError as error:
+        raise InputError(f"--from {base}: {error}; pass --context to match the bundle") from None
     torch.manual_seed(seed)
     model.replace_head(num_classes)
     provenance = {
@@ -382,7 +453,8 @@ def initial_network(
         "base_weights_sha256": contract.weights_sha256,
         "pretraining": contract.pretraining,
     }
-    return model, PreprocessConfig.from_dict(contract.preprocessing), provenance
+    preprocess = PreprocessConfig.from_dict(contract.preprocessing)
+    return model, dataclasses.replace(preprocess, context=context), provenance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,14 +462,61 @@ def initial_network(
 
 
 class SegmentationObjective(nn.Module):
-    """``forward(batch) -> {"loss"}``: Dice + cross-entropy of the U-Net's logits."""
+    """``forward(batch) -> {"loss", "ce", "dice"}`` on a batch of source canvases.
 
-    def __init__(self, unet: UNet2D) -> None:
+    The batch is augmented on the device (`augment_batch`, the patch cut from the middle of each
+    canvas), then cross-entropy + soft Dice (over the foreground classes unless
+    ``dice_background``) of the U-Net's logits. With ``ema_decay`` an `WeightAverage` of the
+    U-Net follows every optimiser step (`after_step`). ``pretrained_lr_scale`` slows every
+    layer but the head when the U-Net came from a bundle (`parameter_groups`).
+    """
+
+    def __init__(
+        self,
+        unet: UNet2D,
+        *,
+        patch_size: tuple[int, int],
+        dice_background: bool = False,
+        ema_decay: float | None = None,
+        pretrained_lr_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         self.unet = unet
+        self.patch_size = patch_size
+        self.dice_background = dice_background
+        self.pretrained_lr_scale = pretrained_lr_scale
+        self.ema = WeightAverage(unet, ema_decay) if ema_decay is not None else None
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
-        return {"loss": dice_ce_loss(self.unet(batch["image"]), batch["label"])}
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | float]:
+        with torch.no_grad():
+            images, labels, _ = augment_batch(
+                batch["image"], batch["label"], batch["valid"], batch["augment"], self.patch_size
+            )
+        if images.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = self.unet(images)
+        assert labels is not None
+        losses = segmentation_losses(logits, labels, ignore_background=not self.dice_background)
+        return {"loss": losses["ce"] + losses["dice"], **{k: v.detach() for k, v in losses.items()}}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        head = list(self.unet.head.parameters())
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.unet.parameters() if id(p) not in head_ids and p.requires_grad]
+        return [
+            {"params": body, "lr_scale": self.pretrained_lr_scale},
+            {"params": head, "lr_scale": 1.0},
+        ]
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.unet)
+
+    def exported(self, which: str) -> UNet2D:
+        """The weights a bundle gets: ``"ema"`` (the average) or ``"final"``."""
+        if which == "ema" and self.ema is not None:
+            return self.ema.model  # type: ignore[return-value]
+        return self.unet
 
 
 @dataclass
@@ -409,28 +528,19 @@ class FinetuneTask:
     slices_per_sample: int = LabelledSliceDataset.slices_per_sample
 
 
-def default_train_config(
-    options: FinetuneOptions, labelled_slices: int, device: torch.device
+def train_config_for(
+    recipe: FinetuneRecipe, batch_size: int, seed: int, checkpoint_every: int
 ) -> TrainConfig:
-    """Steps and batch size by dataset size and device, unless ``options`` fix them.
-
-    Batch: 32 slices on CUDA, 16 elsewhere. Steps: about `DEFAULT_EPOCHS` passes over the
-    labelled slices, at least `MIN_DEFAULT_STEPS` (a single scan still trains long enough) and
-    at most `MAX_DEFAULT_STEPS`.
-    """
-    batch = options.batch_size or (32 if device.type == "cuda" else 16)
-    steps = options.steps or int(
-        min(
-            MAX_DEFAULT_STEPS,
-            max(MIN_DEFAULT_STEPS, round(DEFAULT_EPOCHS * labelled_slices / batch)),
-        )
-    )
+    """The engine's schedule for a recipe: AdamW, warm-up, cosine, clipping."""
     return TrainConfig(
-        steps=steps,
-        batch_size=batch,
-        lr=options.lr,
-        seed=options.seed,
-        checkpoint_every=min(options.checkpoint_every, steps),
+        steps=recipe.steps,
+        batch_size=batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup_steps=recipe.warmup_steps(),
+        min_lr_ratio=recipe.min_lr_ratio,
+        seed=seed,
+        checkpoint_every=min(checkpoint_every, recipe.steps),
     )
 
 
@@ -466,32 +576,70 @@ def score_labels(
     return CaseResult(case_id, Path(case_id), Path(case_id), results, n_voxels=reference.size)
 
 
+def predict_held_out(
+    model: UNet2D,
+    preprocess: PreprocessConfig,
+    cases: Iterable[HeldOutCase],
+    *,
+    inference: InferenceDefaults,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[HeldOutCase, np.ndarray]]:
+    """Each case segmented at full resolution on its own grid, as `salign segment` would
+    (``inference.tta``/``mirror``; post-processing is left to `score_predictions`)."""
+    from salign_cli.infer.predictor import Predictor
+
+    predictor = Predictor(
+        model.eval(), preprocess, device=device, tta=inference.tta, mirror=inference.mirror
+    )
+    predictions = []
+    for done, case in enumerate(cases, start=1):
+        predictions.append((case, predictor.predict(case.volume, prepared=case.prepared).labels))
+        if progress is not None:
+            progress(done)
+    return predictions
+
+
+def score_predictions(
+    predictions: Sequence[tuple[HeldOutCase, np.ndarray]],
+    class_names: Mapping[int, str],
+    *,
+    largest_component: bool = False,
+) -> EvaluationSummary:
+    """Dice of every foreground class per case; ``largest_component`` post-processes first."""
+    from salign_cli.infer.postprocess import keep_largest_component
+
+    foreground = {label: name for label, name in class_names.items() if label > 0}
+    results = []
+    for case, labels in predictions:
+        if largest_component:
+            labels = keep_largest_component(labels, list(foreground))
+        results.append(score_labels(case.case_id, labels, case.reference, foreground))
+    where = Path("held-out")
+    return summarise(results, dict(foreground), prediction=where, reference=where)
+
+
 def score_model(
     model: UNet2D,
     preprocess: PreprocessConfig,
     cases: Iterable[HeldOutCase],
     class_names: Mapping[int, str],
     *,
+    inference: InferenceDefaults,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> EvaluationSummary:
-    """Segment each case at full resolution and score its foreground classes.
+    """Segment each case with the given inference defaults and score its foreground classes.
 
     Labels are predicted on the scan's own grid (as `salign segment` writes them), so the Dice
     is the one a user would measure on the written masks.
     """
-    from salign_cli.infer.predictor import Predictor
-
-    predictor = Predictor(model.eval(), preprocess, device=device)
-    foreground = {label: name for label, name in class_names.items() if label > 0}
-    results = []
-    for done, case in enumerate(cases, start=1):
-        prediction = predictor.predict(case.volume, prepared=case.prepared).labels
-        results.append(score_labels(case.case_id, prediction, case.reference, foreground))
-        if progress is not None:
-            progress(done)
-    where = Path("held-out")
-    return summarise(results, dict(foreground), prediction=where, reference=where)
+    predictions = predict_held_out(
+        model, preprocess, cases, inference=inference, device=device, progress=progress
+    )
+    return score_predictions(
+        predictions, class_names, largest_component=inference.largest_component
+    )
 
 
 def dice_table(summary: EvaluationSummary) -> dict[str, dict[str, float | int | None]]:
@@ -539,8 +687,9 @@ def finetune(
         run_dir = space.run_to_resume("finetune", resume)
         stored = latest_checkpoint(run_dir, reporter.on_message).meta
         task_config = stored["task_config"]
-        train_config = TrainConfig.from_dict(stored["train_config"])
+        train_config: TrainConfig | None = TrainConfig.from_dict(stored["train_config"])
         options = FinetuneOptions.from_dict(task_config["options"])
+        recipe = FinetuneRecipe.from_dict(task_config["recipe"])
         train_cases = [LabelledCase.from_dict(c) for c in task_config["labelled_cases"]]
         validation_cases = [LabelledCase.from_dict(c) for c in task_config["validation_cases"]]
         class_names = {int(k): v for k, v in task_config["classes"].items()}
@@ -568,18 +717,23 @@ def finetune(
         class_names = class_names_for(
             (v for c in pool.values() for v in c.label_values), dataset_names
         )
+        recipe = options.resolved_recipe(device.type)
+        recipe = dataclasses.replace(
+            recipe, mirror=resolve_mirror(recipe.mirror, list(class_names.values()))
+        )
         base_spec = SCRATCH if base == SCRATCH else base_bundle_spec(base, space)
         model, preprocess, origin = initial_network(
             base_spec,
             len(class_names),
             train_cases,
-            width=options.width or default_width(device),
+            width=recipe.width,
             seed=options.seed,
+            context=recipe.context,
             notify=reporter.on_message,
         )
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
-        train_config = None  # known once the slices are counted
+        train_config = None  # known once the slices are measured
         task_config = {
             "options": options.to_dict(),
             "labelled_cases": [dataclasses.asdict(c) for c in train_cases],
@@ -591,20 +745,43 @@ def finetune(
         }
 
     cache = SliceCache(space.cache_dir)
-    images, labels = load_labelled_slices(train_cases, preprocess, cache, reporter)
-    _check_label_range(train_cases, labels, len(class_names))
+    slices = load_labelled_slices(train_cases, preprocess, cache, reporter)
+    _check_label_range(train_cases, slices.labels, len(class_names))
     if train_config is None:
-        train_config = default_train_config(options, sum(len(v) for v in images), device)
+        patch = recipe.patch_size or patch_size_for(
+            slices.slice_shapes, model.config.depth, recipe.max_patch_px
+        )
+        recipe = dataclasses.replace(recipe, patch_size=patch)
+        task_config["recipe"] = recipe.to_dict()
+        train_config = train_config_for(
+            recipe, batch_size_for(recipe, patch), options.seed, options.checkpoint_every
+        )
+    assert recipe.patch_size is not None
+    reporter.on_plan(
+        f"{recipe.profile} profile: {train_config.steps} steps × {train_config.batch_size} "
+        f"slices of {recipe.patch_size[0]}×{recipe.patch_size[1]}, width "
+        f"{model.config.width}, context ±{recipe.context}, mirror {recipe.mirror}"
+    )
     dataset = LabelledSliceDataset(
-        images,
-        labels,
-        augment=AugmentConfig(size=options.size, enabled=options.augment),
+        slices.images,
+        slices.labels,
+        patch_size=recipe.patch_size,
+        augment=recipe.augment,
+        context=recipe.context,
+        foreground_fraction=recipe.foreground_fraction,
+        mirror_axes=[mirror_axes(recipe.mirror, axis) for axis in slices.slice_axes],
         seed=train_config.seed,
         names=[c.image_path for c in train_cases],
     )
-    task = FinetuneTask(module=SegmentationObjective(model), dataset=dataset)
+    objective = SegmentationObjective(
+        model,
+        patch_size=recipe.patch_size,
+        dice_background=recipe.dice_background,
+        ema_decay=recipe.ema_decay,
+        pretrained_lr_scale=1.0 if origin["base_model"] is None else recipe.pretrained_lr_scale,
+    )
     result = train(
-        task,
+        FinetuneTask(module=objective, dataset=dataset),
         train_config,
         run_dir,
         task_config=task_config,
@@ -612,18 +789,26 @@ def finetune(
         resume=bool(resume),
         reporter=reporter,
     )
+    exported = objective.exported(recipe.export).cpu().eval()
 
+    inference = InferenceDefaults(tta=recipe.tta, mirror=recipe.mirror)
     validation = None
     if validation_cases:
         held_out = (load_held_out(c, preprocess) for c in validation_cases)
-        validation = score_model(
-            model,
+        predictions = predict_held_out(
+            exported,
             preprocess,
             held_out,
-            class_names,
+            inference=inference,
             device=device,
             progress=lambda done: reporter.on_validation(done, len(validation_cases)),
         )
+        plain = score_predictions(predictions, class_names)
+        largest = score_predictions(predictions, class_names, largest_component=True)
+        # the one choice validation makes: keep only the largest part of each class if it helps
+        if largest.overall_dice.mean > plain.overall_dice.mean:
+            inference = dataclasses.replace(inference, largest_component=True)
+        validation = largest if inference.largest_component else plain
     finetuning = {
         "labelled_case_ids": [c.case_id for c in train_cases],
         "validation_case_ids": [c.case_id for c in validation_cases],
@@ -632,6 +817,7 @@ def finetune(
         "selection": "given" if options.case_ids else "seeded",
         "steps": result.steps,
         "train": train_config.to_dict(),
+        "recipe": recipe.to_dict(),
         "options": options.to_dict(),
         "run": run_dir.name,
         **origin,
@@ -646,9 +832,10 @@ def finetune(
             "held_out_cases": len(validation.cases),
             "split": "validation (every labelled scan not used for training)",
             "empty_mask_rule": validation.to_dict()["empty_mask_rule"],
+            "inference": inference.to_dict(),
         }
     bundle_dir = _write_bundle(
-        run_dir / "bundle", model.cpu(), preprocess, class_names, finetuning, evaluation
+        run_dir / "bundle", exported, preprocess, class_names, finetuning, evaluation, inference
     )
     report = {
         "kind": "finetune",
@@ -656,6 +843,7 @@ def finetune(
         "bundle": str(bundle_dir),
         **finetuning,
         "classes": {str(k): v for k, v in class_names.items()},
+        "inference": inference.to_dict(),
         "resumed_from_step": result.start_step,
         "elapsed_s": result.elapsed_s,
         "slices_per_s": result.slices_per_s,
@@ -700,6 +888,7 @@ def _write_bundle(
     class_names: Mapping[int, str],
     finetuning: dict[str, Any],
     evaluation: dict[str, Any] | None,
+    inference: InferenceDefaults,
 ) -> Path:
     from salign_cli.model.bundle import BundleContract, save_bundle
 
@@ -712,5 +901,6 @@ def _write_bundle(
         pretraining=finetuning.get("pretraining"),
         finetuning={k: v for k, v in finetuning.items() if k != "pretraining"},
         evaluation=evaluation,
+        inference=inference.to_dict(),
     )
     return save_bundle(folder, model.state_dict(), contract)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, median_inplane_spacing
-from salign_cli.data.sampling import AugmentConfig, SlicePairDataset
+from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
@@ -550,7 +550,7 @@ def _pretrain(
         volumes,
         pair_distance=options.pair_distance,
         pair_shift=options.pair_shift,
-        augment=AugmentConfig(size=options.size),
+        augment=PairAugmentConfig(size=options.size),
         seed=train_config.seed,
         names=[s.image_path for s in scans],
     )

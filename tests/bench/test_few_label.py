@@ -22,6 +22,7 @@ from salign_cli.bench.plot import COLOURS, plot_dice_vs_k
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
 from salign_cli.train.engine import RuntimeOptions
+from salign_cli.train.recipe import CPU_RECIPE
 
 
 def make_run(method: str, k: int, seed: int, mean: float) -> FewLabelRun:
@@ -85,30 +86,38 @@ def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
         ks=(1,),
         seeds=(0,),
         test_cases=2,
-        size=32,
-        width=4,
+        finetune=CPU_RECIPE.with_overrides(steps=2, batch_size=2, width=4, patch_size=(32, 32)),
+        pretrain_size=32,
         pretrain_steps=2,
         pretrain_batch_size=2,
-        finetune_steps=2,
-        finetune_batch_size=2,
     )
+    seen: list[tuple[int, int, list[str], list[str]]] = []
+
+    def reference(k: int, seed: int, labelled, test) -> dict[str, float]:
+        seen.append((k, seed, sorted(labelled), list(test)))
+        return {"vessel": 0.5, "organ": 0.7, "mean": 0.6}
+
     result = run_few_label(
         data,
         protocol,
         workspace=tmp_path / "ws",
         output_dir=tmp_path / "out",
         runtime=RuntimeOptions(device="cpu"),
+        references={"plain": reference},
     )
     assert result.test_case_ids == ("synthetic_003", "synthetic_004")
-    assert len(result.runs) == 2
+    assert len(result.runs) == 3
     for run in result.runs:
         assert not set(run.labelled_case_ids) & set(result.test_case_ids)
         assert len(run.labelled_case_ids) == run.k
         assert 0.0 <= run.dice["mean"] <= 1.0
-    scratch, sal = result.runs
+    scratch, sal, plain = result.runs
     assert scratch.labelled_case_ids == sal.labelled_case_ids  # same scans for every method
+    # the reference is handed the very same labelled scans and test split
+    assert seen == [(1, 0, list(scratch.labelled_case_ids), ["synthetic_003", "synthetic_004"])]
+    assert plain.dice["mean"] == 0.6
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
     assert payload["test_split"]["case_ids"] == ["synthetic_003", "synthetic_004"]
-    assert [row["method"] for row in payload["summary"]] == ["scratch", "sal"]
+    assert [row["method"] for row in payload["summary"]] == ["scratch", "sal", "plain"]
     assert (tmp_path / "out" / "few_label.png").is_file()
     assert (tmp_path / "out" / "table.md").read_text().startswith("| method | k | seeds |")

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from salign_cli.data.augment import AugmentConfig, augment_batch
+from salign_cli.data.preprocess import OUTSIDE_SCAN
 from salign_cli.data.sampling import (
-    AugmentConfig,
     LabelledSliceDataset,
+    PairAugmentConfig,
     SlicePairDataset,
     SpatialParams,
     StepBatchSampler,
@@ -19,7 +21,7 @@ from salign_cli.data.sampling import (
 from salign_cli.errors import InputError
 
 # Spatial crop only: no flips, rotation, scale or intensity change, so outputs are exact crops.
-CROP_ONLY = AugmentConfig(
+CROP_ONLY = PairAugmentConfig(
     size=16,
     flip=False,
     max_rotation_deg=0.0,
@@ -76,17 +78,29 @@ def test_both_slices_get_the_same_crop():
         )
 
 
-def test_small_slices_are_padded_with_their_minimum():
+def test_small_slices_are_padded_with_the_value_inference_pads_with():
     # 6 x 10 slice inside a 16 x 16 canvas; centred placement starts at (6-16)//2 = -5 and -3.
     rng = np.random.default_rng(0)
     image = rng.uniform(1.0, 2.0, size=(1, 6, 10)).astype(np.float32)
-    centred = AugmentConfig(size=16, enabled=False)
-    out, _ = warp(image, SpatialParams(offset=(-5.0, -3.0)), centred.size)
+    out, inside = warp(image, SpatialParams(offset=(-5.0, -3.0)), 16)
     out = out[0].numpy()
     np.testing.assert_allclose(out[5:11, 3:13], image[0], atol=1e-6)
     mask = np.ones_like(out, dtype=bool)
     mask[5:11, 3:13] = False
-    np.testing.assert_allclose(out[mask], image.min(), atol=1e-6)
+    assert OUTSIDE_SCAN == 0.0  # the U-Net pads inference input with 0 (F.pad's value)
+    np.testing.assert_array_equal(out[mask], OUTSIDE_SCAN)
+    np.testing.assert_array_equal(inside.numpy(), ~mask)
+
+
+def test_pair_intensity_augmentation_leaves_the_padding_alone():
+    volume = np.random.default_rng(1).uniform(1.0, 2.0, size=(4, 6, 10)).astype(np.float32)
+    no_resampling = PairAugmentConfig(
+        size=16, max_rotation_deg=0.0, scale_range=(1.0, 1.0), noise_std=0.5
+    )  # integer placement: the slice covers exactly 6 x 10 canvas pixels
+    data = SlicePairDataset([volume], augment=no_resampling, seed=0)
+    for index in range(5):
+        image = data[index]["image_i"][0].numpy()
+        assert np.count_nonzero(image != OUTSIDE_SCAN) == 6 * 10  # only the slice changed
 
 
 def test_random_placement_keeps_the_whole_small_slice():
@@ -97,8 +111,7 @@ def test_random_placement_keeps_the_whole_small_slice():
         out = np.round(sample["image_i"][0].numpy(), 2)  # integer codes, up to float error
         whole = volume[int(sample["slice_i"])]
         assert np.isin(whole, out).all()  # every voxel of the 6 x 10 slice is in the 16 x 16 canvas
-        pad = min(whole.min(), volume[int(sample["slice_j"])].min())
-        assert np.count_nonzero(out != pad) == whole.size - int((whole == pad).sum())
+        assert np.count_nonzero(out != OUTSIDE_SCAN) == whole.size  # codes are all >= 1
 
 
 def test_rotation_by_90_degrees_and_flips_are_exact():
@@ -127,12 +140,12 @@ def test_same_index_same_sample_and_seed_changes_it():
 def test_intensity_augmentation_is_independent_per_slice():
     slice_ = np.random.default_rng(3).normal(size=(24, 24)).astype(np.float32)
     volume = np.stack([slice_] * 6)  # identical slices: only the intensity augmentation differs
-    spatial_only = AugmentConfig(
+    spatial_only = PairAugmentConfig(
         size=16, gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0), noise_std=0.0
     )
     sample = SlicePairDataset([volume], augment=spatial_only, seed=0)[4]
     assert torch.equal(sample["image_i"], sample["image_j"])
-    sample = SlicePairDataset([volume], augment=AugmentConfig(size=16), seed=0)[4]
+    sample = SlicePairDataset([volume], augment=PairAugmentConfig(size=16), seed=0)[4]
     assert not torch.allclose(sample["image_i"], sample["image_j"])
 
 
@@ -146,21 +159,64 @@ def test_single_slice_scans_are_skipped_and_all_single_is_an_input_error():
         SlicePairDataset([np.zeros((1, 20, 20), np.float16)])
 
 
-def test_labelled_slices_share_the_spatial_augmentation():
+def collate(samples: list[dict]) -> dict:
+    return torch.utils.data.default_collate(samples)
+
+
+def test_labelled_slices_keep_image_and_label_together_through_augmentation():
     rng = np.random.default_rng(4)
     image = rng.uniform(0, 1, size=(5, 30, 26)).astype(np.float32)
     labels = (image > 0.5).astype(np.uint8) + (image > 0.8).astype(np.uint8)
     flips_and_crops = AugmentConfig(
-        size=16, max_rotation_deg=0.0, scale_range=(1.0, 1.0), noise_std=0.0,
-        gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0),
+        rotation_p=0, scale_p=0, noise_p=0, blur_p=0, brightness_p=0, contrast_p=0,
+        lowres_p=0, gamma_p=0, gamma_inverted_p=0,
     )  # fmt: skip
-    data = LabelledSliceDataset([image], [labels], augment=flips_and_crops, seed=0)
-    for index in range(10):
+    data = LabelledSliceDataset(
+        [image], [labels], patch_size=(16, 16), augment=flips_and_crops, seed=0
+    )
+    batch = collate([data[index] for index in range(10)])
+    images, warped_labels, valid = augment_batch(
+        batch["image"], batch["label"], batch["valid"], batch["augment"], (16, 16)
+    )
+    assert warped_labels is not None and warped_labels.dtype == torch.int64
+    expected = (images > 0.5).long() + (images > 0.8).long()
+    inside = valid[:, 0]
+    np.testing.assert_array_equal(warped_labels[inside].numpy(), expected[:, 0][inside].numpy())
+
+
+def test_foreground_fraction_one_centres_every_patch_on_a_labelled_voxel():
+    image = np.zeros((20, 40, 40), np.float32)
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[7, 3, 35] = 1  # one labelled voxel in one slice, far from the centre
+    data = LabelledSliceDataset(
+        [image], [labels], patch_size=(16, 16), foreground_fraction=1.0, seed=2
+    )
+    for index in range(8):
         sample = data[index]
-        warped = sample["image"][0].numpy()
-        expected = (warped > 0.5).astype(np.int64) + (warped > 0.8).astype(np.int64)
-        assert sample["label"].dtype == torch.int64
-        np.testing.assert_array_equal(sample["label"].numpy(), expected)
+        source = sample["label"].numpy()
+        assert int(sample["slice"]) == 7
+        assert source[source.shape[0] // 2, source.shape[1] // 2] == 1  # at the canvas centre
+    uniform = LabelledSliceDataset(
+        [image], [labels], patch_size=(16, 16), foreground_fraction=0.0, seed=2
+    )
+    assert len({int(uniform[index]["slice"]) for index in range(40)}) > 5
+
+
+def test_context_channels_are_the_neighbouring_slices_and_outside_beyond_the_ends():
+    volume = np.broadcast_to(np.arange(1, 5, dtype=np.float32)[:, None, None], (4, 8, 8)).copy()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    data = LabelledSliceDataset(
+        [volume], [labels], patch_size=(8, 8), context=1, foreground_fraction=0.0, seed=0,
+        augment=AugmentConfig(enabled=False),
+    )  # fmt: skip
+    for index in range(12):
+        sample = data[index]
+        k = int(sample["slice"])
+        inside = sample["valid"][0].bool()
+        centre = sample["image"][:, inside][:, 0].tolist()
+        expected = [k if k > 0 else OUTSIDE_SCAN, k + 1, k + 2 if k < 3 else OUTSIDE_SCAN]
+        assert centre == expected  # slice k holds the value k + 1
+        assert torch.all(sample["image"][:, ~inside] == OUTSIDE_SCAN)
 
 
 def test_step_batch_sampler_shards_and_resumes():
@@ -183,7 +239,7 @@ def test_pair_shift_moves_slice_j_by_at_most_the_shift_and_keeps_content():
         [volume],
         pair_distance=1,
         pair_shift=3,
-        augment=AugmentConfig(
+        augment=PairAugmentConfig(
             size=32, enabled=False, gamma_range=(1, 1), contrast_range=(1, 1), noise_std=0.0
         ),
     )

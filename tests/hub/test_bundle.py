@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from salign_cli.errors import InputError, SalignError
+from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.model.bundle import (
     BundleContract,
     build_model,
@@ -114,11 +115,24 @@ def test_bad_contract_names_the_file(tiny_bundle: Path, edit, message: str) -> N
         ({"kind": "pretrained", "finetuning": None}, "needs pretraining"),
         ({"evaluation": {"per_class_dice": {"liver": 1.5}}}, r"in \[0, 1\]"),
         ({"weights_sha256": "abc"}, "64 lowercase hex"),
+        ({"inference": {"tta": "yes"}}, "true or false"),
+        ({"inference": {"mirror": "diagonal"}}, "inference.mirror"),
+        ({"inference": {"sharpen": True}}, "unknown inference keys"),
+        ({"preprocessing": {"modality": "CT", "context": 1}}, "does not match preprocessing"),
     ],
 )
 def test_contract_validation(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _contract(**changes)
+
+
+def test_inference_defaults_default_to_what_older_bundles_did() -> None:
+    contract = _contract()  # no inference section, as every bundle before it
+    assert contract.inference_defaults == InferenceDefaults(
+        tta=False, mirror="all", largest_component=False
+    )
+    chosen = {"tta": True, "mirror": "lr", "largest_component": True}
+    assert _contract(inference=chosen).inference_defaults.to_dict() == chosen
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:

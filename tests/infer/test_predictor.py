@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from salign_cli.data.preprocess import PreprocessConfig
+from salign_cli.data.preprocess import OUTSIDE_SCAN, PreprocessConfig, with_context
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
-from salign_cli.infer.predictor import Predictor, fold_batch_norm
+from salign_cli.infer.predictor import Predictor, fold_batch_norm, tta_flips
 from salign_cli.io.volume import Volume, read_volume, to_canonical
 from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.model.unet import UNet2D, UNetConfig
@@ -139,3 +139,50 @@ def test_segmenting_a_canonical_copy_equals_canonicalising_the_mask(
 def test_batch_size_must_be_positive():
     with pytest.raises(InputError, match="batch-size"):
         Predictor(SignNet(), PreprocessConfig(), batch_size=0)
+
+
+def test_tta_flips_are_every_combination_of_the_allowed_axes():
+    assert tta_flips(()) == [()]
+    assert tta_flips((0,)) == [(), (-2,)]  # rows are dim -2 of [B, C, H, W]
+    assert tta_flips((0, 1)) == [(), (-2,), (-1,), (-2, -1)]
+
+
+def test_left_right_tta_averages_a_model_with_its_mirror_image():
+    # A model that marks the top half of every slice: with left-right TTA (rows flipped), the
+    # average of "top half" and "bottom half" is a tie everywhere, and argmax picks class 0.
+    class TopHalf(nn.Module):
+        config = UNetConfig(num_classes=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sign = -torch.ones_like(x[:, :1])
+            sign[:, :, : x.shape[-2] // 2] = 1.0  # +1 on the top half, -1 below
+            return torch.cat([-sign, sign], dim=1) * 10.0
+
+    volume = Volume(np.ones((8, 6, 4), np.float32), np.eye(4))  # axial slices: rows = L-R
+    config = PreprocessConfig(modality="MR")
+    plain = Predictor(TopHalf(), config).predict(volume).labels
+    assert plain[:4].all() and not plain[4:].any()
+    mirrored = Predictor(TopHalf(), config, tta=True, mirror="lr").predict(volume).labels
+    assert not mirrored.any()
+
+
+def test_context_gives_the_network_the_same_stack_training_builds():
+    seen: list[torch.Tensor] = []
+
+    class Recorder(nn.Module):
+        config = UNetConfig(num_classes=2, in_channels=3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.normal(size=(5, 6, 7)).astype(np.float32), np.eye(4))
+    config = PreprocessConfig(modality="MR", context=1)
+    predictor = Predictor(Recorder(), config, batch_size=3)
+    prepared = predictor.prepare(volume)
+    predictor.predict(volume, prepared=prepared)
+    stacked = torch.cat(seen).numpy()
+    expected = with_context(prepared.slices, 0, len(prepared.slices), 1)
+    np.testing.assert_array_equal(stacked, expected)
+    assert (stacked[0, 0] == OUTSIDE_SCAN).all() and (stacked[-1, 2] == OUTSIDE_SCAN).all()

@@ -141,3 +141,32 @@ def test_width_and_depth_change_the_parameter_count_as_expected() -> None:
 def test_wrong_input_channels_are_refused() -> None:
     with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
         small_unet()(torch.randn(1, 3, 16, 16))
+
+
+def test_inference_padding_is_the_training_canvas_value() -> None:
+    # A 37 x 45 input is padded to 48 x 48 inside the U-Net; padding it ourselves with the value
+    # training canvases hold outside a scan must give the same logits, so inference shows the
+    # network nothing it did not see in training.
+    import torch.nn.functional as F
+
+    from salign_cli.data.preprocess import OUTSIDE_SCAN
+
+    net = small_unet(depth=4).eval()
+    x = torch.randn(2, 1, 37, 45) + 3.0  # far from OUTSIDE_SCAN, so a wrong pad would show
+    padded = F.pad(x, (0, 48 - 45, 0, 48 - 37), value=OUTSIDE_SCAN)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(padded)[..., :37, :45])
+
+
+def test_expanding_input_channels_keeps_the_function_of_the_middle_slice() -> None:
+    net = small_unet().eval()
+    x = torch.randn(3, 1, 20, 24)
+    with torch.no_grad():
+        before = net(x)
+        net.expand_input_channels(5)
+        neighbours = torch.randn(3, 5, 20, 24)
+        neighbours[:, 2:3] = x  # channel 2 is the slice itself
+        torch.testing.assert_close(net(neighbours), before)
+    assert net.config.in_channels == 5
+    with pytest.raises(ValueError, match="odd"):
+        net.expand_input_channels(4)

@@ -7,9 +7,15 @@ import math
 import pytest
 import torch
 
-from salign_cli.objectives.segmentation import dice_ce_loss, soft_dice_loss
+from salign_cli.objectives.segmentation import segmentation_losses, soft_dice_loss
 
 CONFIDENT = 30.0  # softmax of ±30 logits is 0/1 to float32 precision
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """What fine-tuning optimises: the sum of the two terms."""
+    terms = segmentation_losses(logits, target)
+    return terms["ce"] + terms["dice"]
 
 
 def confident_logits(labels: torch.Tensor, num_classes: int = 2) -> torch.Tensor:

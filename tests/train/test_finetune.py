@@ -14,11 +14,10 @@ from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import (
-    MIN_DEFAULT_STEPS,
     FinetuneOptions,
     LabelledCase,
+    SegmentationObjective,
     class_names_for,
-    default_train_config,
     finetune,
     initial_network,
     resolve_labelled_cases,
@@ -26,10 +25,11 @@ from salign_cli.train.finetune import (
     seeded_order,
     split_cases,
 )
+from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
 from salign_cli.workspace import Workspace
 
 CPU = RuntimeOptions(device="cpu")
-TINY = {"steps": 2, "batch_size": 2, "size": 32, "width": 4, "checkpoint_every": 1}
+TINY = {"steps": 2, "batch_size": 2, "size": 32, "width": 4, "checkpoint_every": 1, "context": 0}
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +95,35 @@ def test_class_names_come_from_dataset_json_else_numbers() -> None:
         class_names_for([0], {})
 
 
-def test_default_schedule_follows_dataset_size() -> None:
-    cpu = torch.device("cpu")
-    few = default_train_config(FinetuneOptions(labels=1), 36, cpu)
-    assert (few.steps, few.batch_size) == (MIN_DEFAULT_STEPS, 16)  # 30 * 36 / 16 = 68 < 250
-    many = default_train_config(FinetuneOptions(labels=1), 1000, cpu)
-    assert many.steps == 1875  # 30 passes over 1000 slices in batches of 16
-    fixed = default_train_config(
-        FinetuneOptions(labels=1, steps=7, batch_size=3, lr=0.01), 1000, cpu
-    )
-    assert (fixed.steps, fixed.batch_size, fixed.lr) == (7, 3, 0.01)
+def test_the_profile_picks_the_recipe_and_flags_override_single_fields() -> None:
+    options = FinetuneOptions(labels=1)
+    assert options.resolved_recipe("cpu") == CPU_RECIPE
+    assert options.resolved_recipe("cuda") == GPU_RECIPE
+    assert FinetuneOptions(labels=1, profile="gpu").resolved_recipe("cpu") == GPU_RECIPE
+    tuned = FinetuneOptions(labels=1, steps=7, lr=0.01, context=0, size=32, augment=False)
+    recipe = tuned.resolved_recipe("cpu")
+    assert (recipe.steps, recipe.lr, recipe.context, recipe.patch_size) == (7, 0.01, 0, (32, 32))
+    assert not recipe.augment.enabled and recipe.width == CPU_RECIPE.width
+    with pytest.raises(InputError, match="--profile"):
+        FinetuneOptions(labels=1, profile="tpu")
+    with pytest.raises(InputError, match="--context"):
+        FinetuneOptions(labels=1, context=-1)
+
+
+def test_options_survive_the_checkpoint_round_trip() -> None:
+    options = FinetuneOptions(labels=2, recipe=GPU_RECIPE, exclude_case_ids=("x",), steps=5)
+    assert FinetuneOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+
+
+def test_pretrained_layers_get_the_scaled_rate_and_the_head_the_full_one() -> None:
+    from salign_cli.model.unet import UNet2D, UNetConfig
+
+    unet = UNet2D(UNetConfig(width=4, depth=2))
+    objective = SegmentationObjective(unet, patch_size=(8, 8), pretrained_lr_scale=0.25)
+    body, head = objective.parameter_groups()
+    assert body["lr_scale"] == 0.25 and head["lr_scale"] == 1.0
+    assert {id(p) for p in head["params"]} == {id(p) for p in unet.head.parameters()}
+    assert len(body["params"]) + len(head["params"]) == len(list(unet.parameters()))
 
 
 def test_score_labels_is_dice_per_class() -> None:
@@ -141,6 +160,10 @@ def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_pa
     assert set(contract.evaluation["per_class_dice"]) == {"vessel", "organ"}
     assert contract.evaluation["held_out_cases"] == 3
     assert build_model(bundle).config.num_classes == 3
+    # the recipe and the inference defaults travel with the bundle
+    assert contract.finetuning["recipe"]["steps"] == TINY["steps"]
+    assert contract.finetuning["recipe"]["patch_size"] == [32, 32]
+    assert contract.inference_defaults.tta and contract.inference_defaults.mirror == "lr"
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["validation"]["n_cases"] == 3
     # `salign segment` picks the newest fine-tuning run with a bundle.

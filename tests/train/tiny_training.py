@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from salign_cli.data.sampling import AugmentConfig, SlicePairDataset
+from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.train.engine import RuntimeOptions, TrainConfig, train
 from salign_cli.train.pretrain import (
     PretrainObjective,
@@ -33,7 +33,7 @@ def make_tiny_task(norm: str = "batch", init_seed: int = 0) -> PretrainTask:
         width=4, depth=2, feature_level="1/2", embedding_dim=8, size=16, norm=norm
     )
     network = build_network(options, init_seed)
-    dataset = SlicePairDataset(volumes, augment=AugmentConfig(size=16), seed=0)
+    dataset = SlicePairDataset(volumes, augment=PairAugmentConfig(size=16), seed=0)
     return PretrainTask(module=PretrainObjective(network, options), dataset=dataset)
 
 

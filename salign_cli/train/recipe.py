@@ -1,0 +1,210 @@
+"""The fine-tuning recipe: one typed config, two device defaults, recorded in every bundle.
+
+Everything that decides how a fine-tune trains and what inference then does by default lives in
+`FinetuneRecipe`; ``salign finetune``'s flags only override its fields. Two profiles:
+
+- ``cpu`` — fits ``salign finetune --labels 5`` on MSD Hippocampus in about 10 minutes on two
+  cores (fp32: these CPUs have no bf16 units, and bf16 autocast on them is ~10x slower);
+- ``gpu`` — the field's budget (>= 100k slice samples, width 32).
+
+Why these values (numbers in docs/benchmarks.md, all measured on validation scans, never on the
+test split): AdamW 1e-3 with a 10 % warm-up replaced 1e-2 with a ~12-step warm-up, which wiped a
+pre-trained initialisation and never learnt small structures well; training with the same
+padding as inference (`salign_cli.data.preprocess.OUTSIDE_SCAN`) was the largest single fix.
+
+Patch size: the median in-plane size of the labelled slices rounded up to a multiple of
+``2**depth`` (as nnU-Net plans it), capped by ``max_patch_px``; the batch then holds about
+``batch_pixels`` pixels, so a CT with 256² patches takes fewer slices per step than a
+hippocampus crop with 48×64 patches and a step costs about the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from salign_cli.data.augment import AugmentConfig
+from salign_cli.errors import InputError
+
+Profile = Literal["cpu", "gpu"]
+PROFILES: tuple[str, ...] = ("cpu", "gpu")
+Mirror = Literal["auto", "lr", "none", "all"]
+MIRRORS: tuple[str, ...] = ("auto", "lr", "none", "all")
+ExportWeights = Literal["ema", "final"]
+# Words in class names that mean a structure has a side: mirroring left-right would teach the
+# network that a left kidney may look like a right one (TotalSegmentator's classes do this).
+_LATERAL_WORDS = ("left", "right")
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """How fine-tuning trains, and the inference defaults it leaves in the bundle.
+
+    - network: ``width`` (U-Net width, only used from scratch), ``context`` (neighbouring slices
+      on each side given as extra input channels: 2.5D; the bundle records it and `salign
+      segment` stacks the same neighbours);
+    - schedule: ``steps`` optimiser steps of about ``batch_pixels`` pixels each (``batch_size``
+      fixes the slice count instead), AdamW at ``lr`` with a linear warm-up over
+      ``warmup_fraction`` of the steps, then cosine to ``lr * min_lr_ratio``;
+      ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
+      bundle (the new head always trains at ``lr``);
+    - data: ``foreground_fraction`` of the samples is centred on a labelled voxel (nnU-Net's
+      oversampling), ``augment`` (ranges of `AugmentConfig`), ``mirror`` (which in-plane axes may
+      be flipped: ``lr`` = only the left-right one, ``none``, ``all``; ``auto`` = ``lr`` unless a
+      class name has a side, see `resolve_mirror`);
+    - loss: cross-entropy + soft Dice, the Dice over foreground classes only unless
+      ``dice_background``;
+    - weights: ``ema_decay`` keeps an exponential moving average of the weights (``None``: off),
+      ``export`` chooses which weights the bundle gets;
+    - inference defaults: ``tta`` averages over the mirrored views the network was trained on.
+    """
+
+    profile: Profile = "cpu"
+    width: int = 16
+    context: int = 1
+    steps: int = 1000
+    batch_size: int | None = None
+    batch_pixels: int = 32 * 48 * 64
+    max_patch_px: int = 256
+    patch_size: tuple[int, int] | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.01
+    pretrained_lr_scale: float = 1.0
+    foreground_fraction: float = 0.33
+    mirror: Mirror = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dice_background: bool = False
+    ema_decay: float | None = 0.99
+    export: ExportWeights = "ema"
+    tta: bool = True
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise InputError(
+                f"--profile must be one of {', '.join(PROFILES)}, got {self.profile!r}"
+            )
+        if self.mirror not in MIRRORS:
+            raise InputError(f"--mirror must be one of {', '.join(MIRRORS)}, got {self.mirror!r}")
+        if self.export not in ("ema", "final"):
+            raise InputError(f"export must be 'ema' or 'final', got {self.export!r}")
+        for name in ("width", "steps", "batch_pixels", "max_patch_px"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.context < 0:
+            raise InputError(f"--context must be >= 0 slices, got {self.context}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1 or not 0 <= self.foreground_fraction <= 1:
+            raise InputError("warm-up and foreground fractions must lie in [0, 1)")
+        if not 0 < self.pretrained_lr_scale <= 1:
+            raise InputError(
+                f"--pretrained-lr-scale must be in (0, 1], got {self.pretrained_lr_scale}"
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise InputError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
+        if self.export == "ema" and self.ema_decay is None:
+            raise InputError("export='ema' needs an EMA decay; set export='final' or a decay")
+        if self.patch_size is not None and min(self.patch_size) < 8:
+            raise InputError(f"patch size must be at least 8 pixels, got {self.patch_size}")
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network: the slice and ``context`` neighbours on each side."""
+        return 2 * self.context + 1
+
+    def warmup_steps(self) -> int:
+        return max(1, round(self.warmup_fraction * self.steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)
+        payload["augment"] = self.augment.to_dict()
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> FinetuneRecipe:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise InputError(f"unknown fine-tuning recipe keys {unknown}")
+        values = dict(payload)
+        if "augment" in values:
+            values["augment"] = AugmentConfig.from_dict(values["augment"])
+        if values.get("patch_size") is not None:
+            values["patch_size"] = tuple(values["patch_size"])
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> FinetuneRecipe:
+        """A copy with the given fields replaced; ``None`` values leave a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+CPU_RECIPE = FinetuneRecipe()
+GPU_RECIPE = FinetuneRecipe(
+    profile="gpu",
+    width=32,
+    steps=2000,
+    batch_pixels=64 * 48 * 64,
+    max_patch_px=512,
+)
+
+
+def recipe_for(profile: str) -> FinetuneRecipe:
+    """The default recipe of a profile (``cpu`` or ``gpu``)."""
+    if profile not in PROFILES:
+        raise InputError(f"--profile must be one of auto, {', '.join(PROFILES)}, got {profile!r}")
+    return GPU_RECIPE if profile == "gpu" else CPU_RECIPE
+
+
+def profile_for_device(device_type: str) -> Profile:
+    """``gpu`` on CUDA, ``cpu`` elsewhere (MPS trains like a small GPU but has no bf16 path)."""
+    return "gpu" if device_type == "cuda" else "cpu"
+
+
+def patch_size_for(
+    slice_shapes: Sequence[tuple[int, int]], depth: int, max_patch_px: int
+) -> tuple[int, int]:
+    """Median in-plane slice shape, rounded up to a multiple of ``2**depth``, capped.
+
+    >>> patch_size_for([(35, 50), (31, 40), (43, 59)], 4, 256)
+    (48, 64)
+    """
+    if not slice_shapes:
+        raise InputError("no labelled slices to plan a patch size from")
+    multiple = 2**depth
+    result = []
+    for axis in range(2):
+        sizes = sorted(shape[axis] for shape in slice_shapes)
+        median = sizes[len(sizes) // 2]
+        rounded = max(multiple, math.ceil(median / multiple) * multiple)
+        result.append(min(rounded, max(multiple, max_patch_px // multiple * multiple)))
+    return (result[0], result[1])
+
+
+def batch_size_for(recipe: FinetuneRecipe, patch_size: tuple[int, int]) -> int:
+    """``recipe.batch_size`` or as many slices as fit ``batch_pixels`` (at least 2, at most 256)."""
+    if recipe.batch_size is not None:
+        return recipe.batch_size
+    return int(min(256, max(2, round(recipe.batch_pixels / (patch_size[0] * patch_size[1])))))
+
+
+def resolve_mirror(mirror: str, class_names: Sequence[str]) -> Mirror:
+    """``auto`` → ``lr``, unless a class name has a side (``kidney_left``): then ``none``,
+    because a left-right flip would teach the network to call a left kidney right.
+
+    >>> resolve_mirror("auto", ["background", "anterior"]), resolve_mirror("auto", ["lung_left"])
+    ('lr', 'none')
+    """
+    if mirror != "auto":
+        return mirror  # type: ignore[return-value]
+    for name in class_names:
+        words = name.lower().replace("-", "_").replace(" ", "_").split("_")
+        if any(word in _LATERAL_WORDS for word in words):
+            return "none"
+    return "lr"
