@@ -21,9 +21,10 @@ Reference methods from outside salign (``benchmarks/plain_unet.py``, the plain 2
 salign must beat) join the same table through ``references``: callables run on the same k,
 seeds and test split.
 
-Profiles (`PROFILES`): ``full`` — k ∈ {1, 2, 5} × 3 seeds, scratch and sal, the GPU recipe
-(≤ 8 min on one H200 is the target); ``cpu`` — k ∈ {1, 5} × 2 seeds, scratch, the CPU recipe
-(about an hour on 2 cores with the plain reference); ``quick`` — a smoke run in minutes.
+Profiles (`PROFILES`): ``full`` — k ∈ {1, 2, 5} × 3 seeds; scratch and sal, each supervised
+and semi-supervised (``+semi``); the GPU recipe; ``cpu`` — k ∈ {1, 5} × 2 seeds, scratch and
+scratch+semi, the CPU recipe; ``quick`` — a smoke run in minutes. Measured durations are in
+docs/benchmarks.md.
 
 Methods are ``scratch``, ``sal``, ``pcl`` or a variant with pre-training overrides in brackets,
 e.g. ``sal[la_variant=literal]`` or ``sal[feature_level=1/2,window_radius=0]`` (any field of
@@ -69,16 +70,21 @@ from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE, FinetuneRecipe
 from salign_cli.workspace import Workspace
 
-_METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?$")
+_METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?(?:\+(?P<semi>[a-z]+))?$")
+# "+semi" uses the recipe's semi-supervised method; "+fixmatch"/"+bcp" name one
+_SEMI_SUFFIXES = ("semi", "fixmatch", "bcp")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A pre-training method plus option overrides; ``label`` is how tables name it."""
+    """A pre-training method plus option overrides, and whether fine-tuning also learns from
+    the unlabelled scans (``semi``: ``None`` = supervised, ``"semi"`` = the recipe's method,
+    or a method name); ``label`` is how tables name it."""
 
     label: str
     method: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    semi: str | None = None
 
 
 def parse_method(text: str) -> MethodSpec:
@@ -91,10 +97,10 @@ def parse_method(text: str) -> MethodSpec:
     {'window_radius': 0}
     """
     match = _METHOD.match(text.strip())
-    if not match or match["method"] not in METHODS:
+    if not match or match["method"] not in METHODS or match["semi"] not in (None, *_SEMI_SUFFIXES):
         raise InputError(
             f"--methods {text!r}: expected one of {', '.join(METHODS)}, optionally with "
-            "overrides such as sal[la_variant=literal]"
+            "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +bcp)"
         )
     defaults = PretrainOptions()
     known = {f.name for f in dataclasses.fields(PretrainOptions)} - {"method"}
@@ -108,7 +114,7 @@ def parse_method(text: str) -> MethodSpec:
                 f"{', '.join(sorted(known))}"
             )
         overrides[name] = _typed(value.strip(), getattr(defaults, name))
-    return MethodSpec(text.strip(), match["method"], overrides)
+    return MethodSpec(text.strip(), match["method"], overrides, match["semi"])
 
 
 def _typed(value: str, like: Any) -> Any:
@@ -129,7 +135,7 @@ class FewLabelProtocol:
     network's); ``pretrain_*`` configure the pre-training of every non-scratch method.
     """
 
-    methods: tuple[str, ...] = ("scratch", "sal")
+    methods: tuple[str, ...] = ("scratch", "sal", "scratch+semi", "sal+semi")
     ks: tuple[int, ...] = (1, 2, 5)
     seeds: tuple[int, ...] = (0, 1, 2)
     test_cases: int = 50
@@ -158,7 +164,7 @@ class FewLabelProtocol:
 PROFILES: dict[str, FewLabelProtocol] = {
     "full": FewLabelProtocol(),
     "cpu": FewLabelProtocol(
-        methods=("scratch",),
+        methods=("scratch", "scratch+semi"),
         ks=(1, 5),
         seeds=(0, 1),
         finetune=CPU_RECIPE,
@@ -363,14 +369,19 @@ def run_few_label(
         write_results(result)
         return result
 
+    bases: dict[str, str] = {}  # one pre-training per pre-training spec, shared by +semi
     for spec in map(parse_method, protocol.methods):
-        base = SCRATCH
-        if spec.method != SCRATCH:
-            bundle_dir, pretraining[spec.label] = _pretrain_method(
+        pretraining_label = spec.label.split("+", 1)[0]
+        if spec.method == SCRATCH:
+            bases[pretraining_label] = SCRATCH
+        elif pretraining_label not in bases:
+            bundle_dir, pretraining[pretraining_label] = _pretrain_method(
                 spec, protocol, data_dir, space, output, runtime
             )
-            base = str(bundle_dir)
-            say(f"pre-trained {spec.label} in {pretraining[spec.label]['elapsed_s']:.0f} s")
+            bases[pretraining_label] = str(bundle_dir)
+            elapsed = pretraining[pretraining_label]["elapsed_s"]
+            say(f"pre-trained {pretraining_label} in {elapsed:.0f} s")
+        base = bases[pretraining_label]
         for k in sorted(protocol.ks):
             for seed in protocol.seeds:
                 run = _finetune_and_score(
@@ -462,6 +473,7 @@ def _finetune_and_score(
             exclude_case_ids=tuple(c.case_id for c in test_cases),
             seed=seed,
             recipe=protocol.finetune,
+            semi=_semi_method(spec, protocol.finetune),
             checkpoint_every=protocol.finetune.steps,
             max_validation_cases=0,
         ),
@@ -493,6 +505,15 @@ def _finetune_and_score(
         finetune_s=elapsed,
         bundle=str(result.bundle_dir),
     )
+
+
+def _semi_method(spec: MethodSpec, recipe: FinetuneRecipe) -> str:
+    """The fine-tune's semi-supervised method: none without a ``+`` suffix."""
+    if spec.semi is None:
+        return "none"
+    if spec.semi == "semi":
+        return recipe.semi.method if recipe.semi.method != "none" else "fixmatch"
+    return spec.semi
 
 
 def _slug(label: str) -> str:

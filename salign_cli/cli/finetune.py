@@ -120,9 +120,27 @@ def finetune(
         Optional[int],  # noqa: UP045
         typer.Option(help="U-Net width with --from scratch. Default: 16 (cpu), 32 (gpu)."),
     ] = None,
+    unlabelled: Annotated[
+        str,
+        typer.Option(
+            help="Unlabelled scans to learn from while fine-tuning: auto (every other scan of "
+            "the data that is neither labelled for training, validation nor excluded), none, "
+            "or a folder of scans.",
+        ),
+    ] = "auto",
+    semi: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Semi-supervised method: fixmatch (mean teacher, confident pseudo-labels), "
+            "bcp (bidirectional copy-paste) or none. Default: the profile's.",
+        ),
+    ] = None,
     max_validation: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--max-validation", help="Score at most N validation scans (0 = none)."),
+        typer.Option(
+            "--max-validation",
+            help="Score at most N validation scans, drawn with --seed (0 = none). Default: 25.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
     compile_model: Annotated[
@@ -149,7 +167,8 @@ def finetune(
 
     Starts from the newest pre-training run in the workspace (or --from), replaces the head for the
     dataset's classes (names from dataset.json), and trains cross-entropy + Dice on
-    foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights).
+    foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights),
+    and learns from the unlabelled scans too (semi-supervision; --unlabelled, --semi).
     The averaged weights are scored on the validation scans at full resolution with test-time
     mirroring; the bundle (runs/finetune-<time>/bundle) records the recipe, classes,
     preprocessing, labelled case ids, seed, validation Dice and inference defaults, and
@@ -188,6 +207,8 @@ def finetune(
             context=context,
             mirror=mirror,
             width=width,
+            unlabelled=unlabelled,
+            semi=semi,
             max_validation_cases=max_validation,
         )
     with TrainingProgress(quiet) as reporter:

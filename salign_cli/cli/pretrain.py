@@ -136,7 +136,12 @@ def pretrain(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the training step.")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Data-loader worker processes (0 = inline).")] = 0,
+    workers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help="Data-loader worker processes (0 = inline). Default: 0 on CPU, up to 8 on CUDA."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data.")] = 0,
     resume: Annotated[
         bool,

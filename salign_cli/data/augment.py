@@ -58,6 +58,7 @@ min, max) are taken over the valid pixels of all channels of a sample.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -220,6 +221,14 @@ class AugmentConfig:
             raise InputError(
                 f"augment elastic_sigma_px must be > 0 pixels, got {self.elastic_sigma_px!r}"
             )
+
+    def strong(self, probability: float = 0.5) -> AugmentConfig:
+        """The same ranges with every intensity op at least this likely: FixMatch's strong view
+        (the spatial ops, which the weak view shares, are left as they are)."""
+        names = ("noise_p", "blur_p", "brightness_p", "contrast_p", "lowres_p", "gamma_p")
+        return dataclasses.replace(
+            self, **{name: max(getattr(self, name), probability) for name in names}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples, which JSON writes as lists)."""

@@ -286,7 +286,9 @@ class LabelledSliceDataset(Dataset):
 
     The scan is drawn uniformly (each labelled scan counts alike, whatever its slice count).
     ``mirror_axes[k]`` are the in-plane axes scan k may be flipped along (its slice axis decides
-    which one is left-right). Everything is drawn from ``(seed, index)`` alone.
+    which one is left-right). Everything is drawn from ``(seed, index)`` alone. ``labels=None``
+    serves unlabelled scans (semi-supervision): the label canvas is all background and there is
+    no foreground to oversample.
     """
 
     slices_per_sample = 1
@@ -294,7 +296,7 @@ class LabelledSliceDataset(Dataset):
     def __init__(
         self,
         volumes: Sequence[np.ndarray],
-        labels: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray] | None,
         *,
         patch_size: tuple[int, int],
         augment: AugmentConfig | None = None,
@@ -304,17 +306,19 @@ class LabelledSliceDataset(Dataset):
         seed: int = 0,
         names: Sequence[str] | None = None,
     ) -> None:
-        if len(volumes) != len(labels) or not volumes:
+        if not volumes or (labels is not None and len(volumes) != len(labels)):
             raise ValueError(
-                f"need one label array per volume, got {len(volumes)} and {len(labels)}"
+                f"need scans and one label array per scan, got {len(volumes)} scans and "
+                f"{'no' if labels is None else len(labels)} label arrays"
             )
         names = names or [f"scan {k}" for k in range(len(volumes))]
-        for name, volume, label in zip(names, volumes, labels, strict=True):
+        for name, volume, label in zip(names, volumes, labels or volumes, strict=True):
             if volume.shape != label.shape:
                 raise InputError(
                     f"{name}: label slices {label.shape} do not match image slices {volume.shape}"
                 )
-        self.volumes, self.labels = list(volumes), list(labels)
+        self.volumes = list(volumes)
+        self.labels: list[np.ndarray] | None = None if labels is None else list(labels)
         self.patch_size = patch_size
         # same parity as the patch, so identity parameters give an exact centre crop
         self.source_shape = tuple(n + 2 * math.ceil(n / 4) for n in patch_size)
@@ -325,8 +329,8 @@ class LabelledSliceDataset(Dataset):
         self.augment = [replace(augment, mirror_axes=tuple(a)) for a in axes]
         self.foreground_slices = [
             np.flatnonzero(np.asarray(label).reshape(len(label), -1).max(axis=1) > 0)
-            for label in self.labels
-        ]
+            for label in self.labels or []
+        ] or [np.zeros(0, np.int64)] * len(self.volumes)
         self.seed = seed
 
     def __len__(self) -> int:
@@ -349,7 +353,7 @@ class LabelledSliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, object]:
         rng = sample_rng(self.seed, index)
         scan = int(rng.integers(len(self.volumes)))
-        volume, label = self.volumes[scan], self.labels[scan]
+        volume = self.volumes[scan]
         candidates = self.foreground_slices[scan]
         foreground = len(candidates) > 0 and rng.random() < self.foreground_fraction
         k = (
@@ -357,7 +361,11 @@ class LabelledSliceDataset(Dataset):
             if foreground
             else int(rng.integers(volume.shape[0]))
         )
-        label_slice = np.asarray(label[k])
+        label_slice = (
+            np.zeros(volume.shape[1:], np.int64)
+            if self.labels is None
+            else np.asarray(self.labels[scan][k])
+        )
         row, col = self._centre(rng, label_slice, foreground)
         source_h, source_w = self.source_shape
         top, left = row - source_h // 2, col - source_w // 2
@@ -381,6 +389,25 @@ class LabelledSliceDataset(Dataset):
             "scan": torch.tensor(scan),
             "slice": torch.tensor(k),
         }
+
+
+class LabelledAndUnlabelled(Dataset):
+    """Sample ``index`` → ``{"labelled": labelled[index], "unlabelled": unlabelled[index]}``.
+
+    The two streams are independent datasets (give them different seeds); a step's batch holds
+    as many unlabelled as labelled slices, which is how FixMatch, UniMatch and BCP batch.
+    """
+
+    slices_per_sample = 2
+
+    def __init__(self, labelled: LabelledSliceDataset, unlabelled: LabelledSliceDataset) -> None:
+        self.labelled, self.unlabelled = labelled, unlabelled
+
+    def __len__(self) -> int:
+        return len(self.labelled)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        return {"labelled": self.labelled[index], "unlabelled": self.unlabelled[index]}
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -125,11 +125,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run, without changing the result: device, compilation, loader workers, output."""
+    """How to run, without changing the result: device, compilation, loader workers, output.
+
+    ``workers`` ``None``: data-loader processes by device — none on a CPU (they would take cores
+    from the training step), up to 8 on CUDA so sample preparation keeps the GPU busy (samples
+    are pure functions of their index, so workers change nothing in the result).
+    """
 
     device: str = "auto"
     compile: bool = False
-    workers: int = 0
+    workers: int | None = None
+
+    def loader_workers(self, device: torch.device) -> int:
+        if self.workers is not None:
+            return self.workers
+        return min(8, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
 
 
 class TrainingTask(Protocol):
@@ -666,7 +676,7 @@ def _train(
     loader = DataLoader(
         task.dataset,
         batch_sampler=sampler,
-        num_workers=runtime.workers,
+        num_workers=runtime.loader_workers(device),
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )

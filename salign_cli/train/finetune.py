@@ -33,9 +33,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
-from salign_cli.data.augment import AugmentConfig, augment_batch
+from salign_cli.data.augment import AugmentConfig
 from salign_cli.data.preprocess import (
     PreparedScan,
     PreprocessConfig,
@@ -43,7 +42,7 @@ from salign_cli.data.preprocess import (
     mirror_axes,
     prepare_scan,
 )
-from salign_cli.data.sampling import LabelledSliceDataset
+from salign_cli.data.sampling import LabelledAndUnlabelled, LabelledSliceDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.defaults import InferenceDefaults
@@ -59,8 +58,6 @@ from salign_cli.metrics import (
     summarise,
 )
 from salign_cli.model.unet import UNet2D, UNetConfig
-from salign_cli.objectives.segmentation import segmentation_losses
-from salign_cli.train.ema import WeightAverage
 from salign_cli.train.engine import (
     Reporter,
     RuntimeOptions,
@@ -69,7 +66,7 @@ from salign_cli.train.engine import (
     latest_checkpoint,
     train,
 )
-from salign_cli.train.pretrain import preprocess_config_for
+from salign_cli.train.pretrain import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.train.recipe import (
     FinetuneRecipe,
     batch_size_for,
@@ -78,10 +75,14 @@ from salign_cli.train.recipe import (
     recipe_for,
     resolve_mirror,
 )
+from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
 from salign_cli.workspace import Workspace
 
 SCRATCH = "scratch"
 PROFILE_CHOICES = ("auto", "cpu", "gpu")
+# Validation scans when not told: enough for a stable mean, and on a fully labelled dataset the
+# other labelled scans stay available as unlabelled data for semi-supervision.
+DEFAULT_MAX_VALIDATION = 25
 
 
 class FinetuneReporter(Reporter, Protocol):
@@ -136,6 +137,8 @@ class FinetuneOptions:
     mirror: str | None = None
     size: int | None = None
     augment: bool = True
+    semi: str | None = None
+    unlabelled: str = "auto"
     checkpoint_every: int = 100
     max_validation_cases: int | None = None
 
@@ -172,6 +175,10 @@ class FinetuneOptions:
         )
         if not self.augment:
             recipe = dataclasses.replace(recipe, augment=AugmentConfig(enabled=False))
+        if self.semi is not None:
+            recipe = dataclasses.replace(
+                recipe, semi=dataclasses.replace(recipe.semi, method=self.semi)
+            )
         return recipe
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,8 +352,8 @@ def class_names_for(
 
 @dataclass(frozen=True, eq=False)
 class LabelledSlices:
-    """The labelled scans as the network sees them: float16 image and integer label slices
-    ``[D, H, W]`` per case (memory maps from the cache), and each case's canonical slice axis."""
+    """Scans as the network sees them: float16 image slices and (labelled scans) integer label
+    slices ``[D, H, W]`` per scan — memory maps from the cache — and each canonical slice axis."""
 
     images: list[np.ndarray]
     labels: list[np.ndarray]
@@ -358,29 +365,67 @@ class LabelledSlices:
 
 
 def load_labelled_slices(
-    cases: Sequence[LabelledCase],
+    cases: Sequence[LabelledCase | ScanEntry],
     config: PreprocessConfig,
     cache: SliceCache,
     reporter: FinetuneReporter | None = None,
 ) -> LabelledSlices:
-    """Every labelled case from the slice cache (built in threads where missing)."""
+    """Every case from the slice cache (built in threads where missing); labels for the
+    `LabelledCase` ones (a run passes either labelled cases or unlabelled `ScanEntry` ones)."""
 
-    def one(case: LabelledCase) -> tuple[np.ndarray, np.ndarray, int]:
+    def one(case: LabelledCase | ScanEntry) -> tuple[np.ndarray, np.ndarray | None, int]:
+        label_path = Path(case.label_path) if isinstance(case, LabelledCase) else None
         cached = cache.get_or_build(
-            Path(case.image_path), case.content_hash, config, label_path=Path(case.label_path)
+            Path(case.image_path), case.content_hash, config, label_path=label_path
         )
-        assert cached.labels is not None
         return cached.slices, cached.labels, cached.slice_axis
 
     loaded = LabelledSlices([], [], [])
-    with ThreadPoolExecutor(max_workers=min(4, len(cases))) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(cases)))) as pool:
         for done, (image, label, axis) in enumerate(pool.map(one, cases), start=1):
             loaded.images.append(image)
-            loaded.labels.append(label)
+            if label is not None:
+                loaded.labels.append(label)
             loaded.slice_axes.append(axis)
             if reporter is not None:
                 reporter.on_cache(done, len(cases))
     return loaded
+
+
+def resolve_unlabelled_scans(
+    source: str,
+    folders: Sequence[Path],
+    workspace: Workspace,
+    *,
+    held_back: set[str],
+    modality: str,
+    notify: Callable[[str], None] | None = None,
+) -> list[ScanEntry]:
+    """The unlabelled scans of a run (see `FinetuneOptions.unlabelled`).
+
+    ``auto`` takes every usable indexed scan under ``folders`` (the whole index when none)
+    whose case id is not ``held_back`` (the labelled, validation and excluded ids); a folder
+    is indexed and taken whole. Scans of another modality are left out with a note.
+    """
+    if source == "none":
+        return []
+    if source == "auto":
+        scans = resolve_scans(folders, workspace, index_first=False, notify=notify)
+        scans = [scan for scan in scans if scan.case_id not in held_back]
+    else:
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise InputError(
+                f"--unlabelled {source}: no such folder; pass a folder of scans, auto or none"
+            )
+        scans = resolve_scans([folder], workspace, notify=notify)
+    other = [scan for scan in scans if scan.modality != modality]
+    if other and notify is not None:
+        notify(
+            f"{len(other)} unlabelled scan(s) are not {modality} (e.g. {other[0].image_path}); "
+            "left out of semi-supervision"
+        )
+    return [scan for scan in scans if scan.modality == modality]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,71 +506,13 @@ def initial_network(
 # the objective
 
 
-class SegmentationObjective(nn.Module):
-    """``forward(batch) -> {"loss", "ce", "dice"}`` on a batch of source canvases.
-
-    The batch is augmented on the device (`augment_batch`, the patch cut from the middle of each
-    canvas), then cross-entropy + soft Dice (over the foreground classes unless
-    ``dice_background``) of the U-Net's logits. With ``ema_decay`` an `WeightAverage` of the
-    U-Net follows every optimiser step (`after_step`). ``pretrained_lr_scale`` slows every
-    layer but the head when the U-Net came from a bundle (`parameter_groups`).
-    """
-
-    def __init__(
-        self,
-        unet: UNet2D,
-        *,
-        patch_size: tuple[int, int],
-        dice_background: bool = False,
-        ema_decay: float | None = None,
-        pretrained_lr_scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.unet = unet
-        self.patch_size = patch_size
-        self.dice_background = dice_background
-        self.pretrained_lr_scale = pretrained_lr_scale
-        self.ema = WeightAverage(unet, ema_decay) if ema_decay is not None else None
-
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | float]:
-        with torch.no_grad():
-            images, labels, _ = augment_batch(
-                batch["image"], batch["label"], batch["valid"], batch["augment"], self.patch_size
-            )
-        if images.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits = self.unet(images)
-        assert labels is not None
-        losses = segmentation_losses(logits, labels, ignore_background=not self.dice_background)
-        return {"loss": losses["ce"] + losses["dice"], **{k: v.detach() for k, v in losses.items()}}
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        head = list(self.unet.head.parameters())
-        head_ids = {id(p) for p in head}
-        body = [p for p in self.unet.parameters() if id(p) not in head_ids and p.requires_grad]
-        return [
-            {"params": body, "lr_scale": self.pretrained_lr_scale},
-            {"params": head, "lr_scale": 1.0},
-        ]
-
-    def after_step(self) -> None:
-        if self.ema is not None:
-            self.ema.update(self.unet)
-
-    def exported(self, which: str) -> UNet2D:
-        """The weights a bundle gets: ``"ema"`` (the average) or ``"final"``."""
-        if which == "ema" and self.ema is not None:
-            return self.ema.model  # type: ignore[return-value]
-        return self.unet
-
-
 @dataclass
 class FinetuneTask:
-    """The `TrainingTask` of fine-tuning."""
+    """The `TrainingTask` of fine-tuning (``slices_per_sample``: 2 with unlabelled slices)."""
 
     module: SegmentationObjective
-    dataset: LabelledSliceDataset
-    slices_per_sample: int = LabelledSliceDataset.slices_per_sample
+    dataset: LabelledSliceDataset | LabelledAndUnlabelled
+    slices_per_sample: int = 1
 
 
 def train_config_for(
@@ -696,6 +683,7 @@ def finetune(
         preprocess = PreprocessConfig.from_dict(task_config["preprocessing"])
         model = UNet2D(UNetConfig.from_dict(task_config["architecture"]))
         origin = task_config["origin"]
+        unlabelled_scans = [ScanEntry.from_dict(e) for e in task_config["unlabelled_scans"]]
     else:
         options = options or FinetuneOptions(labels=1)
         cases, dataset_names = resolve_labelled_cases(folders, space, reporter.on_message)
@@ -731,10 +719,26 @@ def finetune(
             context=recipe.context,
             notify=reporter.on_message,
         )
+        unlabelled_scans = []
+        if recipe.semi.method != "none":
+            unlabelled_scans = resolve_unlabelled_scans(
+                options.unlabelled,
+                folders,
+                space,
+                held_back=set(labelled_ids) | set(validation_ids) | excluded,
+                modality=preprocess.modality,
+                notify=reporter.on_message,
+            )
+            if not unlabelled_scans:
+                reporter.on_message(
+                    "no unlabelled scans (every other scan is validation or excluded); "
+                    "fine-tuning without semi-supervision"
+                )
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
         train_config = None  # known once the slices are measured
         task_config = {
+            "unlabelled_scans": [dataclasses.asdict(s) for s in unlabelled_scans],
             "options": options.to_dict(),
             "labelled_cases": [dataclasses.asdict(c) for c in train_cases],
             "validation_cases": [dataclasses.asdict(c) for c in validation_cases],
@@ -757,12 +761,18 @@ def finetune(
             recipe, batch_size_for(recipe, patch), options.seed, options.checkpoint_every
         )
     assert recipe.patch_size is not None
+    semi = recipe.semi.method if unlabelled_scans else "none"
     reporter.on_plan(
         f"{recipe.profile} profile: {train_config.steps} steps × {train_config.batch_size} "
         f"slices of {recipe.patch_size[0]}×{recipe.patch_size[1]}, width "
-        f"{model.config.width}, context ±{recipe.context}, mirror {recipe.mirror}"
+        f"{model.config.width}, context ±{recipe.context}, mirror {recipe.mirror}, "
+        + (
+            f"semi-supervised ({semi}) with {len(unlabelled_scans)} unlabelled scans"
+            if semi != "none"
+            else "supervised"
+        )
     )
-    dataset = LabelledSliceDataset(
+    labelled_data = LabelledSliceDataset(
         slices.images,
         slices.labels,
         patch_size=recipe.patch_size,
@@ -773,15 +783,47 @@ def finetune(
         seed=train_config.seed,
         names=[c.image_path for c in train_cases],
     )
-    objective = SegmentationObjective(
-        model,
-        patch_size=recipe.patch_size,
-        dice_background=recipe.dice_background,
-        ema_decay=recipe.ema_decay,
-        pretrained_lr_scale=1.0 if origin["base_model"] is None else recipe.pretrained_lr_scale,
-    )
+    lr_scale = 1.0 if origin["base_model"] is None else recipe.pretrained_lr_scale
+    task: FinetuneTask
+    if semi == "none":
+        objective = SegmentationObjective(
+            model,
+            patch_size=recipe.patch_size,
+            dice_background=recipe.dice_background,
+            ema_decay=recipe.ema_decay,
+            pretrained_lr_scale=lr_scale,
+        )
+        task = FinetuneTask(module=objective, dataset=labelled_data)
+    else:
+        unlabelled = load_labelled_slices(unlabelled_scans, preprocess, cache, reporter)
+        unlabelled_data = LabelledSliceDataset(
+            unlabelled.images,
+            None,
+            patch_size=recipe.patch_size,
+            augment=recipe.augment.strong() if semi == "fixmatch" else recipe.augment,
+            context=recipe.context,
+            foreground_fraction=0.0,
+            mirror_axes=[mirror_axes(recipe.mirror, axis) for axis in unlabelled.slice_axes],
+            seed=train_config.seed + 1,  # an independent stream
+            names=[s.image_path for s in unlabelled_scans],
+        )
+        assert recipe.ema_decay is not None  # the teacher (checked by the recipe)
+        objective = SemiSupervisedObjective(
+            model,
+            patch_size=recipe.patch_size,
+            semi=dataclasses.replace(recipe.semi, method=semi),
+            total_steps=train_config.steps,
+            ema_decay=recipe.ema_decay,
+            dice_background=recipe.dice_background,
+            pretrained_lr_scale=lr_scale,
+        )
+        task = FinetuneTask(
+            module=objective,
+            dataset=LabelledAndUnlabelled(labelled_data, unlabelled_data),
+            slices_per_sample=LabelledAndUnlabelled.slices_per_sample,
+        )
     result = train(
-        FinetuneTask(module=objective, dataset=dataset),
+        task,
         train_config,
         run_dir,
         task_config=task_config,
@@ -818,6 +860,11 @@ def finetune(
         "steps": result.steps,
         "train": train_config.to_dict(),
         "recipe": recipe.to_dict(),
+        "semi_supervision": {
+            "method": semi,
+            "unlabelled_scans": len(unlabelled_scans),
+            "unlabelled_source": options.unlabelled,
+        },
         "options": options.to_dict(),
         "run": run_dir.name,
         **origin,
@@ -864,7 +911,8 @@ def finetune(
 
 
 def _capped(case_ids: list[str], cap: int | None, seed: int) -> list[str]:
-    if cap is None or cap >= len(case_ids):
+    cap = DEFAULT_MAX_VALIDATION if cap is None else cap
+    if cap >= len(case_ids):
         return case_ids
     return sorted(seeded_order(case_ids, seed + 1)[:cap])
 

@@ -141,13 +141,18 @@ class PretrainReporter(Reporter, Protocol):
 
 @dataclass(frozen=True)
 class ScanEntry:
-    """One scan used for pre-training: where it is and the hash the cache is keyed by."""
+    """One scan used without its labels (pre-training, semi-supervision): where it is and the
+    hash the cache is keyed by."""
 
     case_id: str
     image_path: str
     content_hash: str
     modality: str
     spacing_mm: tuple[float, float, float]
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
+        return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
 
 
 @dataclass(frozen=True)
@@ -509,9 +514,7 @@ def _pretrain(
         task_config = stored["task_config"]
         options = PretrainOptions.from_dict(task_config["options"])
         train_config = TrainConfig.from_dict(stored["train_config"])
-        scans = [
-            ScanEntry(**{**s, "spacing_mm": tuple(s["spacing_mm"])}) for s in task_config["scans"]
-        ]
+        scans = [ScanEntry.from_dict(s) for s in task_config["scans"]]
         preprocess = PreprocessConfig.from_dict(task_config["preprocessing"])
         base = task_config.get("base_model")
     else:

@@ -34,9 +34,46 @@ PROFILES: tuple[str, ...] = ("cpu", "gpu")
 Mirror = Literal["auto", "lr", "none", "all"]
 MIRRORS: tuple[str, ...] = ("auto", "lr", "none", "all")
 ExportWeights = Literal["ema", "final"]
+SemiMethod = Literal["none", "fixmatch", "bcp"]
+SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch", "bcp")
 # Words in class names that mean a structure has a side: mirroring left-right would teach the
 # network that a left kidney may look like a right one (TotalSegmentator's classes do this).
 _LATERAL_WORDS = ("left", "right")
+
+
+@dataclass(frozen=True)
+class SemiConfig:
+    """How the unlabelled scans take part in fine-tuning (`salign_cli.train.semi`).
+
+    ``method``: ``fixmatch`` (mean teacher, confidence-thresholded pseudo-labels on weak →
+    strong views, CutMix between unlabelled slices), ``bcp`` (bidirectional copy-paste between
+    labelled and unlabelled slices) or ``none``. Both start after ``start_fraction`` of the steps
+    (supervised until then, so the teacher has something to teach; BCP's own first stage) and
+    ramp the unlabelled term up over ``ramp_fraction`` of the steps. ``threshold`` and
+    ``unlabelled_weight`` are FixMatch's τ and λ_u; ``pasted_weight`` weights BCP's
+    pseudo-labelled part (its u_weight) and ``box_fraction`` is the side of the pasted box
+    (and of the CutMix box) as a fraction of the patch.
+    """
+
+    method: SemiMethod = "fixmatch"
+    threshold: float = 0.95
+    unlabelled_weight: float = 1.0
+    pasted_weight: float = 0.5
+    start_fraction: float = 0.2
+    ramp_fraction: float = 0.2
+    box_fraction: float = 2 / 3
+
+    def __post_init__(self) -> None:
+        if self.method not in SEMI_METHODS:
+            raise InputError(
+                f"--semi must be one of {', '.join(SEMI_METHODS)}, got {self.method!r}"
+            )
+        if not 0 <= self.threshold < 1 or not 0 < self.box_fraction < 1:
+            raise InputError("semi-supervision threshold and box fraction must lie in [0, 1)")
+        if self.unlabelled_weight < 0 or self.pasted_weight < 0:
+            raise InputError("semi-supervision weights must be >= 0")
+        if not 0 <= self.start_fraction < 1 or not 0 <= self.ramp_fraction <= 1:
+            raise InputError("semi-supervision start and ramp fractions must lie in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -59,6 +96,7 @@ class FinetuneRecipe:
       ``dice_background``;
     - weights: ``ema_decay`` keeps an exponential moving average of the weights (``None``: off),
       ``export`` chooses which weights the bundle gets;
+    - unlabelled scans: ``semi`` (`SemiConfig`), used when the run has unlabelled scans;
     - inference defaults: ``tta`` averages over the mirrored views the network was trained on.
     """
 
@@ -82,6 +120,7 @@ class FinetuneRecipe:
     ema_decay: float | None = 0.99
     export: ExportWeights = "ema"
     tta: bool = True
+    semi: SemiConfig = field(default_factory=SemiConfig)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -109,8 +148,10 @@ class FinetuneRecipe:
             )
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise InputError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
-        if self.export == "ema" and self.ema_decay is None:
-            raise InputError("export='ema' needs an EMA decay; set export='final' or a decay")
+        if (self.export == "ema" or self.semi.method != "none") and self.ema_decay is None:
+            raise InputError(
+                "the EMA is exported (and is the semi-supervised teacher): it needs a decay"
+            )
         if self.patch_size is not None and min(self.patch_size) < 8:
             raise InputError(f"patch size must be at least 8 pixels, got {self.patch_size}")
 
@@ -125,6 +166,7 @@ class FinetuneRecipe:
     def to_dict(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)
         payload["augment"] = self.augment.to_dict()
+        payload["semi"] = dataclasses.asdict(self.semi)
         return payload
 
     @classmethod
@@ -136,6 +178,8 @@ class FinetuneRecipe:
         values = dict(payload)
         if "augment" in values:
             values["augment"] = AugmentConfig.from_dict(values["augment"])
+        if "semi" in values:
+            values["semi"] = SemiConfig(**values["semi"])
         if values.get("patch_size") is not None:
             values["patch_size"] = tuple(values["patch_size"])
         return cls(**values)
