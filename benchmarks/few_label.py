@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -35,13 +36,20 @@ def plain_reference(data: Path, profile: str):
     names = json.loads((data / "dataset.json").read_text()).get("labels", {})
 
     def run(k: int, seed: int, labelled: Sequence[str], test: Sequence[str]) -> Mapping[str, float]:
-        result = plain_unet.run(data, k, seed, steps=steps, batch=batch, width=width)
+        result = plain_unet.run(
+            data, k, seed, steps=steps, batch=batch, width=width, test_cases=len(test)
+        )
         if sorted(result["labelled"]) != sorted(labelled) or result["test"] != list(test):
             raise RuntimeError("plain_unet.py drew other cases than salign; the split rules differ")
         dice = {names.get(str(c), f"class_{c}"): d for c, d in result["dice"].items()}
         return {**dice, "mean": result["mean"]}
 
     return run
+
+
+def finite(value: float) -> float | None:
+    """JSON has no NaN (one seed has no sd): write null."""
+    return value if math.isfinite(value) else None
 
 
 def main() -> None:
@@ -79,7 +87,8 @@ def main() -> None:
         "benchmark": "few_label", "profile": args.profile, "elapsed_s": round(result.elapsed_s),
         "environment": result.environment, "output": str(result.output_dir),
         "rows": [{"method": r.method, "k": r.k, "seeds": r.seeds,
-                  "mean": r.dice["mean"][0], "sd": r.dice["mean"][1]} for r in result.rows],
+                  "mean": finite(r.dice["mean"][0]), "sd": finite(r.dice["mean"][1])}
+                 for r in result.rows],
     }))  # fmt: skip
 
 

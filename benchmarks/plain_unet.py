@@ -13,7 +13,9 @@ the k labelled scans are the first k of the other ids (sorted) permuted by
 
     python benchmarks/plain_unet.py ../shared/data/hippocampus --k 5 --seed 0
 
-prints one line per test case count and, last, one JSON line with the Dice and the time.
+prints a table row and, last, one JSON line with the Dice and the time. Dice: per class the mean
+over test cases where the class is present in the reference or the prediction, then the mean of
+the classes (on hippocampus, where every case has both classes, this is salign's per-case mean).
 """
 
 from __future__ import annotations

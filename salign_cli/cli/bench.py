@@ -50,14 +50,16 @@ def few_label(
     profile: Annotated[
         str,
         typer.Option(
-            help="full (GPU: k 1,2,5 x 3 seeds, scratch and sal, GPU recipe), cpu (k 1,5 x 2 "
-            "seeds, scratch, CPU recipe: ~40 min on 2 cores) or quick (a smoke run).",
+            help="full (GPU: k 1,2,5 x 3 seeds; scratch, sal, scratch+semi, sal+semi; GPU "
+            "recipe), cpu (k 1,5 x 2 seeds; scratch, scratch+semi; CPU recipe) or quick (a "
+            "smoke run).",
         ),
     ] = "full",
     methods: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Option(
-            help="Comma-separated: scratch,sal,pcl or variants like sal\\[la_variant=literal]."
+            help="Comma-separated: scratch,sal,pcl or variants like sal\\[la_variant=literal]; "
+            "+semi (or +fixmatch, +bcp) also learns from the unlabelled scans."
         ),
     ] = None,
     k: Annotated[
@@ -87,8 +89,8 @@ def few_label(
 ) -> None:
     """Pre-train once per method, fine-tune with k labelled scans x seeds, score a fixed test split.
 
-    The test split is the last --test-cases case ids in sorted order; it is never used for labels
-    or model selection (the final weights are scored). Prints mean ± sd Dice over seeds per
+    The test split is the last --test-cases case ids in sorted order; it is never used for labels,
+    unlabelled data or model selection (the exported weights are scored). Prints mean ± sd Dice over seeds per
     method and k, and writes results.json, table.md and few_label.png (Dice vs k).
 
     [bold]Examples[/]

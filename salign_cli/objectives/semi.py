@@ -1,6 +1,6 @@
 """Semi-supervised losses: teacher pseudo-labels, masked cross-entropy and Dice, copy-paste mixing.
 
-Pure tensor functions, shared by the two methods `salign_cli.train.semi` offers:
+Pure tensor functions, shared by the two methods `salign_cli.train.segmentation` offers:
 
 - **mean teacher with confidence-thresholded pseudo-labels** (FixMatch, Sohn et al. NeurIPS 2020;
   UniMatch, Yang et al. CVPR 2023 for segmentation): the EMA teacher labels a weakly augmented

@@ -762,6 +762,8 @@ def finetune(
         )
     assert recipe.patch_size is not None
     semi = recipe.semi.method if unlabelled_scans else "none"
+    # the bundle records what ran: no unlabelled scans means no semi-supervision
+    recipe = dataclasses.replace(recipe, semi=dataclasses.replace(recipe.semi, method=semi))
     reporter.on_plan(
         f"{recipe.profile} profile: {train_config.steps} steps × {train_config.batch_size} "
         f"slices of {recipe.patch_size[0]}×{recipe.patch_size[1]}, width "
@@ -871,13 +873,15 @@ def finetune(
     }
     evaluation = None
     if validation is not None:
+        cap = options.max_validation_cases
+        cap = DEFAULT_MAX_VALIDATION if cap is None else cap
         evaluation = {
             "per_class_dice": {
                 c.name: c.dice.mean for c in validation.classes if math.isfinite(c.dice.mean)
             },
             "dice": dice_table(validation),
             "held_out_cases": len(validation.cases),
-            "split": "validation (every labelled scan not used for training)",
+            "split": f"validation (at most {cap} labelled scans not used for training)",
             "empty_mask_rule": validation.to_dict()["empty_mask_rule"],
             "inference": inference.to_dict(),
         }

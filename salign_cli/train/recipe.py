@@ -43,7 +43,7 @@ _LATERAL_WORDS = ("left", "right")
 
 @dataclass(frozen=True)
 class SemiConfig:
-    """How the unlabelled scans take part in fine-tuning (`salign_cli.train.semi`).
+    """How the unlabelled scans take part in fine-tuning (`salign_cli.train.segmentation`).
 
     ``method``: ``fixmatch`` (mean teacher, confidence-thresholded pseudo-labels on weak →
     strong views, CutMix between unlabelled slices), ``bcp`` (bidirectional copy-paste between
@@ -89,7 +89,8 @@ class FinetuneRecipe:
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
       bundle (the new head always trains at ``lr``);
     - data: ``foreground_fraction`` of the samples is centred on a labelled voxel (nnU-Net's
-      oversampling), ``augment`` (ranges of `AugmentConfig`), ``mirror`` (which in-plane axes may
+      oversampling), ``augment`` (ranges of `AugmentConfig`; its ``mirror_axes`` is replaced
+      for each scan by what ``mirror`` allows along that scan's slice axis), ``mirror`` (which in-plane axes may
       be flipped: ``lr`` = only the left-right one, ``none``, ``all``; ``auto`` = ``lr`` unless a
       class name has a side, see `resolve_mirror`);
     - loss: cross-entropy + soft Dice, the Dice over foreground classes only unless
