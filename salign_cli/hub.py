@@ -91,7 +91,8 @@ def _valid_repo_id(text: str) -> bool:
 
 
 def parse_spec(text: str, registry: Registry | None = None) -> ModelSpec:
-    """Parse ``--model``: an existing folder wins, then a registry name, then ``org/name[@rev]``.
+    """Parse ``--model``: an existing folder wins, then a registry name (its shipped bundle when
+    it has one), then ``org/name[@rev]``.
 
     Raises ``InputError`` for anything else, and for registry names that are not published yet
     (unless an explicit ``@revision`` says which commit to take).
@@ -104,6 +105,9 @@ def parse_spec(text: str, registry: Registry | None = None) -> ModelSpec:
         raise InputError(f"{text}: {revision!r} is not a tag, branch or 40-hex commit")
     entry = (registry or load_registry()).get(name)
     if entry is not None:
+        if entry.bundled_folder is not None and not revision:
+            # shipped with salign: no network, and the bundle's own sha256 is checked on load
+            return ModelSpec(text, folder=entry.bundled_folder, entry=entry)
         if not entry.published and not revision:
             raise InputError(
                 f"{text}: listed in the salign registry but not published on the Hub yet; "

@@ -13,6 +13,10 @@ Where the file is found (decided once, here):
    data, so an installed wheel answers ``salign weights list`` too. A test keeps the copy
    byte-identical to the top-level file, so the two cannot drift apart silently.
 
+A registry entry may also name a bundle that ships inside the package (``"bundled"``: a folder
+under ``salign_cli/_weights/``), so ``--model hippocampus`` works offline on a fresh install; the
+bundle's own ``salign.json`` pins its weights by sha256, checked when it is loaded.
+
 Model cards (``weights/cards/*.md``) are only needed when publishing, which happens from a checkout,
 so they are not shipped in the wheel; :meth:`Registry.card_path` returns ``None`` when absent.
 """
@@ -41,7 +45,9 @@ _ENTRY_KEYS = {
     "classes",
     "card",
     "description",
+    "bundled",
 }
+BUNDLED_DIR = _PACKAGE_DIR / "_weights"  # bundles that ship inside the package
 
 
 def registry_path() -> Path:
@@ -83,6 +89,15 @@ class RegistryEntry:
     classes: dict[str, str]
     card: str | None
     description: str
+    bundled: str | None = None  # a folder under BUNDLED_DIR holding the bundle itself
+
+    @property
+    def bundled_folder(self) -> Path | None:
+        """The shipped bundle's folder, or ``None`` when this entry ships none (or it is absent)."""
+        if self.bundled is None:
+            return None
+        folder = safe_join(BUNDLED_DIR, self.bundled, f"registry entry {self.name}")
+        return folder if (folder / "salign.json").is_file() else None
 
     @property
     def spec(self) -> str:
@@ -113,6 +128,9 @@ def _parse_entry(name: str, raw: Any, source: Path) -> RegistryEntry:
     card = raw.get("card")
     if card is not None:
         safe_join(source.parent, str(card), where)
+    bundled = raw.get("bundled")
+    if bundled is not None:
+        safe_join(BUNDLED_DIR, str(bundled), where)
     return RegistryEntry(
         name=name,
         repo_id=str(raw["repo_id"]),
@@ -124,6 +142,7 @@ def _parse_entry(name: str, raw: Any, source: Path) -> RegistryEntry:
         classes={str(k): str(v) for k, v in dict(raw["classes"]).items()},
         card=card,
         description=str(raw.get("description", "")),
+        bundled=None if bundled is None else str(bundled),
     )
 
 

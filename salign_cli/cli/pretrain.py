@@ -111,7 +111,11 @@ def pretrain(
     ] = 3,
     feature_level: Annotated[
         str,
-        typer.Option("--feature-level", help="Map LA reads: bottleneck | 1/8 | 1/4 | 1/2 | full."),
+        typer.Option(
+            "--feature-level",
+            help="Map(s) LA reads: bottleneck | 1/8 | 1/4 | 1/2 | full; join several with + "
+            "(1/4+1/2).",
+        ),
     ] = "1/4",
     pair_distance: Annotated[
         int, typer.Option("--pair-distance", help="Largest slice distance d of a pair.")
@@ -124,6 +128,27 @@ def pretrain(
             "(0 = same crop; >0 stops LA being solved by position alone).",
         ),
     ] = 0,
+    pair_distance_mm: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--pair-distance-mm",
+            help="Largest pair distance in mm instead of slices (1 mm MR and 5 mm CT then pair "
+            "the same anatomy).",
+        ),
+    ] = None,
+    pair_rotation: Annotated[
+        float,
+        typer.Option(
+            "--pair-rotation", help="Rotate slice j by up to this many degrees more than slice i."
+        ),
+    ] = 0.0,
+    pair_scale: Annotated[
+        float,
+        typer.Option("--pair-scale", help="Scale slice j by up to 1 ± this more than slice i."),
+    ] = 0.0,
+    la_weight: Annotated[
+        float, typer.Option("--la-weight", help="Weight of LA (0 = GP alone).")
+    ] = 1.0,
     gp: Annotated[
         str, typer.Option(help="Global positional loss: relative | absolute | contrastive | none.")
     ] = "relative",
@@ -207,9 +232,13 @@ def pretrain(
         window_radius=window_radius,
         feature_level=feature_level,
         pair_distance=pair_distance,
+        pair_distance_mm=pair_distance_mm,
         pair_shift=pair_shift,
+        pair_rotation_deg=pair_rotation,
+        pair_scale=pair_scale,
         gp=gp,  # type: ignore[arg-type]
         gp_weight=gp_weight,
+        la_weight=la_weight,
         width=width,
     )
     train_config = TrainConfig(

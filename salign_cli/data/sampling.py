@@ -207,24 +207,35 @@ class SlicePairDataset(Dataset):
         self,
         volumes: Sequence[np.ndarray],
         *,
-        pair_distance: int = 2,
+        pair_distance: int | Sequence[int] = 2,
         augment: PairAugmentConfig | None = None,
         seed: int = 0,
         names: Sequence[str] | None = None,
         pair_shift: int = 0,
+        pair_rotation_deg: float = 0.0,
+        pair_scale: float = 0.0,
     ) -> None:
-        if pair_distance < 1:
-            raise InputError(f"--pair-distance must be at least 1 slice, got {pair_distance}")
-        if pair_shift < 0:
-            raise InputError(f"--pair-shift must be >= 0 pixels, got {pair_shift}")
+        distances = (
+            [pair_distance] * len(volumes)
+            if isinstance(pair_distance, int)
+            else list(pair_distance)
+        )
+        if len(distances) != len(volumes) or min(distances, default=1) < 1:
+            raise InputError(
+                f"--pair-distance must be at least 1 slice per scan, got {pair_distance}"
+            )
+        if pair_shift < 0 or pair_rotation_deg < 0 or pair_scale < 0:
+            raise InputError("pair shift, rotation and scale must be >= 0")
         self.volumes = list(volumes)
         self.scans, self.warnings = usable_scans(self.volumes, names)
         if not self.scans:
             raise InputError("no scan has two or more slices; slice pairs need at least two")
-        self.pair_distance = pair_distance
-        # an independent shift of slice j's window means matching structures are no longer at
-        # the same pixel, so alignment cannot be solved by encoding absolute position alone
+        self.pair_distances = distances
+        # an independent shift (and rotation, scale) of slice j means matching structures are no
+        # longer at the same pixel, so alignment cannot be solved by encoding position alone
         self.pair_shift = pair_shift
+        self.pair_rotation_rad = math.radians(pair_rotation_deg)
+        self.pair_scale = pair_scale
         self.augment = augment or PairAugmentConfig()
         self.seed = seed
 
@@ -237,9 +248,8 @@ class SlicePairDataset(Dataset):
         scan = self.scans[int(rng.integers(len(self.scans)))]
         depth = self.volumes[scan].shape[0]
         i = int(rng.integers(depth))
-        candidates = [
-            j for j in range(i - self.pair_distance, i + self.pair_distance + 1) if j != i
-        ]
+        distance = self.pair_distances[scan]
+        candidates = [j for j in range(i - distance, i + distance + 1) if j != i]
         candidates = [j for j in candidates if 0 <= j < depth]
         return scan, i, int(candidates[int(rng.integers(len(candidates)))])
 
@@ -248,10 +258,13 @@ class SlicePairDataset(Dataset):
         scan, i, j = self.pair_indices(rng)
         volume = self.volumes[scan]
         params = draw_spatial(rng, volume.shape[-2:], self.augment)
-        if self.pair_shift:
+        if self.pair_shift or self.pair_rotation_rad or self.pair_scale:
             shift = rng.integers(-self.pair_shift, self.pair_shift + 1, size=2)
             params_j = replace(
-                params, offset=(params.offset[0] + shift[0], params.offset[1] + shift[1])
+                params,
+                offset=(params.offset[0] + shift[0], params.offset[1] + shift[1]),
+                angle_rad=params.angle_rad + rng.uniform(-1, 1) * self.pair_rotation_rad,
+                scale=params.scale * (1 + rng.uniform(-1, 1) * self.pair_scale),
             )
             image_i, inside_i = warp(volume[i][None], params, self.augment.size)
             image_j, inside_j = warp(volume[j][None], params_j, self.augment.size)

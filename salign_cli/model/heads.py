@@ -35,6 +35,7 @@ class SALHeadsConfig:
     embedding_dim: int = 128
     global_dim: int = 128
     hidden_dim: int = 256
+    extra_levels: tuple[str, ...] = ()  # more maps LA reads, each with its own embedding head
 
     def __post_init__(self) -> None:
         for name in ("embedding_dim", "global_dim", "hidden_dim"):
@@ -55,7 +56,7 @@ class SALHeadsConfig:
             raise ValueError(
                 f"unknown SALHeadsConfig keys {unknown}; expected a subset of {sorted(known)}"
             )
-        return cls(**data)
+        return cls(**{**data, "extra_levels": tuple(data.get("extra_levels", ()))})
 
 
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -124,10 +125,16 @@ class SALNetwork(nn.Module):
         super().__init__()
         self.config = config or SALHeadsConfig()
         cfg = self.config
-        level_scale(cfg.feature_level, unet.config.depth)  # fail early on a level this U-Net lacks
+        for level in (cfg.feature_level, *cfg.extra_levels):
+            level_scale(level, unet.config.depth)  # fail early on a level this U-Net lacks
         self.unet = unet
         self.embedding_head = EmbeddingHead(
             unet.feature_channels(cfg.feature_level), cfg.embedding_dim
+        )
+        # further levels get heads of their own (kept apart so one-level bundles load as before)
+        self.extra_embedding_heads = nn.ModuleList(
+            EmbeddingHead(unet.feature_channels(level), cfg.embedding_dim)
+            for level in cfg.extra_levels
         )
         self.global_head = GlobalHead(
             unet.feature_channels("bottleneck"), cfg.global_dim, cfg.hidden_dim
@@ -142,10 +149,24 @@ class SALNetwork(nn.Module):
         The decoder stops at that level, so finer decoder stages and the segmentation head are
         not run (and get no gradient) during pre-training.
         """
-        level = self.config.feature_level
-        features = self.unet.features(slices, up_to=level)
-        embedding = self.embedding_head(self.unet.feature_map(features, level))
-        return embedding, self.global_head(features.bottleneck)
+        embeddings, g = self.embed_levels(slices)
+        return embeddings[0], g
+
+    def embed_levels(self, slices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Like `embed`, with one embedding per LA level: the main level, then ``extra_levels``.
+
+        The decoder runs down to the finest of the levels.
+        """
+        levels = (self.config.feature_level, *self.config.extra_levels)
+        depth = self.unet.config.depth
+        finest = min(levels, key=lambda level: level_scale(level, depth))
+        features = self.unet.features(slices, up_to=finest)
+        heads = [self.embedding_head, *self.extra_embedding_heads]
+        embeddings = [
+            head(self.unet.feature_map(features, level))
+            for head, level in zip(heads, levels, strict=True)
+        ]
+        return embeddings, self.global_head(features.bottleneck)
 
     def forward(self, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed(slices)

@@ -33,7 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from salign_cli.data.preprocess import PreprocessConfig, SliceCache, median_inplane_spacing
+from salign_cli.data.preprocess import (
+    ISOTROPY_TOLERANCE,
+    PreprocessConfig,
+    SliceCache,
+    median_inplane_spacing,
+)
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
@@ -78,6 +83,14 @@ class PretrainOptions:
 
     ``window_radius`` 0 selects full LA; ``width`` ``None`` means 32 on CUDA and 16 elsewhere.
     ``pcl_threshold``/``pcl_temperature`` are PCL's t and τ (also used by ``gp="contrastive"``).
+
+    The harder pretext of issue "accuracy 3/3", each piece off by default until measured:
+    ``feature_level`` may name several maps joined by ``+`` (``"1/4+1/2"``: LA on each, averaged;
+    ``"full"`` pre-trains the whole decoder); ``pair_distance_mm`` gives the pair distance in
+    millimetres instead of slices (so 1 mm MR and 5 mm CT pair the same anatomy);
+    ``pair_shift`` (pixels), ``pair_rotation_deg`` and ``pair_scale`` move slice j by its own
+    small spatial transform, so the matching structure is never at the same pixel;
+    ``la_weight`` 0 leaves GP alone (the "GP only" ablation).
     """
 
     method: Method = "sal"
@@ -89,9 +102,13 @@ class PretrainOptions:
     feature_level: str = "1/4"
     embedding_dim: int = 128
     pair_distance: int = 2
+    pair_distance_mm: float | None = None
     pair_shift: int = 0
+    pair_rotation_deg: float = 0.0
+    pair_scale: float = 0.0
     gp: Literal["relative", "absolute", "contrastive", "none"] = "relative"
     gp_weight: float = 1.0
+    la_weight: float = 1.0
     pcl_threshold: float = 0.1
     pcl_temperature: float = 0.1
     width: int | None = None
@@ -109,15 +126,38 @@ class PretrainOptions:
             raise InputError(
                 f"--window-radius must be >= 0 (0 = full LA), got {self.window_radius}"
             )
-        if self.feature_level not in feature_levels(self.depth):
-            raise InputError(
-                f"--feature-level {self.feature_level!r} is not one of "
-                f"{', '.join(feature_levels(self.depth))}"
-            )
-        if self.gp_weight < 0:
-            raise InputError(f"--gp-weight must be >= 0, got {self.gp_weight}")
+        for level in self.la_levels:
+            if level not in feature_levels(self.depth):
+                raise InputError(
+                    f"--feature-level {level!r} is not one of "
+                    f"{', '.join(feature_levels(self.depth))} (join several with +)"
+                )
+        if self.gp_weight < 0 or self.la_weight < 0:
+            raise InputError("--gp-weight and --la-weight must be >= 0")
+        if self.pair_distance_mm is not None and self.pair_distance_mm <= 0:
+            raise InputError(f"--pair-distance-mm must be positive, got {self.pair_distance_mm}")
+        if not 0 <= self.pair_scale < 0.5 or not 0 <= self.pair_rotation_deg <= 45:
+            raise InputError("pair scale must lie in [0, 0.5) and pair rotation in [0, 45] degrees")
         if self.width is not None and self.width < 1:
             raise InputError(f"--width must be positive, got {self.width}")
+
+    @property
+    def la_levels(self) -> tuple[str, ...]:
+        """The maps LA reads: ``feature_level`` split at ``+``, the main level first."""
+        return tuple(level.strip() for level in self.feature_level.split("+"))
+
+    def pair_distance_for(self, spacing_mm: tuple[float, float, float]) -> int:
+        """Pair distance in slices for a scan: ``pair_distance``, or ``pair_distance_mm`` over
+        the scan's slice spacing (rounded, at least 1).
+
+        The slice spacing is the largest voxel size when one stands out (the slice axis is the
+        coarsest, `choose_slice_axis`), else the mean (near-isotropic: they agree within 10 %).
+        """
+        if self.pair_distance_mm is None:
+            return self.pair_distance
+        largest, smallest = max(spacing_mm), min(spacing_mm)
+        slice_mm = largest if largest > ISOTROPY_TOLERANCE * smallest else sum(spacing_mm) / 3
+        return max(1, round(self.pair_distance_mm / slice_mm))
 
     def resolved(self, device: torch.device) -> PretrainOptions:
         """Fill in the device-dependent default width."""
@@ -198,12 +238,11 @@ class PretrainObjective(nn.Module):
             )
             outputs["gp"] = loss.detach()
         else:
-            embedding, g = self.network(images)
-            monitored = embedding
-            e_i, e_j = embedding.chunk(2)
-            la = self._alignment(e_i, e_j)
+            embeddings, g = self.network.embed_levels(images)
+            monitored = embeddings[0]
+            la = torch.stack([self._alignment(*e.chunk(2)) for e in embeddings]).mean()
             outputs["la"] = la.detach()
-            loss = la
+            loss = self.options.la_weight * la
             if self.options.gp != "none":
                 gp = self._positional(g, z_i, z_j)
                 outputs["gp"] = gp.detach()
@@ -241,7 +280,10 @@ def build_network(options: PretrainOptions, seed: int) -> SALNetwork:
     assert options.width is not None, "call PretrainOptions.resolved(device) first"
     torch.manual_seed(seed)
     unet = UNet2D(UNetConfig(width=options.width, depth=options.depth, norm=options.norm))
-    heads = SALHeadsConfig(feature_level=options.feature_level, embedding_dim=options.embedding_dim)
+    main, *extra = options.la_levels
+    heads = SALHeadsConfig(
+        feature_level=main, embedding_dim=options.embedding_dim, extra_levels=tuple(extra)
+    )
     return SALNetwork(unet, heads)
 
 
@@ -551,8 +593,10 @@ def _pretrain(
     )
     dataset = SlicePairDataset(
         volumes,
-        pair_distance=options.pair_distance,
+        pair_distance=[options.pair_distance_for(scan.spacing_mm) for scan in scans],
         pair_shift=options.pair_shift,
+        pair_rotation_deg=options.pair_rotation_deg,
+        pair_scale=options.pair_scale,
         augment=PairAugmentConfig(size=options.size),
         seed=train_config.seed,
         names=[s.image_path for s in scans],

@@ -253,3 +253,33 @@ def test_pair_shift_moves_slice_j_by_at_most_the_shift_and_keeps_content():
         assert max(abs(v) for v in shift) <= 3
         shifts.add(shift)
     assert len(shifts) > 5  # the shift really varies between samples
+
+
+def test_pair_rotation_and_scale_move_the_match_off_the_same_pixel():
+    # one bright pixel 10 px from the centre of two identical slices: an independent rotation
+    # of slice j of up to 30 degrees moves it (a 1-degree turn already moves it ~0.2 px)
+    volume = np.zeros((2, 40, 40), dtype=np.float32)
+    volume[:, 20, 30] = 1.0
+    data = SlicePairDataset(
+        [volume],
+        pair_distance=1,
+        pair_rotation_deg=30.0,
+        augment=PairAugmentConfig(size=40, enabled=False),
+    )
+    moved = 0
+    for index in range(30):
+        sample = data[index]
+        brightest_i = np.unravel_index(sample["image_i"][0].argmax(), (40, 40))
+        brightest_j = np.unravel_index(sample["image_j"][0].argmax(), (40, 40))
+        moved += brightest_i != brightest_j
+    assert moved >= 25
+
+
+def test_pair_distance_may_differ_per_scan():
+    volumes = [np.zeros((30, 8, 8), np.float16), np.zeros((30, 8, 8), np.float16)]
+    data = SlicePairDataset(volumes, pair_distance=[1, 5], augment=CROP_ONLY, seed=0)
+    offsets: dict[int, set[int]] = {0: set(), 1: set()}
+    for index in range(300):
+        sample = data[index]
+        offsets[int(sample["scan"])].add(abs(int(sample["slice_j"]) - int(sample["slice_i"])))
+    assert offsets[0] == {1} and offsets[1] == {1, 2, 3, 4, 5}

@@ -12,6 +12,7 @@ import torch
 from tiny_training import make_tiny_task
 
 from salign_cli.data.synthetic import make_case
+from salign_cli.errors import InputError
 from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
@@ -117,3 +118,25 @@ def _batch() -> dict[str, torch.Tensor]:
 
     dataset = make_tiny_task().dataset
     return default_collate([dataset[k] for k in range(4)])
+
+
+def test_pair_distance_in_mm_follows_the_slice_spacing() -> None:
+    from salign_cli.train.pretrain import PretrainOptions
+
+    four_mm = PretrainOptions(pair_distance_mm=4.0)
+    assert four_mm.pair_distance_for((1.0, 1.0, 1.0)) == 4  # isotropic 1 mm MR
+    assert four_mm.pair_distance_for((0.8, 0.8, 5.0)) == 1  # 5 mm CT slices: at least one
+    assert PretrainOptions(pair_distance_mm=10.0).pair_distance_for((0.8, 5.0, 0.8)) == 2
+    assert PretrainOptions(pair_distance=3).pair_distance_for((0.8, 0.8, 5.0)) == 3  # slices
+
+
+def test_several_la_levels_get_one_embedding_head_each() -> None:
+    from salign_cli.train.pretrain import PretrainOptions, build_network
+
+    options = PretrainOptions(feature_level="1/4+1/2", width=4, embedding_dim=8)
+    assert options.la_levels == ("1/4", "1/2")
+    network = build_network(options, seed=0)
+    embeddings, _ = network.embed_levels(torch.zeros(2, 1, 32, 32))
+    assert [tuple(e.shape) for e in embeddings] == [(2, 8, 8, 8), (2, 8, 16, 16)]
+    with pytest.raises(InputError, match="join several"):
+        PretrainOptions(feature_level="1/4+1/3")
