@@ -80,3 +80,24 @@ def test_registry_hub_and_weights_cli_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_a_bundled_entry_resolves_to_its_shipped_folder_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_bundle
+) -> None:
+    import salign_cli.registry as registry_module
+    from salign_cli.hub import resolve
+
+    shipped = tmp_path / "_weights"
+    shipped.mkdir()
+    make_bundle(name="bundle").rename(shipped / "tiny")
+    monkeypatch.setattr(registry_module, "BUNDLED_DIR", shipped)
+    path = _write(tmp_path, {**ENTRY, "bundled": "tiny"})
+    path.rename(tmp_path / "registry.json")
+    monkeypatch.setattr(registry_module, "registry_path", lambda: tmp_path / "registry.json")
+    entry = load_registry().get("org/x")
+    assert entry is not None and entry.bundled_folder == shipped / "tiny"
+    resolved = resolve("org/x")  # unpublished, yet usable: it ships with salign
+    assert resolved.source == "local" and resolved.folder == shipped / "tiny"
+    with pytest.raises(InputError, match="must be relative"):
+        load_registry(_write(tmp_path, {**ENTRY, "bundled": "../elsewhere"}))
