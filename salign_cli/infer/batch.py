@@ -246,6 +246,9 @@ def expand_inputs(
                 if (Path(match).is_file() and is_scan_path(Path(match))) or Path(match).is_dir()
             ]
             matches = [m for m in matches if not _is_own_output(m, suffix)]
+        elif not path.exists():
+            # said before the model loads: a typo should not cost a model load to find out
+            raise InputError(f"{spec}: no such file or folder; check the path")
         else:
             matches = [path]  # let read_volume say precisely what is wrong with it
         if not matches:

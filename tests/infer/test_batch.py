@@ -328,3 +328,12 @@ def test_a_modality_mismatch_is_a_warning(fixtures_dir: Path, tmp_path: Path, ma
         batch.modality_warning(read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz"), "CT")
         is None
     )
+
+
+def test_a_missing_input_is_named_before_any_model_is_loaded(tmp_path) -> None:
+    from salign_cli.errors import InputError
+    from salign_cli.infer.batch import segment
+
+    # no model exists in this workspace either: the missing input must be what is reported
+    with pytest.raises(InputError, match="missing.nii.gz: no such file or folder"):
+        segment([tmp_path / "missing.nii.gz"], workspace=tmp_path / "ws")
