@@ -48,6 +48,21 @@ KINDS = ("pretrained", "finetuned")
 MODALITIES = ("CT", "MR")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_CHUNK_BYTES = 1 << 20
+# Limits a bundle from the Hub must respect before anything is read whole or allocated: a
+# hostile salign.json could otherwise ask for a network of terabytes, and a hostile safetensors
+# header for gigabytes of JSON. Generous next to any real salign model (width 32: 7.8M weights).
+LIMITS = {
+    "contract_bytes": 1 << 20,
+    "card_bytes": 1 << 20,
+    "weights_bytes": 4 << 30,
+    "safetensors_header_bytes": 100 << 20,
+    "width": 512,
+    "depth": 8,
+    "max_channels": 4096,
+    "num_classes": 1024,
+    "in_channels": 17,  # the slice and 8 neighbours per side
+    "parameters": 1_000_000_000,
+}
 # Provenance every bundle of a kind must carry, so a model card can always answer "trained how?".
 _REQUIRED_PROVENANCE = {
     "pretrained": ("pretraining", ("method", "steps")),
@@ -136,6 +151,13 @@ class BundleContract:
             _require(
                 isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                 f"architecture.{key} must be a positive integer, got {value!r}",
+            )
+        for key in ("width", "depth", "max_channels", "num_classes", "in_channels"):
+            value = self.architecture.get(key)
+            _require(
+                not isinstance(value, (int, float)) or value <= LIMITS[key],
+                f"architecture.{key} = {value!r} exceeds salign's limit of {LIMITS[key]} "
+                "(a hostile or corrupt bundle)",
             )
         _check_classes(self.classes, self.architecture["num_classes"], self.kind)
         _require(isinstance(self.preprocessing, dict), "preprocessing must be an object")
@@ -249,18 +271,44 @@ def weights_mismatch_error(weights: Path, pinned_by: str, source: str | None) ->
     )
 
 
+def bundle_file(folder: Path, name: str, limit_key: str) -> Path | None:
+    """``folder/name`` if it exists, checked before it is read: a regular file inside the
+    bundle (no symbolic link, which could point anywhere on the machine) within its size limit.
+    ``None`` when it does not exist."""
+    path = Path(folder) / name
+    if path.is_symlink():
+        raise InputError(
+            f"{path}: a symbolic link; a bundle's files must be real files inside its folder "
+            "(a hostile bundle could point anywhere); re-download or re-export it"
+        )
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file; re-download or re-export the bundle")
+    size = path.stat().st_size
+    if size > LIMITS[limit_key]:
+        raise InputError(
+            f"{path}: {size:,} bytes, over salign's limit of {LIMITS[limit_key]:,} for this file "
+            "(a hostile or corrupt bundle); re-download or re-export it"
+        )
+    return path
+
+
 def read_contract(folder: Path) -> BundleContract:
     """Read and validate ``folder/salign.json`` (torch-free).
 
     Raises ``SalignError`` when the bundle was written by a newer salign (schema version), and
-    ``InputError`` naming the file for anything else that is wrong.
+    ``InputError`` naming the file for anything else that is wrong (including a contract that
+    is a symbolic link, too large, or asks for a network over `LIMITS`).
     """
-    path = Path(folder) / CONTRACT_FILE
-    if not path.is_file():
+    checked = bundle_file(Path(folder), CONTRACT_FILE, "contract_bytes")
+    if checked is None:
         raise InputError(
             f"{folder}: not a salign bundle (no {CONTRACT_FILE}); a bundle folder holds "
             f"{', '.join(BUNDLE_FILES)}"
         )
+    path = checked
+    bundle_file(Path(folder), CARD_FILE, "card_bytes")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -288,9 +336,10 @@ def verify_weights(folder: Path, contract: BundleContract, source: str | None = 
     Returning the very bytes that were hashed (rather than re-opening the file) means what gets
     loaded is exactly what was verified. ``source`` (a ``--model`` spec) makes the fix concrete.
     """
-    weights = Path(folder) / WEIGHTS_FILE
-    if not weights.is_file():
+    checked = bundle_file(Path(folder), WEIGHTS_FILE, "weights_bytes")
+    if checked is None:
         raise InputError(f"{folder}: bundle has no {WEIGHTS_FILE}; {_redownload_hint(source)}")
+    weights = checked
     if contract.weights_sha256 is None:
         raise InputError(
             f"{folder / CONTRACT_FILE}: weights_sha256 is missing; re-export the bundle"
@@ -329,6 +378,38 @@ def _check_tensor_names(tensors: Mapping[str, Any], contract: BundleContract, wh
             f"{where / WEIGHTS_FILE}: weights do not fit the architecture in {CONTRACT_FILE} "
             f"({len(missing)} tensors missing, e.g. {missing[:3]}; {len(wrong)} with the wrong "
             f"shape, e.g. {wrong[:3]}); re-export the bundle from its run"
+        )
+
+
+def _check_parameter_count(contract: BundleContract, where: Path) -> None:
+    """The architecture's weight count, counted on the ``meta`` device (nothing allocated)."""
+    import torch
+
+    from salign_cli.model.unet import UNet2D, UNetConfig
+
+    try:
+        config = UNetConfig.from_dict(contract.architecture)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{where / CONTRACT_FILE}: invalid architecture: {error}") from None
+    with torch.device("meta"):
+        count = sum(p.numel() for p in UNet2D(config).parameters())
+    if count > LIMITS["parameters"]:
+        raise InputError(
+            f"{where / CONTRACT_FILE}: the architecture has {count:,} weights, over salign's "
+            f"limit of {LIMITS['parameters']:,} (a hostile or corrupt bundle)"
+        )
+
+
+def _check_safetensors_header(data: bytes, where: Path) -> None:
+    """The 8-byte little-endian header length of a safetensors file, checked before the
+    header is parsed: it must fit the file and salign's limit."""
+    if len(data) < 8:
+        raise InputError(f"{where}: too short to be a safetensors file; re-download the bundle")
+    header = int.from_bytes(data[:8], "little")
+    if header > min(len(data) - 8, LIMITS["safetensors_header_bytes"]):
+        raise InputError(
+            f"{where}: safetensors header claims {header:,} bytes in a {len(data):,}-byte file "
+            "(a hostile or corrupt bundle); re-download the bundle"
         )
 
 
@@ -446,7 +527,9 @@ def load_bundle(spec_or_folder: str | Path, report: Callable[[str], None] | None
         folder = resolved.folder
         source = None if resolved.source == "local" else spec_or_folder
     contract = read_contract(folder)
+    _check_parameter_count(contract, folder)
     data = verify_weights(folder, contract, source)
+    _check_safetensors_header(data, folder / WEIGHTS_FILE)
     try:
         tensors = load_safetensors(data)
     except SafetensorError as error:

@@ -171,7 +171,8 @@ def test_a_pickle_disguised_as_weights_is_never_unpickled(
     payload = json.loads(path.read_text())
     payload["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     path.write_text(json.dumps(payload))
-    with pytest.raises(InputError, match="not a readable safetensors file"):
+    # refused at the header-length check, or by safetensors' parser; never unpickled
+    with pytest.raises(InputError, match="safetensors"):
         load_bundle(tiny_bundle)
     assert not marker.exists()
 
@@ -189,3 +190,71 @@ def test_an_untrained_bundle_loads_and_says_it_was_never_trained(tmp_path: Path)
     assert bundle.contract.kind == "finetuned" and bundle.contract.modality == "CT"
     assert "never trained" in bundle.contract.finetuning["note"]
     assert build_model(bundle).config.num_classes == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile bundles: refused before anything is allocated, each with one line naming the file
+
+
+def _edit_contract(folder: Path, **changes: object) -> None:
+    path = folder / "salign.json"
+    payload = json.loads(path.read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            payload[section][field] = value
+        else:
+            payload[section] = value
+    path.write_text(json.dumps(payload))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"architecture__width": 10**6}, "architecture.width = 1000000 exceeds"),
+        ({"architecture__depth": 40}, "architecture.depth = 40 exceeds"),
+        ({"architecture__num_classes": 10**7}, "num_classes = 10000000 exceeds"),
+        ({"architecture__in_channels": 999}, "in_channels = 999 exceeds"),
+    ],
+)
+def test_absurd_architectures_are_refused_from_the_contract(
+    tiny_bundle: Path, changes: dict, message: str
+) -> None:
+    _edit_contract(tiny_bundle, **changes)
+    with pytest.raises(InputError, match=message) as caught:
+        load_bundle(tiny_bundle)
+    assert "\n" not in str(caught.value) and "salign.json" in str(caught.value)
+
+
+def test_an_architecture_within_each_limit_but_huge_overall_is_refused(tiny_bundle: Path) -> None:
+    # every field under its limit, yet billions of weights: counted on the meta device
+    _edit_contract(
+        tiny_bundle, architecture__width=512, architecture__depth=8, architecture__max_channels=4096
+    )
+    with pytest.raises(InputError, match="weights, over salign's limit"):
+        load_bundle(tiny_bundle)
+
+
+def test_a_safetensors_header_longer_than_its_file_is_refused(tiny_bundle: Path) -> None:
+    weights = tiny_bundle / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[:8] = (2**40).to_bytes(8, "little")  # a header "length" of a terabyte
+    weights.write_bytes(bytes(data))
+    _edit_contract(tiny_bundle, weights_sha256=hashlib.sha256(bytes(data)).hexdigest())
+    with pytest.raises(InputError, match="header claims 1,099,511,627,776 bytes"):
+        load_bundle(tiny_bundle)
+
+
+def test_symbolic_links_in_a_bundle_are_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    (tiny_bundle / "model.safetensors").rename(elsewhere)
+    (tiny_bundle / "model.safetensors").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="a symbolic link"):
+        load_bundle(tiny_bundle)
+
+
+def test_an_oversized_contract_is_refused_before_it_is_read(tiny_bundle: Path) -> None:
+    path = tiny_bundle / "salign.json"
+    path.write_text(path.read_text() + " " * (2 << 20))  # still valid JSON, but 2 MiB
+    with pytest.raises(InputError, match="over salign's limit"):
+        load_bundle(tiny_bundle)
