@@ -34,7 +34,13 @@ import numpy as np
 
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.postprocess import keep_largest_component, label_volumes_ml
-from salign_cli.io.atomic import PARTIAL_MARKER, atomic_path, full_suffix, write_json
+from salign_cli.io.atomic import (
+    PARTIAL_MARKER,
+    atomic_path,
+    full_suffix,
+    remove_stale_partials,
+    write_json,
+)
 from salign_cli.io.naming import MASK_SUFFIX, SCAN_SUFFIXES, is_scan_path, scan_name
 from salign_cli.io.volume import (
     Volume,
@@ -319,6 +325,19 @@ def _is_complete(job: Job, options: SegmentOptions) -> bool:
     )
 
 
+def _is_sound_mask(job: Job) -> bool:
+    """An existing mask can be trusted only if it decodes whole (a file truncated by a crash
+    does not) and has its input's shape and affine; otherwise it is segmented again."""
+    try:
+        source = read_header(job.input)
+        mask = read_volume(job.output)
+    except (SalignError, OSError, ValueError, EOFError):
+        return False
+    return tuple(mask.stored_shape or mask.shape) == tuple(source.shape) and bool(
+        np.allclose(mask.affine, source.affine, atol=AFFINE_TOLERANCE_MM)
+    )
+
+
 def _check_writable(job: Job) -> None:
     folder = job.output.parent
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
@@ -539,10 +558,19 @@ def segment(
     )
     results: list[FileResult] = []
     pending = []
+    for folder in {job.output.parent for job in jobs if job.output.parent.is_dir()}:
+        remove_stale_partials(folder)  # left by a writer killed with -9
     for job in jobs:
-        if not options.overwrite and _is_complete(job, options):
+        if options.overwrite or not _is_complete(job, options):
+            pending.append(job)
+        elif _is_sound_mask(job):
             results.append(FileResult(job.input, job.output, "skipped"))
         else:
+            if note:
+                note(
+                    f"{job.output}: existing mask is unreadable or does not match its input; "
+                    "segmenting again"
+                )
             pending.append(job)
     for result in results:
         if on_file:

@@ -186,6 +186,35 @@ def test_existing_masks_are_skipped_unless_overwrite(tmp_path: Path, make_bundle
     assert mask.stat().st_mtime > 1_000_000
 
 
+def test_a_truncated_or_mismatched_mask_is_segmented_again(tmp_path: Path, make_bundle):
+    scans = [write_scan(tmp_path / f"case{i}.nii.gz") for i in range(3)]
+    model = str(make_bundle())
+    segment(scans, model=model)
+    truncated, mismatched = tmp_path / "case0_seg.nii.gz", tmp_path / "case1_seg.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:200])  # a crash halfway through the file
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), mismatched)
+    notes: list[str] = []
+    again = segment(scans, model=model, note=notes.append)
+    assert [r.status for r in again.results] == ["written", "written", "skipped"]
+    assert sum("segmenting again" in n for n in notes) == 2
+    assert nib.load(truncated).shape == nib.load(scans[0]).shape
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path: Path, make_bundle):
+    import subprocess
+    import sys
+
+    scan = write_scan(tmp_path / "case.nii.gz")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f".case_seg.partial-{finished.stdout.strip()}-0123456789ab.nii.gz"
+    live = tmp_path / f".case_seg.partial-{os.getpid()}-0123456789ab.nii.gz"
+    dead.write_bytes(b"half a mask")
+    live.write_bytes(b"being written")
+    segment([scan], model=str(make_bundle()))
+    assert not dead.exists() and live.exists()
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny volumes: thread hand-offs cost more than the convolutions on a shared 2-core box."""
