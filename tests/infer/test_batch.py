@@ -364,5 +364,5 @@ def test_a_missing_input_is_named_before_any_model_is_loaded(tmp_path) -> None:
     from salign_cli.infer.batch import segment
 
     # no model exists in this workspace either: the missing input must be what is reported
-    with pytest.raises(InputError, match="missing.nii.gz: no such file or folder"):
+    with pytest.raises(InputError, match=r"missing\.nii\.gz: no such file or folder"):
         segment([tmp_path / "missing.nii.gz"], workspace=tmp_path / "ws")
