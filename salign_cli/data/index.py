@@ -61,6 +61,7 @@ Severity = Literal["error", "warning"]
 
 SCHEMA_VERSION = 1  # PRAGMA user_version; an older index is dropped and rebuilt from the scans
 HASH_CHUNK_BYTES = 1 << 20  # content hash = size + first MiB + last MiB
+BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another process's write to finish
 ANISOTROPY_LIMIT = 3.0  # largest / smallest voxel size above this earns a warning
 CT_MIN_INTENSITY = -500.0  # a minimum below this is air in Hounsfield units: CT
 AFFINE_ATOL_MM = 1e-3  # label and image affines must agree this closely
@@ -1045,15 +1046,23 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def _open_for_writing(path: Path) -> sqlite3.Connection:
-    """Open (or create) the index; an older schema or a damaged file is rebuilt from scratch."""
+    """Open (or create) the index; an older schema or a damaged file is rebuilt from scratch.
+
+    Several ``salign index`` processes may write one workspace at once: the journal is WAL (a
+    reader never waits for a writer), a writer waits up to `BUSY_TIMEOUT_S` for another to
+    finish, and `index_folders` merges its rows with the table as it is *at the moment it
+    writes*, inside one write transaction, so no process drops another's rows.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        connection = sqlite3.connect(path)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError:
         connection.close()
         path.unlink()  # a derived file: everything in it comes back from the scans
-        connection = sqlite3.connect(path)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
         version = 0
     if version > SCHEMA_VERSION:
         connection.close()
@@ -1062,7 +1071,7 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
             "upgrade salign or use another --workspace"
         )
     if version < SCHEMA_VERSION:
-        with connection:
+        with _write_transaction(connection):
             connection.execute("DROP TABLE IF EXISTS scans")
             connection.execute("DROP TABLE IF EXISTS datasets")
             columns = ", ".join(
@@ -1104,34 +1113,57 @@ def _dataset_from_row(
     return DatasetInfo(Path(root), name, modality, names)  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock is taken at the start, so what is read
+    inside is still true when it is written (``ROLLBACK`` on any error)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _stored_records(connection: sqlite3.Connection) -> dict[Path, ScanRecord]:
+    return {
+        r.image_path: r
+        for r in (
+            _record_from_row(row)
+            for row in connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM scans")
+        )
+    }
+
+
 def _save(
     connection: sqlite3.Connection,
     records: Sequence[ScanRecord],
     datasets: Iterable[DatasetInfo],
 ) -> None:
-    """Replace every row in one transaction (readers never see half an index)."""
+    """Replace every row (the caller holds a `_write_transaction`; readers never see half an
+    index)."""
     placeholders = ", ".join("?" for _ in _COLUMNS)
-    with connection:
-        connection.execute("DELETE FROM scans")
-        connection.execute("DELETE FROM datasets")
-        connection.executemany(
-            f"INSERT INTO scans ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-            [_row_from_record(r) for r in records],
-        )
-        connection.executemany(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?)",
-            [
-                (
-                    str(d.root),
-                    d.name,
-                    d.modality,
-                    json.dumps({str(k): v for k, v in d.label_names.items()})
-                    if d.label_names
-                    else None,
-                )
-                for d in datasets
-            ],
-        )
+    connection.execute("DELETE FROM scans")
+    connection.execute("DELETE FROM datasets")
+    connection.executemany(
+        f"INSERT INTO scans ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        [_row_from_record(r) for r in records],
+    )
+    connection.executemany(
+        "INSERT INTO datasets VALUES (?, ?, ?, ?)",
+        [
+            (
+                str(d.root),
+                d.name,
+                d.modality,
+                json.dumps({str(k): v for k, v in d.label_names.items()})
+                if d.label_names
+                else None,
+            )
+            for d in datasets
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1207,37 +1239,38 @@ def index_folders(
     index_path = _index_path(workspace)
     connection = _open_for_writing(index_path)
     try:
-        old = {
-            r.image_path: r
-            for r in (
-                _record_from_row(row)
-                for row in connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM scans")
-            )
-        }
+        old = _stored_records(connection)
         status = {
             c.image_path: _needs_reading(old.get(c.image_path), c, checks) for c in candidates
         }
         to_read = [c for c in candidates if status[c.image_path] != "unchanged"]
+        # the slow part (reading headers) runs outside any lock; the merge below re-reads the
+        # table under the write lock, so rows another process wrote meanwhile are kept
         fresh = _read_all(to_read, checks, workers or default_workers(), on_progress)
-        current = [fresh.get(c.image_path) or old[c.image_path] for c in candidates]
-        seen = {c.image_path for c in candidates}
-        kept = [
-            r
-            for path, r in old.items()
-            if path not in seen and not _under(path, roots) and path.exists()
-        ]
-        removed = sum(1 for path in old if path not in seen) - len(kept)
-        finished = _finish(current, datasets, override)
-        ids = assign_case_ids([(r.image_path, r.case_name) for r in [*finished, *kept]])
-        finished = [replace(r, case_id=ids[r.image_path]) for r in finished]
-        kept = [replace(r, case_id=ids[r.image_path]) for r in kept]
-        kept_roots = {r.dataset_root for r in kept}
-        kept_datasets = {
-            root: dataset
-            for root, dataset in _datasets_in(connection).items()
-            if root in kept_roots and (root / "dataset.json").is_file()
-        }
-        _save(connection, [*finished, *kept], {**kept_datasets, **datasets}.values())
+        with _write_transaction(connection):
+            stored = _stored_records(connection)
+            current = [
+                fresh.get(c.image_path) or stored.get(c.image_path) or old[c.image_path]
+                for c in candidates
+            ]
+            seen = {c.image_path for c in candidates}
+            kept = [
+                r
+                for path, r in stored.items()
+                if path not in seen and not _under(path, roots) and path.exists()
+            ]
+            removed = sum(1 for path in stored if path not in seen) - len(kept)
+            finished = _finish(current, datasets, override)
+            ids = assign_case_ids([(r.image_path, r.case_name) for r in [*finished, *kept]])
+            finished = [replace(r, case_id=ids[r.image_path]) for r in finished]
+            kept = [replace(r, case_id=ids[r.image_path]) for r in kept]
+            kept_roots = {r.dataset_root for r in kept}
+            kept_datasets = {
+                root: dataset
+                for root, dataset in _datasets_in(connection).items()
+                if root in kept_roots and (root / "dataset.json").is_file()
+            }
+            _save(connection, [*finished, *kept], {**kept_datasets, **datasets}.values())
     finally:
         connection.close()
     usable = [r for r in finished if r.is_usable]

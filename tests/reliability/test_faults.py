@@ -276,3 +276,29 @@ def test_two_segment_processes_on_one_batch_do_not_corrupt_each_other(tiny_bundl
     assert len(_masks(scans)) == 40
     _assert_complete_masks(scans)
     assert partial_files(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_two_index_processes_into_one_workspace_keep_every_row(tmp_path):
+    # 200 scans in one folder and 60 in another, indexed at the same time: before the merge
+    # under the write lock, the slower process replaced the table with its own view and a
+    # re-run then found one folder's scans "new" again
+    from salign_cli.data.index import index_folders, load_index
+    from salign_cli.workspace import Workspace
+
+    folders = {"many": 200, "few": 60}
+    for name, count in folders.items():
+        for k in range(count):
+            write_nifti(tmp_path / name / f"{name}_{k:03d}.nii.gz", good_image(k, (12, 12, 6)))
+    workspace = tmp_path / "ws"
+    command = [sys.executable, "-m", "salign_cli", "index", "-w", str(workspace)]
+    processes = [
+        subprocess.Popen([*command, str(tmp_path / name)], stdout=subprocess.DEVNULL)
+        for name in folders
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    records = load_index(Workspace(workspace))
+    assert len(records) == 260
+    assert len({r.case_id for r in records}) == 260
+    again = index_folders([tmp_path / "many", tmp_path / "few"], Workspace(workspace))
+    assert (again.new, again.unchanged) == (0, 260)
