@@ -373,7 +373,8 @@ class SliceCache:
         self.folder = Path(folder)
 
     def key(self, content_hash: str, config: PreprocessConfig, label_hash: str | None) -> str:
-        """The entry's name: image content + label content (if any) + the recipe."""
+        """The entry's name: image content + label content (if any) + the recipe (both hashes
+        of the whole files, see `get_or_build`)."""
         slices_recipe = {k: v for k, v in config.to_dict().items() if k != "context"}
         recipe = json.dumps({"config": slices_recipe, "labels": label_hash}, sort_keys=True)
         return hashlib.blake2b(f"{content_hash}|{recipe}".encode(), digest_size=16).hexdigest()
@@ -381,7 +382,6 @@ class SliceCache:
     def get_or_build(
         self,
         image_path: Path,
-        content_hash: str,
         config: PreprocessConfig,
         *,
         label_path: Path | None = None,
@@ -389,13 +389,14 @@ class SliceCache:
     ) -> CachedScan:
         """Load the cached entry, or prepare the scan and cache it first.
 
-        The label file is fingerprinted here, so an edited label (with an unchanged image)
-        gets a new entry instead of stale slices.
+        Image and label are keyed by a hash of their whole content, read here on every call
+        (the index's fast header hash never keys training data): an edited file — even in the
+        middle, with its size and mtime kept — gets a new entry instead of stale slices.
         """
-        from salign_cli.data.index import content_hash as fingerprint
+        from salign_cli.data.index import whole_content_hash
 
-        label_hash = fingerprint(label_path) if label_path is not None else None
-        key = self.key(content_hash, config, label_hash)
+        label_hash = whole_content_hash(label_path) if label_path is not None else None
+        key = self.key(whole_content_hash(image_path), config, label_hash)
         slices_path = self.folder / f"{key}.npy"
         labels_path = self.folder / f"{key}.labels.npy"
         meta_path = self.folder / f"{key}.json"

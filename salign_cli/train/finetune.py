@@ -375,9 +375,7 @@ def load_labelled_slices(
 
     def one(case: LabelledCase | ScanEntry) -> tuple[np.ndarray, np.ndarray | None, int]:
         label_path = Path(case.label_path) if isinstance(case, LabelledCase) else None
-        cached = cache.get_or_build(
-            Path(case.image_path), case.content_hash, config, label_path=label_path
-        )
+        cached = cache.get_or_build(Path(case.image_path), config, label_path=label_path)
         return cached.slices, cached.labels, cached.slice_axis
 
     loaded = LabelledSlices([], [], [])

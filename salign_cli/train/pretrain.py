@@ -390,9 +390,7 @@ def load_slices(
     done = 0
 
     def one(scan: ScanEntry) -> np.ndarray:
-        return cache.get_or_build(
-            Path(scan.image_path), scan.content_hash, config, rebuild=rebuild
-        ).slices
+        return cache.get_or_build(Path(scan.image_path), config, rebuild=rebuild).slices
 
     threads = workers or min(8, os.cpu_count() or 1)
     volumes = []

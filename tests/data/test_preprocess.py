@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -182,7 +183,7 @@ def test_slice_cache_builds_once_then_memory_maps(tmp_path: Path, monkeypatch: p
     )
     cache = SliceCache(tmp_path / "cache")
     config = PreprocessConfig(modality="MR")
-    first = cache.get_or_build(image, "hash-a", config, label_path=label)
+    first = cache.get_or_build(image, config, label_path=label)
     assert first.slices.dtype == np.float16 and isinstance(first.slices, np.memmap)
     assert first.slices.shape == (6, 4, 5) and first.labels.shape == (6, 4, 5)
     assert np.array_equal(first.labels[2], (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 3)[:, :, 2])
@@ -191,7 +192,7 @@ def test_slice_cache_builds_once_then_memory_maps(tmp_path: Path, monkeypatch: p
         raise AssertionError("a cached scan must not be decoded again")
 
     monkeypatch.setattr(preprocess, "read_volume", no_decoding)
-    again = cache.get_or_build(image, "hash-a", config, label_path=label)
+    again = cache.get_or_build(image, config, label_path=label)
     assert np.array_equal(np.asarray(again.slices), np.asarray(first.slices))
     monkeypatch.setattr(preprocess, "read_volume", read_volume)
 
@@ -202,14 +203,46 @@ def test_slice_cache_builds_once_then_memory_maps(tmp_path: Path, monkeypatch: p
     assert cache.key("hash-a", config, "l") != cache.key("hash-a", config, "other-label")
     entry = next((tmp_path / "cache").glob("*[0-9a-f].npy"))
     entry.write_bytes(entry.read_bytes()[:40])
-    rebuilt = cache.get_or_build(image, "hash-a", config, label_path=label)
+    rebuilt = cache.get_or_build(image, config, label_path=label)
     assert rebuilt.slices.shape == (6, 4, 5)
     assert not list((tmp_path / "cache").glob(".*partial*"))
 
     # an edited label with an unchanged image must not be served from the old entry
     _save(np.full((4, 5, 6), 2, dtype=np.uint8), label)
-    relabelled = cache.get_or_build(image, "hash-a", config, label_path=label)
+    relabelled = cache.get_or_build(image, config, label_path=label)
     assert np.all(np.asarray(relabelled.labels) == 2)
+
+
+def test_a_label_edited_in_the_middle_with_size_and_mtime_kept_is_not_served_stale(
+    tmp_path: Path,
+):
+    # an uncompressed label over 2 MiB: the index's fast hash reads only its first and last MiB
+    shape = (150, 150, 120)  # 2.7 MB of uint8
+    labels = np.zeros(shape, np.uint8)
+    labels[70:80, 70:80, 60] = 1
+    image = _save(
+        np.random.default_rng(0).normal(size=shape).astype(np.float32), tmp_path / "a.nii"
+    )
+    label = _save(labels, tmp_path / "a_seg.nii")
+    cache = SliceCache(tmp_path / "cache")
+    config = PreprocessConfig(modality="MR", slice_axis=2)
+    first = cache.get_or_build(image, config, label_path=label)
+    assert int(np.asarray(first.labels[60]).max()) == 1
+
+    from salign_cli.data.index import content_hash
+
+    before = label.stat()
+    fast_hash = content_hash(label)
+    # class 1 → 2 in the middle slice, edited in place (NIfTI-1: voxels from byte 352, x fastest)
+    data = bytearray(label.read_bytes())
+    for y in range(70, 80):
+        start = 352 + 70 + 150 * y + 150 * 150 * 60
+        data[start : start + 10] = bytes([2] * 10)
+    label.write_bytes(bytes(data))
+    os.utime(label, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert label.stat().st_size == before.st_size and content_hash(label) == fast_hash
+    again = cache.get_or_build(image, config, label_path=label)
+    assert int(np.asarray(again.labels[60]).max()) == 2
 
 
 def test_real_anisotropic_ct_is_sliced_across_the_5mm_axis(fixtures_dir: Path):
