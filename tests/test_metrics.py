@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -22,14 +21,6 @@ from salign_cli.metrics import (
     match_cases,
     write_summary,
 )
-
-try:
-    import scipy  # noqa: F401 - HD95 needs the optional [metrics] extra
-
-    HAVE_SCIPY = True
-except ImportError:
-    HAVE_SCIPY = False
-needs_scipy = pytest.mark.skipif(not HAVE_SCIPY, reason="HD95 needs scipy (salign[metrics])")
 
 
 def save_labels(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -99,14 +90,12 @@ def test_mean_sd_skips_undefined_values() -> None:
 # HD95
 
 
-@needs_scipy
 def test_hd95_single_voxels_three_apart() -> None:
     pred = voxels((1, 1, 6), (0, 0, 0))
     ref = voxels((1, 1, 6), (0, 0, 3))
     assert hd95(pred, ref, (2.0, 2.0, 2.0)) == pytest.approx(6.0)  # 3 voxels × 2 mm
 
 
-@needs_scipy
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_hd95_cube_shifted_by_one_voxel(axis: int) -> None:
     # A 4³ cube and the same cube one voxel further along `axis`. Every surface voxel of either
@@ -119,7 +108,6 @@ def test_hd95_cube_shifted_by_one_voxel(axis: int) -> None:
     assert hd95(pred, ref, (1.5, 1.5, 1.5)) == pytest.approx(1.5)
 
 
-@needs_scipy
 def test_hd95_uses_each_axis_spacing() -> None:
     pred = voxels((4, 4, 4), (0, 0, 0))
     ref = voxels((4, 4, 4), (1, 0, 1))  # one voxel along axis 0 and one along axis 2
@@ -129,7 +117,6 @@ def test_hd95_uses_each_axis_spacing() -> None:
     assert hd95(pred, along_1, (1.0, 2.0, 3.0)) == pytest.approx(4.0)  # 2 voxels × 2 mm
 
 
-@needs_scipy
 def test_hd95_is_the_larger_directed_95th_percentile() -> None:
     # In a (1, 1, n) array every mask voxel touches the border, so every voxel is surface.
     # Prediction: voxel 0; reference: voxels 0..9. Prediction → reference: [0]. Reference →
@@ -141,7 +128,6 @@ def test_hd95_is_the_larger_directed_95th_percentile() -> None:
     assert hd95(ref, pred, (1.0, 1.0, 2.0)) == pytest.approx(8.55 * 2.0)  # symmetric
 
 
-@needs_scipy
 def test_hd95_ignores_a_lone_outlier() -> None:
     # 100 shared voxels plus one stray prediction voxel 51 voxels away: the Hausdorff distance
     # is 51, but the stray is 1 of 101 distances, above the 95th percentile (rank 95 of 0..100).
@@ -158,14 +144,6 @@ def test_hd95_undefined_when_either_mask_is_empty() -> None:
     assert math.isnan(hd95(empty, some, (1, 1, 1)))
     assert math.isnan(hd95(some, empty, (1, 1, 1)))
     assert math.isnan(hd95(empty, empty, (1, 1, 1)))
-
-
-def test_hd95_without_scipy_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "scipy", None)
-    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
-    some = voxels((3, 3, 3), (1, 1, 1))
-    with pytest.raises(InputError, match=r"salign\[metrics\]"):
-        hd95(some, some, (1, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +206,6 @@ def test_bad_classes_are_refused(tmp_path: Path, classes: list[int]) -> None:
         evaluate_folders(preds, labels, classes=classes)
 
 
-@needs_scipy
 def test_hd95_on_files_uses_the_affine_spacing(tmp_path: Path) -> None:
     affine = np.diag([0.5, 1.0, 2.5, 1.0])
     ref = np.zeros((4, 4, 6), np.uint8)

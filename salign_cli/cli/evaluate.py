@@ -79,7 +79,7 @@ def evaluate(
     hd95: Annotated[
         bool,
         typer.Option(
-            "--hd95", help="Also compute HD95 in mm (needs SciPy: pip install 'salign\\[metrics]')."
+            "--hd95", help="Also compute HD95 in mm (95th-percentile Hausdorff distance)."
         ),
     ] = False,
     per_case: Annotated[

@@ -12,15 +12,16 @@ from salign_cli.infer.postprocess import (
 )
 
 
-def test_face_neighbours_connect_but_diagonal_neighbours_do_not():
+def test_full_connectivity_by_default_and_faces_only_on_request():
     mask = np.zeros((3, 3, 3), dtype=bool)
-    mask[0, 0, 0] = mask[1, 1, 0] = True  # diagonal in one plane: two components
-    mask[2, 2, 1] = mask[2, 2, 2] = True  # face neighbours: one component
-    labels, count = connected_components(mask)
+    mask[0, 0, 0] = mask[1, 1, 0] = True  # diagonal neighbours (they share an edge)
+    mask[2, 2, 2] = True  # two steps away from both along the last axis: alone either way
+    full, count = connected_components(mask)
+    assert count == 2 and full[0, 0, 0] == full[1, 1, 0] == 1 and full[2, 2, 2] == 2
+    labels, count = connected_components(mask, connectivity=1)  # faces only
     assert count == 3
     # Numbered in raster order of each component's first voxel.
-    assert labels[0, 0, 0] == 1 and labels[1, 1, 0] == 2
-    assert labels[2, 2, 1] == labels[2, 2, 2] == 3
+    assert labels[0, 0, 0] == 1 and labels[1, 1, 0] == 2 and labels[2, 2, 2] == 3
     assert (labels[~mask] == 0).all()
 
 
@@ -71,15 +72,15 @@ def test_degenerate_shapes(shape):
 @pytest.mark.parametrize(
     ("shape", "density"), [((9, 11, 13), 0.3), ((9, 11, 13), 0.6), ((30, 40), 0.55)]
 )
-def test_agrees_with_scipy_on_random_masks(shape, density):
-    ndimage = pytest.importorskip("scipy.ndimage")
+def test_faces_only_components_are_never_fewer_than_full_ones(shape, density):
     rng = np.random.default_rng(7)
     for _ in range(5):
         mask = rng.random(shape) < density
-        labels, count = connected_components(mask)
-        reference, reference_count = ndimage.label(mask)
-        assert count == reference_count
-        np.testing.assert_array_equal(labels, reference)
+        faces, full = connected_components(mask, 1), connected_components(mask)
+        assert faces[1] >= full[1]
+        # every face component lies inside one full component
+        for label in range(1, faces[1] + 1):
+            assert len(np.unique(full[0][faces[0] == label])) == 1
 
 
 def test_largest_component_per_class_sets_smaller_parts_to_background():
