@@ -54,6 +54,14 @@ def finetune(
         Optional[str],  # noqa: UP045
         typer.Option("--cases", help="Train on these case ids instead: id,id,..."),
     ] = None,
+    exclude: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--exclude",
+            help="Case ids never to use (a test split): not for training, validation or as "
+            "unlabelled data. id,id,...",
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed for choosing scans, initialisation and data.")
     ] = 0,
@@ -198,6 +206,7 @@ def finetune(
         options = FinetuneOptions(
             labels=labels,
             case_ids=_case_list(cases),
+            exclude_case_ids=_case_list(exclude),
             seed=seed,
             profile=profile,
             steps=steps,

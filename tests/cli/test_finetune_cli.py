@@ -66,3 +66,19 @@ def test_bench_rejects_an_unknown_method(cli, workspace: Path, synthetic: Path) 
     result = cli("bench", "few-label", str(synthetic), "--methods", "scratch,simclr")
     assert result.exit_code == 2
     assert "simclr" in result.output
+
+
+def test_excluded_cases_are_neither_trained_on_nor_validated_nor_unlabelled(
+    cli, workspace: Path, synthetic: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = cli(
+        "finetune", "--cases", "synthetic_000", "--exclude", "synthetic_002", "--from", "scratch",
+        "--data", str(synthetic), "--report", str(report), "--quiet", *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(report.read_text())
+    assert payload["excluded_case_ids"] == ["synthetic_002"]
+    assert payload["validation_case_ids"] == ["synthetic_001"]
+    # the only other scan is validation, the excluded one is held out: nothing is unlabelled
+    assert payload["semi_supervision"]["unlabelled_scans"] == 0
