@@ -234,9 +234,11 @@ def expand_inputs(
 ) -> list[Path]:
     """Files, folders and glob patterns → scan paths (files or DICOM folders), deduplicated.
 
-    Raises :class:`InputError` for a spec that matches nothing, naming it.
+    Raises :class:`InputError` for a folder or pattern that matches nothing, or when none of the
+    named files exists, naming it; a missing file among existing ones is kept, to fail alone.
     """
     inputs: list[Path] = []
+    missing: list[str | Path] = []
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_file():
@@ -253,13 +255,18 @@ def expand_inputs(
             ]
             matches = [m for m in matches if not _is_own_output(m, suffix)]
         elif not path.exists():
-            # said before the model loads: a typo should not cost a model load to find out
-            raise InputError(f"{spec}: no such file or folder; check the path")
+            # One missing file among others fails alone, like any bad file, and the batch goes
+            # on; when nothing named exists it is said before the model loads (below).
+            missing.append(spec)
+            matches = [path]
         else:
             matches = [path]  # let read_volume say precisely what is wrong with it
         if not matches:
             raise InputError(f"{spec}: no scans found (NIfTI, NRRD, MHA/MHD or DICOM series)")
         inputs.extend(matches)
+    if missing and len(missing) == len(inputs):
+        # a typo should not cost a model load to find out
+        raise InputError(f"{missing[0]}: no such file or folder; check the path")
     if not inputs:
         raise InputError(
             f"no scans among the inputs, only salign outputs (*{suffix}.nii.gz); "

@@ -271,15 +271,31 @@ def weights_mismatch_error(weights: Path, pinned_by: str, source: str | None) ->
     )
 
 
+def _containment_root(folder: Path) -> Path:
+    """Where a bundle's links may lead: the repository folder of a Hub cache snapshot (its blobs
+    live there), else the bundle folder itself."""
+    if folder.parent.name == "snapshots":
+        return folder.parent.parent
+    return folder
+
+
+def _link_stays_inside(link: Path, root: Path) -> bool:
+    return link.resolve().is_relative_to(root.resolve())
+
+
 def bundle_file(folder: Path, name: str, limit_key: str) -> Path | None:
     """``folder/name`` if it exists, checked before it is read: a regular file inside the
-    bundle (no symbolic link, which could point anywhere on the machine) within its size limit.
-    ``None`` when it does not exist."""
+    bundle within its size limit. ``None`` when it does not exist.
+
+    A symbolic link could point anywhere on the machine, so one is followed only when it stays
+    inside the bundle, or, for a Hub cache snapshot (``models--org--name/snapshots/<commit>``,
+    whose entries ``huggingface_hub`` makes as links to ``../../blobs/<hash>``), inside that
+    repository's cache folder."""
     path = Path(folder) / name
-    if path.is_symlink():
+    if path.is_symlink() and not _link_stays_inside(path, _containment_root(Path(folder))):
         raise InputError(
-            f"{path}: a symbolic link; a bundle's files must be real files inside its folder "
-            "(a hostile bundle could point anywhere); re-download or re-export it"
+            f"{path}: a symbolic link out of the bundle; a bundle's files must be inside its "
+            "folder (a hostile bundle could point anywhere); re-download or re-export it"
         )
     if not path.exists():
         return None

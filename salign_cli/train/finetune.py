@@ -816,6 +816,7 @@ def finetune(
             ema_decay=recipe.ema_decay,
             dice_background=recipe.dice_background,
             pretrained_lr_scale=lr_scale,
+            seed=train_config.seed,
         )
         task = FinetuneTask(
             module=objective,

@@ -119,6 +119,7 @@ class SemiSupervisedObjective(SegmentationObjective):
         ema_decay: float,
         dice_background: bool = False,
         pretrained_lr_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             unet,
@@ -129,6 +130,7 @@ class SemiSupervisedObjective(SegmentationObjective):
         )
         self.semi = semi
         self.total_steps = total_steps
+        self.seed = seed
         # a buffer, so a resumed run knows where it is in the ramp
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
 
@@ -166,6 +168,12 @@ class SemiSupervisedObjective(SegmentationObjective):
             return self._copy_paste(images, labels, weak, valid, unlabelled["augment"], weight)
         return self._fixmatch(images, labels, weak, valid, unlabelled["augment"], weight)
 
+    def _box(self) -> torch.Tensor:
+        """This step's mixing box, drawn from (seed, step) so that a resumed run draws the same
+        boxes as an uninterrupted one (the global generator is not part of a checkpoint)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps_done))
+        return box_mask(self.patch_size, self.semi.box_fraction, generator)
+
     def _teacher(self, images: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
         assert self.ema is not None
         with torch.no_grad():
@@ -194,7 +202,7 @@ class SemiSupervisedObjective(SegmentationObjective):
         keep = keep & valid[:, 0]
         with torch.no_grad():
             strong = apply_intensity(weak, valid, params)
-            box = box_mask(self.patch_size, self.semi.box_fraction)
+            box = self._box()
             strong = copy_paste(strong.roll(1, 0), strong, box)
             pseudo = copy_paste(pseudo.roll(1, 0), pseudo, box)
             mixed_keep = copy_paste(keep.roll(1, 0), keep, box)
@@ -229,7 +237,7 @@ class SemiSupervisedObjective(SegmentationObjective):
             unlabelled = apply_intensity(unlabelled, valid, params)
         pseudo, keep, confidence = self._teacher(unlabelled, 0.0)
         half = len(images) // 2
-        box = box_mask(self.patch_size, self.semi.box_fraction).to(images.device)
+        box = self._box().to(images.device)
         # mix 1: an unlabelled slice with a labelled box; mix 2: a labelled slice with an
         # unlabelled box. "labelled" marks the pixels whose target is ground truth.
         inputs = torch.cat(

@@ -253,6 +253,26 @@ def test_symbolic_links_in_a_bundle_are_refused(tiny_bundle: Path, tmp_path: Pat
         load_bundle(tiny_bundle)
 
 
+def test_a_hub_snapshot_may_link_to_its_blobs_but_not_out_of_its_repository(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "hf-cache" / "models--org--name"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for entry in tiny_bundle.iterdir():  # laid out as huggingface_hub does: links into blobs/
+        blob = repo / "blobs" / entry.name
+        entry.rename(blob)
+        (snapshot / entry.name).symlink_to(Path("../..") / "blobs" / entry.name)
+    assert load_bundle(snapshot).contract.num_classes == 3
+    outside = tmp_path / "outside.safetensors"
+    (repo / "blobs" / "model.safetensors").rename(outside)
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "model.safetensors").symlink_to(outside)
+    with pytest.raises(InputError, match="a symbolic link out of the bundle"):
+        load_bundle(snapshot)
+
+
 def test_an_oversized_contract_is_refused_before_it_is_read(tiny_bundle: Path) -> None:
     path = tiny_bundle / "salign.json"
     path.write_text(path.read_text() + " " * (2 << 20))  # still valid JSON, but 2 MiB
