@@ -35,7 +35,7 @@ import numpy as np
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
-from salign_cli.io.naming import MASK_SUFFIX, is_scan_path, scan_name
+from salign_cli.io.naming import MASK_SUFFIX, case_name, is_scan_path, scan_name, without_channel
 from salign_cli.io.volume import Volume, read_volume
 
 EMPTY_MASK_RULE = (
@@ -426,7 +426,8 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
     """Pair prediction and label files by case name (``scan_name``).
 
     Two folders: a prediction ``<case>.nii.gz`` or ``<case>_seg.nii.gz`` (``salign segment``'s
-    default name) matches the label ``<case>.nii.gz``; where both ``<case>`` and ``<case>_seg``
+    default name; ``<case>_0000`` as nnU-Net names inputs is the same case) matches the label
+    ``<case>.nii.gz``; where both ``<case>`` and ``<case>_seg``
     are there (masks written beside their inputs), the mask is the prediction. Two files: paired
     as given.
     """
@@ -443,15 +444,17 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
 
     def reference_case(path: Path) -> str:
         name = scan_name(path)
-        if name not in references and name.endswith(MASK_SUFFIX):
-            return name[: -len(MASK_SUFFIX)]
-        return name
+        if name in references:
+            return name
+        if name.endswith(MASK_SUFFIX):
+            name = name[: -len(MASK_SUFFIX)]
+        return without_channel(name)  # nnU-Net inputs: case_0000 → case
 
     candidates = _scan_files(pred)
     names = {scan_name(path) for path in candidates}
     # an input with its mask beside it (segment's default layout): the mask is the prediction
     predictions = _by_case(
-        (path for path in candidates if scan_name(path) + MASK_SUFFIX not in names),
+        (path for path in candidates if case_name(path) + MASK_SUFFIX not in names),
         reference_case,
         "prediction",
     )

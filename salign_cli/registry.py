@@ -162,9 +162,12 @@ class Registry:
         return next((e for e in self.entries.values() if e.sha256 == sha256), None)
 
     def card_path(self, entry: RegistryEntry) -> Path | None:
-        """The entry's model card under ``weights/``, or ``None`` when not shipped here."""
+        """The entry's model card under ``weights/`` (for a bundled entry without one, the
+        shipped bundle's own ``README.md``), or ``None`` when not shipped here."""
         if entry.card is None:
-            return None
+            folder = entry.bundled_folder
+            own = None if folder is None else folder / "README.md"
+            return own if own is not None and own.is_file() else None
         path = safe_join(self.path.parent, entry.card, str(self.path))
         return path if path.is_file() else None
 

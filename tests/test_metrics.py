@@ -349,3 +349,19 @@ def test_summary_json_is_written_with_null_for_undefined(tmp_path: Path) -> None
     assert payload["metric_per_case"][1]["metrics"]["2"]["dice"] is None
     assert payload["classes"]["1"]["dice"]["mean"] == pytest.approx(0.8)
     assert "n_empty_both" in payload["empty_mask_rule"]
+
+
+def test_nnunet_inputs_and_their_masks_match_labels_by_case(tmp_path: Path) -> None:
+    # nnU-Net names single-channel inputs case_0000; the labels are plain case names
+    one = np.ones((2, 2, 2), np.uint8)
+    for name in ("hippo_001.nii.gz", "hippo_002.nii.gz"):
+        save_labels(tmp_path / "labelsTs" / name, one)
+    for name in ("hippo_001_0000.nii.gz", "hippo_001_seg.nii.gz", "hippo_002_0000.nii.gz"):
+        save_labels(tmp_path / "preds" / name, one)
+    match = match_cases(tmp_path / "preds", tmp_path / "labelsTs")
+    # 001: the mask beside its input is the prediction; 002: a bare nnU-Net-named prediction
+    assert [(p.case, p.prediction.name) for p in match.pairs] == [
+        ("hippo_001", "hippo_001_seg.nii.gz"),
+        ("hippo_002", "hippo_002_0000.nii.gz"),
+    ]
+    assert match.unmatched_predictions == ()

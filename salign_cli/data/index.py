@@ -46,7 +46,7 @@ import nibabel as nib
 import numpy as np
 
 from salign_cli.errors import InputError
-from salign_cli.io.naming import NIFTI_SUFFIXES, SCAN_SUFFIXES, scan_name
+from salign_cli.io.naming import CHANNEL_NAME, NIFTI_SUFFIXES, SCAN_SUFFIXES, case_name, scan_name
 from salign_cli.io.volume import (
     VolumeHeader,
     orientation_code,
@@ -73,7 +73,6 @@ LABEL_FOLDER_OF = {"imagestr": "labelstr", "imagests": "labelsts", "images": "la
 LABEL_FOLDERS = frozenset(LABEL_FOLDER_OF.values())
 LABEL_NAME_SUFFIXES = ("seg", "label", "labels", "mask")
 _LABEL_NAME = re.compile(rf"^(?P<base>.+)_(?:{'|'.join(LABEL_NAME_SUFFIXES)})$", re.IGNORECASE)
-_CHANNEL_NAME = re.compile(r"^(?P<base>.+)_(?P<channel>\d{4})$")
 _USUAL_DTYPES = frozenset(
     np.dtype(t).name
     for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
@@ -417,16 +416,9 @@ def _is_label_file(path: Path) -> bool:
     return path.parent.name.lower() in LABEL_FOLDERS or bool(_LABEL_NAME.match(scan_name(path)))
 
 
-def _case_name(path: Path) -> str:
-    """The case name: the scan name without its nnU-Net ``_0000`` channel suffix."""
-    name = scan_name(path)
-    match = _CHANNEL_NAME.match(name)
-    return match["base"] if match and match["channel"] == "0000" else name
-
-
 def _extra_channel_of(path: Path, names_here: Mapping[str, Path]) -> Path | None:
     """For nnU-Net ``case_0001`` beside ``case_0000``: the ``_0000`` file; else ``None``."""
-    match = _CHANNEL_NAME.match(scan_name(path))
+    match = CHANNEL_NAME.match(scan_name(path))
     if not match or match["channel"] == "0000":
         return None
     return names_here.get(f"{match['base']}_0000".lower())
@@ -439,7 +431,7 @@ def _label_for(
 ) -> Path | None:
     """The image's label by the first convention that finds one (see the module docstring)."""
     # ordered, without repeats; names compare case-insensitively, like the conventions' folders
-    names = dict.fromkeys((scan_name(image).lower(), _case_name(image).lower()))
+    names = dict.fromkeys((scan_name(image).lower(), case_name(image).lower()))
     label_folder_name = LABEL_FOLDER_OF.get(image.parent.name.lower())
     if label_folder_name:
         label_folder = folder_by_lower.get((image.parent.parent, label_folder_name))
@@ -604,7 +596,7 @@ def _discover(
         if dataset_root not in datasets and (dataset_root / "dataset.json").is_file():
             datasets[dataset_root], dataset_notes = read_dataset_json(dataset_root)
             notes += dataset_notes
-        candidates.append(_Candidate(image, label, _case_name(image), dataset_root))
+        candidates.append(_Candidate(image, label, case_name(image), dataset_root))
     return candidates, notes, datasets
 
 

@@ -7,7 +7,8 @@ What a caller can rely on:
   Files salign itself wrote (``*<suffix>.nii.gz``, probabilities) are not picked up from folders
   or globs, so running the same command twice never segments a mask.
 - **Outputs**: ``output`` names a file (one input) or a folder (any number); by default each mask
-  goes beside its input as ``<name><suffix>.nii.gz``. An output never replaces an input, and an
+  goes beside its input as ``<case><suffix>.nii.gz`` (the case: the scan name, less nnU-Net's
+  ``_0000`` channel suffix). An output never replaces an input, and an
   existing output is skipped unless ``overwrite`` — so an interrupted batch resumes where it
   stopped. Every file is written atomically (temp file, then rename; the mask last, so a mask on
   disk means its extras are complete too) and its shape and affine are read back and checked.
@@ -41,7 +42,13 @@ from salign_cli.io.atomic import (
     remove_stale_partials,
     write_json,
 )
-from salign_cli.io.naming import MASK_SUFFIX, SCAN_SUFFIXES, is_scan_path, scan_name
+from salign_cli.io.naming import (
+    MASK_SUFFIX,
+    SCAN_SUFFIXES,
+    case_name,
+    is_scan_path,
+    scan_name,
+)
 from salign_cli.io.volume import (
     Volume,
     read_header,
@@ -303,7 +310,7 @@ def plan_jobs(
         jobs = [Job(inputs[0], output)]
     else:
         jobs = [
-            Job(path, (output or path.parent) / f"{scan_name(path)}{suffix}{MASK_ENDING}")
+            Job(path, (output or path.parent) / f"{case_name(path)}{suffix}{MASK_ENDING}")
             for path in inputs
         ]
     resolved_inputs = {path.resolve() for path in inputs}

@@ -727,7 +727,7 @@ def finetune(
                 modality=preprocess.modality,
                 notify=reporter.on_message,
             )
-            if not unlabelled_scans:
+            if not unlabelled_scans and options.unlabelled != "none":
                 reporter.on_message(
                     "no unlabelled scans (every other scan is validation or excluded); "
                     "fine-tuning without semi-supervision"

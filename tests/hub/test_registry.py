@@ -99,5 +99,9 @@ def test_a_bundled_entry_resolves_to_its_shipped_folder_without_network(
     assert entry is not None and entry.bundled_folder == shipped / "tiny"
     resolved = resolve("org/x")  # unpublished, yet usable: it ships with salign
     assert resolved.source == "local" and resolved.folder == shipped / "tiny"
+    registry = load_registry()
+    assert registry.card_path(entry) == shipped / "tiny" / "README.md"  # its own card serves
+    (shipped / "tiny" / "README.md").unlink()
+    assert registry.card_path(entry) is None
     with pytest.raises(InputError, match="must be relative"):
         load_registry(_write(tmp_path, {**ENTRY, "bundled": "../elsewhere"}))

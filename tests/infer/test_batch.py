@@ -15,6 +15,7 @@ from salign_cli.errors import InputError
 from salign_cli.infer import batch
 from salign_cli.infer.batch import SegmentOptions, expand_inputs, plan_jobs, segment
 from salign_cli.io.atomic import PARTIAL_MARKER
+from salign_cli.io.naming import case_name
 from salign_cli.io.volume import read_header, read_volume
 
 FIXTURES = ("totalseg_example_ct_sm.nii.gz", "totalseg_example_mr_sm.nii.gz", "spleen2_ct.nii.gz")
@@ -94,6 +95,13 @@ def test_unsafe_output_plans_are_refused(tmp_path: Path):
 
 
 # -- the real fixtures ------------------------------------------------------------------------------
+
+
+def test_nnunet_channel_suffix_is_dropped_from_mask_names(tmp_path) -> None:
+    images = tmp_path / "imagesTs"
+    jobs = plan_jobs([images / "hippo_017_0000.nii.gz", images / "patient_0002.nii.gz"])
+    assert [job.output.name for job in jobs] == ["hippo_017_seg.nii.gz", "patient_0002_seg.nii.gz"]
+    assert case_name(images / "hippo_017_0000.nii.gz") == "hippo_017"
 
 
 def test_masks_beside_the_fixtures_keep_their_geometry(
