@@ -41,6 +41,8 @@ def _note(message: str) -> None:
 
 
 def _status(entry: RegistryEntry) -> str:
+    if entry.bundled_folder is not None:
+        return "[green]ships with salign[/] (offline)"
     if not entry.published:
         return "[yellow]not published yet[/]"
     return f"@{str(entry.revision)[:12]}"

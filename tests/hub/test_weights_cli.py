@@ -19,6 +19,7 @@ def test_list_is_honest_about_unpublished_bundles_and_shows_the_cache(
     assert result.exit_code == 0, result.output
     assert "salign/sal-unet2d-mri-base" in result.output
     assert "not published yet" in result.output
+    assert "ships with salign" in result.output  # the bundled hippocampus model
     assert "no salign bundles in the Hub cache yet" in result.output
     commit = publish_bundle(loopback_hub, "org/name", tiny_bundle, refs=("main", "v1"))
     assert cli("weights", "download", "org/name@v1").exit_code == 0
