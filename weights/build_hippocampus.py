@@ -19,17 +19,10 @@ import shutil
 import time
 from pathlib import Path
 
-from salign_cli.bench.few_label import fixed_test_split
-from salign_cli.data.preprocess import PreprocessConfig
-from salign_cli.model.bundle import build_model, load_bundle, render_card
+from salign_cli.bench.few_label import fixed_test_split, score_bundle
+from salign_cli.model.bundle import read_contract, render_card
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import (
-    FinetuneOptions,
-    finetune,
-    load_held_out,
-    resolve_labelled_cases,
-    score_model,
-)
+from salign_cli.train.finetune import FinetuneOptions, finetune, resolve_labelled_cases
 from salign_cli.workspace import Workspace
 
 SHIPPED = Path(__file__).resolve().parents[1] / "salign_cli" / "_weights" / "hippocampus"
@@ -70,19 +63,15 @@ def main() -> None:
         runtime=RuntimeOptions(device="cpu"),
     )
     train_s = round(time.perf_counter() - started)
-    bundle = load_bundle(run.bundle_dir)
-    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
-    held_out = [load_held_out(c, preprocess) for c in cases if c.case_id in set(test)]
-    summary = score_model(
-        build_model(bundle), preprocess, held_out, run.class_names,
-        inference=bundle.contract.inference_defaults,
-    )  # fmt: skip
+    held_out = [c for c in cases if c.case_id in set(test)]
+    summary = score_bundle(run.bundle_dir, held_out, run.class_names)
+    contract = read_contract(run.bundle_dir)
     per_class = {c.name: c.dice.mean for c in summary.classes}
     if SHIPPED.exists():
         shutil.rmtree(SHIPPED)
     shutil.copytree(run.bundle_dir, SHIPPED)
     # the data's licence is the card's (render_card leaves it to the publisher)
-    card = render_card(bundle.contract, title="salign hippocampus (MSD Task04)").replace(
+    card = render_card(contract, title="salign hippocampus (MSD Task04)").replace(
         "license: other", "license: cc-by-sa-4.0"
     )
     card += (
@@ -96,7 +85,7 @@ def main() -> None:
     (SHIPPED / "README.md").write_text(card, encoding="utf-8")
     print(json.dumps({
         "held_out": {"mean": summary.overall_dice.mean, **per_class, "cases": len(held_out)},
-        "steps": args.steps, "train_s": train_s, "sha256": bundle.contract.weights_sha256,
+        "steps": args.steps, "train_s": train_s, "sha256": contract.weights_sha256,
         "bytes": (SHIPPED / "model.safetensors").stat().st_size,
     }))  # fmt: skip
 

@@ -54,6 +54,7 @@ from salign_cli.bench.plot import plot_dice_vs_k
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.metrics import EvaluationSummary
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import (
     SCRATCH,
@@ -460,9 +461,6 @@ def _finetune_and_score(
     runtime: RuntimeOptions,
     device: torch.device,
 ) -> FewLabelRun:
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import build_model, load_bundle
-
     started = time.perf_counter()
     result = finetune(
         [Path(data_dir)],
@@ -481,18 +479,8 @@ def _finetune_and_score(
         run_dir=output / f"finetune-{_slug(spec.label)}-k{k}-s{seed}",
     )
     elapsed = time.perf_counter() - started
-    bundle = load_bundle(result.bundle_dir)
-    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
-    key = repr(sorted(preprocess.to_dict().items()))  # context only changes the network input
-    if key not in held_out:  # read and prepare the test scans once per preprocessing recipe
-        held_out[key] = [load_held_out(c, preprocess) for c in test_cases]
-    summary = score_model(
-        build_model(bundle),
-        preprocess,
-        held_out[key],
-        result.class_names,
-        inference=bundle.contract.inference_defaults,
-        device=device,
+    summary = score_bundle(
+        result.bundle_dir, test_cases, result.class_names, device=device, prepared=held_out
     )
     dice = {c.name: c.dice.mean for c in summary.classes}
     dice["mean"] = summary.overall_dice.mean
@@ -504,6 +492,40 @@ def _finetune_and_score(
         dice=dice,
         finetune_s=elapsed,
         bundle=str(result.bundle_dir),
+    )
+
+
+def score_bundle(
+    bundle_dir: Path,
+    cases: Sequence[LabelledCase],
+    class_names: Mapping[int, str],
+    *,
+    device: torch.device | str = "cpu",
+    prepared: dict[str, list[HeldOutCase]] | None = None,
+) -> EvaluationSummary:
+    """A fine-tuned bundle's Dice on held-out ``cases``, run as `salign segment` runs it (the
+    bundle's own preprocessing and inference defaults).
+
+    ``prepared`` caches the cases read and prepared per preprocessing recipe, for callers that
+    score several bundles on the same cases: the scans are then read once per recipe (context
+    only changes the network input, so it is no part of the key).
+    """
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.model.bundle import build_model, load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
+    key = repr(sorted(preprocess.to_dict().items()))
+    cache = {} if prepared is None else prepared
+    if key not in cache:
+        cache[key] = [load_held_out(c, preprocess) for c in cases]
+    return score_model(
+        build_model(bundle),
+        preprocess,
+        cache[key],
+        class_names,
+        inference=bundle.contract.inference_defaults,
+        device=device,
     )
 
 

@@ -13,12 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from salign_cli.bench.few_label import fixed_test_split
 from salign_cli.registry import load_registry
-
-
-def _test_split_cases(data: Path, count: int) -> list[str]:
-    ids = sorted(p.name.removesuffix(".nii.gz") for p in (data / "labelsTr").iterdir())
-    return ids[-count:]
 
 
 def test_the_registry_names_the_shipped_bundle_and_its_hub_repository() -> None:
@@ -38,7 +34,8 @@ def test_segment_by_name_offline_then_evaluate_an_nnunet_layout(
     dataset = tmp_path / "Dataset004_Hippocampus"
     (dataset / "imagesTs").mkdir(parents=True)
     (dataset / "labelsTs").mkdir()
-    cases = _test_split_cases(hippocampus_dir, 3)
+    ids = [p.name.removesuffix(".nii.gz") for p in (hippocampus_dir / "labelsTr").iterdir()]
+    cases = fixed_test_split(ids, 50)[-3:]
     for case in cases:  # nnU-Net names: the image carries the _0000 channel suffix
         shutil.copy(
             hippocampus_dir / "imagesTr" / f"{case}.nii.gz",
