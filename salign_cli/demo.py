@@ -136,7 +136,7 @@ def run_demo(
             steps=settings.pretrain_steps, batch_size=settings.batch_size, seed=settings.seed
         ),
         runtime=runtime,
-        reporter=reporter,  # type: ignore[arg-type]
+        reporter=reporter,
     )
     announce(f"fine-tuning with {settings.labels} labelled scans")
     finetuning = finetune(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -111,7 +111,7 @@ def few_label(
     if profile not in PROFILES:
         raise InputError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     base = PROFILES[profile]
-    overrides = {
+    overrides: dict[str, Any] = {
         "methods": _methods(methods),
         "ks": _numbers(k, "--k"),
         "seeds": _numbers(seeds, "--seeds"),

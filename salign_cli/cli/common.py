@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,12 +39,13 @@ ReportOption = Annotated[
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def _current_context() -> typer.Context | None:
-    """The running command's context (Typer >= 0.20 vendors its own click, older ones use click)."""
+def _current_context() -> Any:
+    """The running command's click context or None (Typer >= 0.20 vendors its own click, older
+    ones use click; the two Context classes differ, hence ``Any``)."""
     try:
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older Typer
-        from click import get_current_context
+        from click import get_current_context  # type: ignore[no-redef]
     return get_current_context(silent=True)
 
 

@@ -80,7 +80,7 @@ def _render_summary(report: Mapping[str, object]) -> None:
         table.add_row("time", f"{report['elapsed_s']:.1f} s")
     table.add_row("bundle", str(report["bundle"]))
     console.print(table)
-    if "feature_std" in metrics and is_collapsed(metrics):  # type: ignore[arg-type]
+    if "feature_std" in metrics and is_collapsed(metrics):
         err_console.print(
             "[yellow]warning:[/] the embedding collapsed (feature spread "
             f"{metrics['feature_std']:.4f}); use --la-variant sharp or a lower --lr"

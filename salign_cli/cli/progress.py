@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from salign_cli.cli.common import err_console
 
@@ -29,7 +36,7 @@ class TrainingProgress:
             TimeRemainingColumn(),
             console=err_console,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> TrainingProgress:
         if self.enabled:

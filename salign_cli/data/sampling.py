@@ -180,7 +180,7 @@ def usable_scans(
     return kept, warnings
 
 
-class SlicePairDataset(Dataset):
+class SlicePairDataset(Dataset[dict[str, torch.Tensor]]):
     """Pairs of nearby slices ``(i, j)``, ``1 ≤ |i − j| ≤ pair_distance``, from ``[D, H, W]`` arrays.
 
     Sample ``index`` → a dict of tensors::
@@ -283,7 +283,7 @@ class SlicePairDataset(Dataset):
         }
 
 
-class LabelledSliceDataset(Dataset):
+class LabelledSliceDataset(Dataset[dict[str, object]]):
     """Labelled slices for fine-tuning, as source canvases for `augment_batch`.
 
     Sample ``index`` → ``{"image": float32 [C, Hs, Ws], "label": int64 [Hs, Ws],
@@ -391,9 +391,9 @@ class LabelledSliceDataset(Dataset):
         c0, c1 = max(left, 0), min(left + source_w, volume.shape[2])
         if r0 < r1 and c0 < c1:
             target = np.s_[r0 - top : r1 - top, c0 - left : c1 - left]
-            canvas[(slice(None), *target)] = image[:, r0:r1, c0:c1]
+            canvas[:, target[0], target[1]] = image[:, r0:r1, c0:c1]
             label_canvas[target] = label_slice[r0:r1, c0:c1]
-            valid[(0, *target)] = 1.0
+            valid[0, target[0], target[1]] = 1.0
         return {
             "image": torch.from_numpy(canvas),
             "label": torch.from_numpy(label_canvas),
@@ -404,7 +404,7 @@ class LabelledSliceDataset(Dataset):
         }
 
 
-class LabelledAndUnlabelled(Dataset):
+class LabelledAndUnlabelled(Dataset[dict[str, object]]):
     """Sample ``index`` → ``{"labelled": labelled[index], "unlabelled": unlabelled[index]}``.
 
     The two streams are independent datasets (give them different seeds); a step's batch holds

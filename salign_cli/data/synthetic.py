@@ -48,7 +48,9 @@ def _affine(
 
 
 def make_case(
-    seed: int, shape: tuple[int, int, int] = (48, 48, 32), spacing_mm=(1.0, 1.0, 2.0)
+    seed: int,
+    shape: tuple[int, int, int] = (48, 48, 32),
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 2.0),
 ) -> SyntheticCase:
     """Generate one case deterministically from ``seed``."""
     rng = np.random.default_rng(seed)

@@ -86,7 +86,8 @@ class GlobalHead(nn.Module):
         self.mlp = _mlp(in_channels, hidden_dim, global_dim)
 
     def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        return self.mlp(bottleneck.mean(dim=(-2, -1)))
+        global_feature: torch.Tensor = self.mlp(bottleneck.mean(dim=(-2, -1)))
+        return global_feature
 
 
 class RelativePositionHead(nn.Module):
@@ -97,7 +98,8 @@ class RelativePositionHead(nn.Module):
         self.mlp = _mlp(2 * global_dim, hidden_dim, 1)
 
     def forward(self, g_i: torch.Tensor, g_j: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([g_i, g_j], dim=1)).squeeze(1)
+        offset: torch.Tensor = self.mlp(torch.cat([g_i, g_j], dim=1))
+        return offset.squeeze(1)
 
 
 class AbsolutePositionHead(nn.Module):
@@ -108,7 +110,8 @@ class AbsolutePositionHead(nn.Module):
         self.mlp = _mlp(global_dim, hidden_dim, 1)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        return self.mlp(g).squeeze(1)
+        position: torch.Tensor = self.mlp(g)
+        return position.squeeze(1)
 
 
 class SALNetwork(nn.Module):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,7 @@ class UNetConfig:
 
     def stage_channels(self, level: int) -> int:
         """Channels of encoder/decoder stage ``level`` (0 = full resolution, depth = bottleneck)."""
-        return min(self.width * 2**level, self.max_channels)
+        return min(self.width << level, self.max_channels)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict` of it gives back an equal config."""
@@ -286,13 +286,14 @@ class UNet2D(nn.Module):
                 f"can expand a 1-channel U-Net to an odd number of channels, not "
                 f"{self.config.in_channels} → {in_channels}"
             )
-        old = self.encoder[0][0][0]
+        first_block = cast(ConvBlock, cast(Stage, self.encoder[0])[0])
+        old = cast(nn.Conv2d, first_block[0])
         new = nn.Conv2d(in_channels, old.out_channels, 3, padding=1, bias=False)
         new = new.to(device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             new.weight.zero_()
             new.weight[:, in_channels // 2] = old.weight[:, 0]
-        self.encoder[0][0][0] = new
+        first_block[0] = new
         self.config = dataclasses.replace(self.config, in_channels=in_channels)
 
     def _new_head(self, num_classes: int) -> nn.Conv2d:

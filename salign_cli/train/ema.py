@@ -28,6 +28,8 @@ class WeightAverage(nn.Module):
         average.model(x)   # predictions of the averaged weights
     """
 
+    updates: torch.Tensor
+
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
         if not 0 < decay < 1:
@@ -50,8 +52,8 @@ class WeightAverage(nn.Module):
         decay = self.current_decay()
         for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
             average.lerp_(current.detach(), 1.0 - decay)
-        for average, current in zip(self.model.buffers(), model.buffers(), strict=True):
-            average.copy_(current)
+        for average_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
+            average_buffer.copy_(buffer)
         self.updates += 1
 
     def train(self, mode: bool = True) -> WeightAverage:

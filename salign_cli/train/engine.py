@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -151,9 +151,16 @@ class TrainingTask(Protocol):
     wrapped as a whole, so every parameter the loss touches must be used inside ``forward``.
     """
 
-    module: nn.Module
-    dataset: Dataset
-    slices_per_sample: int
+    # Read-only members, so a task may hold a narrower module or dataset type (protocol
+    # attributes are invariant, properties covariant).
+    @property
+    def module(self) -> nn.Module: ...
+
+    @property
+    def dataset(self) -> Dataset[Any]: ...
+
+    @property
+    def slices_per_sample(self) -> int: ...
 
 
 @runtime_checkable
@@ -319,7 +326,8 @@ def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optim
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG state as JSON-ready lists and ints (no pickles)."""
-    numpy_state = np.random.get_state()
+    # the legacy tuple form (name, keys, pos, has_gauss, cached_gaussian)
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state().tolist(),
@@ -558,8 +566,10 @@ class _StopRequest:
             signal.signal(signum, handler)
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool) -> dict:
-    moved = {}
+def _to_device(
+    batch: Mapping[str, Any], device: torch.device, channels_last: bool
+) -> dict[str, Any]:
+    moved: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, Mapping):
             value = _to_device(value, device, channels_last)
@@ -640,7 +650,7 @@ def _train(
     channels_last = device.type == "cuda"
     module.to(device)
     if channels_last:
-        module.to(memory_format=torch.channels_last)
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
     optimizer = build_optimizer(module, config)
 
     start_step, last_checkpoint = 0, None
@@ -651,12 +661,12 @@ def _train(
         if context.is_main:
             _prune_metrics(run_dir / METRICS_FILE, start_step)
 
-    forward = module
+    forward: Callable[..., Any] = module
     if context.active:
         from torch.nn.parallel import DistributedDataParallel
 
         if device.type == "cuda":
-            forward = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            forward = nn.SyncBatchNorm.convert_sync_batchnorm(module)  # type: ignore[no-untyped-call]
         # Stages use only part of the network (pre-training stops the decoder early).
         forward = DistributedDataParallel(
             forward,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -69,6 +69,7 @@ from salign_cli.train.engine import (
 from salign_cli.train.pretrain import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.train.recipe import (
     FinetuneRecipe,
+    SemiMethod,
     batch_size_for,
     patch_size_for,
     profile_for_device,
@@ -176,8 +177,10 @@ class FinetuneOptions:
         if not self.augment:
             recipe = dataclasses.replace(recipe, augment=AugmentConfig(enabled=False))
         if self.semi is not None:
+            # SemiConfig.__post_init__ checks the name (a clear error for a typo)
+            method = cast(SemiMethod, self.semi)
             recipe = dataclasses.replace(
-                recipe, semi=dataclasses.replace(recipe.semi, method=self.semi)
+                recipe, semi=dataclasses.replace(recipe.semi, method=method)
             )
         return recipe
 
@@ -261,8 +264,9 @@ def resolve_labelled_cases(
             not roots or any(r.image_path == root or root in r.image_path.parents for root in roots)
         )
     ]
-    for note in scan_index.skipped_scan_notes(records) if notify else ():
-        notify(note)
+    if notify:
+        for note in scan_index.skipped_scan_notes(records):
+            notify(note)
     records = scan_index.labelled_scans(records)
     if not records:
         where = ", ".join(map(str, roots)) or str(workspace.index_path)
@@ -759,12 +763,13 @@ def finetune(
             recipe, batch_size_for(recipe, patch), options.seed, options.checkpoint_every
         )
     assert recipe.patch_size is not None
+    patch_size = recipe.patch_size
     semi = recipe.semi.method if unlabelled_scans else "none"
     # the bundle records what ran: no unlabelled scans means no semi-supervision
     recipe = dataclasses.replace(recipe, semi=dataclasses.replace(recipe.semi, method=semi))
     reporter.on_plan(
         f"{recipe.profile} profile: {train_config.steps} steps × {train_config.batch_size} "
-        f"slices of {recipe.patch_size[0]}×{recipe.patch_size[1]}, width "
+        f"slices of {patch_size[0]}×{patch_size[1]}, width "
         f"{model.config.width}, context ±{recipe.context}, mirror {recipe.mirror}, "
         + (
             f"semi-supervised ({semi}) with {len(unlabelled_scans)} unlabelled scans"
@@ -775,7 +780,7 @@ def finetune(
     labelled_data = LabelledSliceDataset(
         slices.images,
         slices.labels,
-        patch_size=recipe.patch_size,
+        patch_size=patch_size,
         augment=recipe.augment,
         context=recipe.context,
         foreground_fraction=recipe.foreground_fraction,
@@ -788,7 +793,7 @@ def finetune(
     if semi == "none":
         objective = SegmentationObjective(
             model,
-            patch_size=recipe.patch_size,
+            patch_size=patch_size,
             dice_background=recipe.dice_background,
             ema_decay=recipe.ema_decay,
             pretrained_lr_scale=lr_scale,
@@ -799,7 +804,7 @@ def finetune(
         unlabelled_data = LabelledSliceDataset(
             unlabelled.images,
             None,
-            patch_size=recipe.patch_size,
+            patch_size=patch_size,
             augment=recipe.augment.strong() if semi == "fixmatch" else recipe.augment,
             context=recipe.context,
             foreground_fraction=0.0,
@@ -810,7 +815,7 @@ def finetune(
         assert recipe.ema_decay is not None  # the teacher (checked by the recipe)
         objective = SemiSupervisedObjective(
             model,
-            patch_size=recipe.patch_size,
+            patch_size=patch_size,
             semi=dataclasses.replace(recipe.semi, method=semi),
             total_steps=train_config.steps,
             ema_decay=recipe.ema_decay,

@@ -253,14 +253,17 @@ class PretrainObjective(nn.Module):
 
     def _alignment(self, e_i: torch.Tensor, e_j: torch.Tensor) -> torch.Tensor:
         options = self.options
-        common = {
-            "variant": options.la_variant,
-            "temperature": options.temperature,
-            "symmetric": options.symmetric,
-        }
+        variant, temperature, symmetric = (
+            options.la_variant, options.temperature, options.symmetric
+        )  # fmt: skip
         if options.window_radius == 0:
-            return local_alignment_loss(e_i, e_j, **common)
-        return window_alignment_loss(e_i, e_j, radius=options.window_radius, **common)
+            return local_alignment_loss(
+                e_i, e_j, variant=variant, temperature=temperature, symmetric=symmetric
+            )
+        return window_alignment_loss(
+            e_i, e_j, radius=options.window_radius, variant=variant, temperature=temperature,
+            symmetric=symmetric,
+        )  # fmt: skip
 
     def _positional(self, g: torch.Tensor, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
         options, network = self.options, self.network
@@ -349,8 +352,9 @@ def _indexed_scans(
         for record in records
         if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
     ]
-    for note in skipped_scan_notes(records) if notify else ():
-        notify(note)
+    if notify:
+        for note in skipped_scan_notes(records):
+            notify(note)
     return [
         ScanEntry(
             case_id=record.case_id,
@@ -679,9 +683,12 @@ def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
         return work()
     import torch.distributed as dist
 
-    value = work() if context.is_main else None
+    if not context.is_main:
+        dist.barrier()
+        return work()
+    value = work()
     dist.barrier()
-    return value if context.is_main else work()
+    return value
 
 
 def _shared_run_dir(

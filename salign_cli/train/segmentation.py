@@ -109,6 +109,8 @@ class SemiSupervisedObjective(SegmentationObjective):
     scan pixels) and ``kept`` (fraction of scan pixels whose pseudo-label is used).
     """
 
+    steps_done: torch.Tensor
+
     def __init__(
         self,
         unet: UNet2D,
