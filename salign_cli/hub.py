@@ -36,7 +36,6 @@ from salign_cli.hub_paths import (
     hub_endpoint,
     hub_offline,
     hub_token,
-    repo_cache_folder,
 )
 from salign_cli.io.atomic import atomic_path
 from salign_cli.model.bundle import (
@@ -333,27 +332,33 @@ class CachedBundle:
 
 
 def cached_bundles() -> list[CachedBundle]:
-    """Bundles in the Hub cache, by repo then commit; torch-free and network-free."""
+    """Bundles in the Hub cache, by repo then commit; torch-free and network-free.
+
+    The cache is read by ``huggingface_hub.scan_cache_dir``, which knows its layout (and its
+    changes between versions); a repository it reports as corrupt is left out, as ``hf cache
+    ls`` leaves it out.
+    """
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir(hub_cache_dir())
+    except CacheNotFound:
+        return []
     found = []
-    for repo_dir in sorted(hub_cache_dir().glob("models--*")):
-        repo_id = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
-        refs_dir = repo_dir / "refs"
-        refs = {}
-        if refs_dir.is_dir():
-            for ref in refs_dir.rglob("*"):
-                if ref.is_file():
-                    refs.setdefault(ref.read_text().strip(), []).append(
-                        str(ref.relative_to(refs_dir))
-                    )
-        for snapshot in sorted((repo_dir / "snapshots").glob("*")):
-            if (snapshot / CONTRACT_FILE).is_file():
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            names = {file.file_name for file in revision.files}
+            if CONTRACT_FILE in names:
                 found.append(
                     CachedBundle(
-                        repo_id=repo_id,
-                        commit=snapshot.name,
-                        refs=tuple(sorted(refs.get(snapshot.name, []))),
-                        folder=snapshot,
-                        complete=all((snapshot / name).is_file() for name in BUNDLE_FILES),
+                        repo_id=repo.repo_id,
+                        commit=revision.commit_hash,
+                        refs=tuple(sorted(revision.refs)),
+                        folder=revision.snapshot_path,
+                        complete=all(name in names for name in BUNDLE_FILES),
                     )
                 )
     return found
@@ -362,7 +367,10 @@ def cached_bundles() -> list[CachedBundle]:
 def _place_in_cache(source: Path, repo_dir: Path, commit: str, name: str) -> None:
     """Copy one file into the cache's layout: ``blobs/<sha256>`` + ``snapshots/<commit>/<name>``.
 
-    The snapshot entry is a relative symlink to the blob, like ``huggingface_hub`` makes; where
+    ``huggingface_hub`` has no public call that files local files into its cache, so these few
+    lines write its documented layout; :func:`import_bundle` then asks ``huggingface_hub``
+    itself to find the files (offline), so a layout it would not read fails the import. The
+    snapshot entry is a relative symlink to the blob, like ``huggingface_hub`` makes; where
     symlinks are not allowed (Windows without developer mode) it is a copy, as there too.
     """
     blob = repo_dir / "blobs" / file_sha256(source)
@@ -384,7 +392,10 @@ def import_bundle(folder: Path, as_spec: str | None = None) -> ResolvedBundle:
     Which repository and commit it is filed under: ``as_spec`` (``org/name@<40-hex commit>`` or
     a registry name), else the published registry entry whose sha256 matches the weights. The
     bundle is verified first (contract, hash, and the registry's pinned hash where one applies).
+    The returned folder is the one ``huggingface_hub`` itself finds in its cache afterwards.
     """
+    from huggingface_hub.file_download import repo_folder_name
+
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder; pass the bundle folder you copied over")
@@ -415,10 +426,15 @@ def import_bundle(folder: Path, as_spec: str | None = None) -> ResolvedBundle:
         )
     _check_registry_pin(spec, folder)
     assert spec.repo_id is not None
-    repo_dir = repo_cache_folder(spec.repo_id)
+    repo_dir = hub_cache_dir() / repo_folder_name(repo_id=spec.repo_id, repo_type="model")
     for name in BUNDLE_FILES:
         _place_in_cache(folder / name, repo_dir, spec.revision, name)
-    snapshot = repo_dir / "snapshots" / spec.revision
+    snapshot = _cached(spec.repo_id, spec.revision, BUNDLE_FILES)
+    if snapshot is None:
+        raise SalignError(
+            f"{folder}: copied into {repo_dir} but huggingface_hub does not find it there; "
+            "report this with your huggingface_hub version (pip show huggingface_hub)"
+        )
     return ResolvedBundle(snapshot, "cache", spec.repo_id, spec.revision, spec.revision)
 
 

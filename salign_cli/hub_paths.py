@@ -48,8 +48,3 @@ def hub_offline() -> bool:
 def hub_token() -> str | None:
     """``$HF_TOKEN`` if set; ``None`` lets ``huggingface_hub`` fall back to its stored login."""
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-
-
-def repo_cache_folder(repo_id: str) -> Path:
-    """Where one model repository lives in the cache: ``<cache>/models--org--name``."""
-    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))

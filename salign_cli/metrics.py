@@ -1,7 +1,7 @@
 """Segmentation metrics: pure functions on masks, a folder evaluator, and a JSON summary writer.
 
 Shaped like nnU-Net's ``evaluation/evaluate_predictions.py``: confusion counts per class
-(:func:`confusion_counts`) → metrics (:func:`dice_from_counts`, :func:`hd95`) → one summary
+(:func:`confusion_counts`) → metrics (:func:`dice_from_counts`, :func:`hd95`, :func:`nsd`) → one summary
 (:func:`evaluate_folders` → :class:`EvaluationSummary` → :func:`write_summary`).
 
 Empty-mask rule (one rule, stated once in :data:`EMPTY_MASK_RULE`, copied into every summary):
@@ -11,11 +11,15 @@ Empty-mask rule (one rule, stated once in :data:`EMPTY_MASK_RULE`, copied into e
   reference with a non-empty prediction (or the reverse) has Dice 0.
 - HD95 is undefined (NaN) when either mask is empty: excluded from means and counted in
   ``n_hd95_undefined``.
+- NSD (normalised surface Dice) follows Dice: NaN when both masks are empty (excluded, counted in
+  ``n_empty_both``), 0 when exactly one is.
 
 HD95 is the symmetric 95th-percentile Hausdorff distance in mm (MONAI's definition): the larger of
 the two directed 95th percentiles of surface-to-surface distances, where a surface voxel is a mask
 voxel with a face neighbour outside the mask (SciPy's distance transform, imported only when
-HD95 is asked for, so reading masks stays fast).
+HD95 is asked for, so reading masks stays fast). NSD at a tolerance τ mm (Nikolov et al. 2021)
+is the share of both masks' surface voxels within τ of the other's surface, from the same
+surface distances (:func:`surface_distances`).
 
 Means are over the cases where a value is defined; ``sd`` is the sample standard deviation
 (ddof = 1; NaN for fewer than two values). The overall figure first averages each case over its
@@ -42,7 +46,8 @@ EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
     "excluded from means and counted in n_empty_both; an empty reference with a non-empty "
     "prediction has Dice 0. HD95 is NaN when either mask is empty, excluded from means and "
-    "counted in n_hd95_undefined."
+    "counted in n_hd95_undefined. NSD follows Dice: NaN when both are empty (counted in "
+    "n_empty_both), 0 when exactly one is."
 )
 SUMMARY_NAME = "summary.json"
 GEOMETRY_ATOL = 1e-4  # affine tolerance (mm): float32 headers round-trip to about 1e-5 mm
@@ -116,31 +121,92 @@ def _surface(mask: np.ndarray, ndimage: Any) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
+def _checked_spacing(mask: np.ndarray, spacing_mm: Sequence[float]) -> list[float]:
+    if len(spacing_mm) != mask.ndim:
+        raise ValueError(f"spacing {tuple(spacing_mm)} does not match mask rank {mask.ndim}")
+    return [float(s) for s in spacing_mm]
+
+
+def surface_distances(
+    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing_mm: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances in mm from each surface voxel of one mask to the nearest surface voxel of the other.
+
+    Returns ``(pred_to_ref, ref_to_pred)``: one float64 value per surface voxel of the prediction
+    (resp. the reference). The one home of the surface and distance code that :func:`hd95` and
+    :func:`nsd` share. Both masks must be non-empty (``ValueError`` otherwise). Computed on the
+    bounding box of both masks, which is exact: every surface voxel and every nearest partner
+    lies inside it (a mask voxel on the box's edge has a neighbour outside both masks).
+
+    >>> a = np.zeros((1, 1, 5), bool); b = a.copy(); a[0, 0, 0] = b[0, 0, 3] = True
+    >>> surface_distances(a, b, (1.0, 1.0, 2.0))  # 3 voxels of 2 mm, both ways
+    (array([6.]), array([6.]))
+    """
+    pred_mask, ref_mask = _as_mask_pair(pred_mask, ref_mask)
+    sampling = _checked_spacing(pred_mask, spacing_mm)
+    if not pred_mask.any() or not ref_mask.any():
+        raise ValueError("surface distances need two non-empty masks")
+    from scipy import ndimage
+
+    box = ndimage.find_objects((pred_mask | ref_mask).astype(np.uint8))[0]
+    pred_surface = _surface(pred_mask[box], ndimage)
+    ref_surface = _surface(ref_mask[box], ndimage)
+    pred_to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=sampling)[pred_surface]
+    ref_to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)[ref_surface]
+    return pred_to_ref, ref_to_pred
+
+
 def hd95(pred_mask: np.ndarray, ref_mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """Symmetric 95th-percentile Hausdorff distance between two masks' surfaces, in mm.
 
     ``spacing_mm`` gives the voxel size along each array axis (so anisotropic grids are measured
-    in real distances). NaN when either mask is empty. Computed on the bounding box of both
-    masks, which is exact: every surface voxel and every nearest partner lies inside it.
+    in real distances). NaN when either mask is empty.
 
     >>> a = np.zeros((1, 1, 5), bool); b = a.copy(); a[0, 0, 0] = b[0, 0, 3] = True
     >>> hd95(a, b, (1.0, 1.0, 2.0))  # 3 voxels of 2 mm
     6.0
     """
     pred_mask, ref_mask = _as_mask_pair(pred_mask, ref_mask)
-    if len(spacing_mm) != pred_mask.ndim:
-        raise ValueError(f"spacing {tuple(spacing_mm)} does not match mask rank {pred_mask.ndim}")
+    _checked_spacing(pred_mask, spacing_mm)
     if not pred_mask.any() or not ref_mask.any():
         return math.nan
-    from scipy import ndimage
-
-    box = ndimage.find_objects((pred_mask | ref_mask).astype(np.uint8))[0]
-    pred_surface = _surface(pred_mask[box], ndimage)
-    ref_surface = _surface(ref_mask[box], ndimage)
-    sampling = [float(s) for s in spacing_mm]
-    pred_to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=sampling)[pred_surface]
-    ref_to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)[ref_surface]
+    pred_to_ref, ref_to_pred = surface_distances(pred_mask, ref_mask, spacing_mm)
     return float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
+
+
+def nsd(
+    pred_mask: np.ndarray,
+    ref_mask: np.ndarray,
+    spacing_mm: Sequence[float],
+    tolerance_mm: float,
+) -> float:
+    """Normalised surface Dice at ``tolerance_mm`` (Nikolov et al. 2021), in [0, 1].
+
+    The share of all surface voxels of both masks that lie within ``tolerance_mm`` (inclusive)
+    of the other mask's surface: (|pred surface near ref| + |ref surface near pred|) /
+    (|pred surface| + |ref surface|). Unlike Dice it forgives boundary errors smaller than the
+    tolerance, which is what a reader correcting contours cares about. Surfaces and distances
+    are :func:`surface_distances`' (surface voxels counted, not surface areas).
+
+    Empty masks (:data:`EMPTY_MASK_RULE`): both empty → NaN (like Dice: nothing to score);
+    exactly one empty → 0 (no surface voxel has a partner).
+
+    >>> a = np.zeros((1, 1, 5), bool); b = a.copy(); a[0, 0, 0] = b[0, 0, 3] = True
+    >>> nsd(a, b, (1.0, 1.0, 2.0), 6.0), nsd(a, b, (1.0, 1.0, 2.0), 5.9)
+    (1.0, 0.0)
+    """
+    pred_mask, ref_mask = _as_mask_pair(pred_mask, ref_mask)
+    _checked_spacing(pred_mask, spacing_mm)
+    if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
+        raise ValueError(f"tolerance must be a finite number of mm >= 0, got {tolerance_mm}")
+    pred_any, ref_any = bool(pred_mask.any()), bool(ref_mask.any())
+    if not (pred_any and ref_any):
+        return 0.0 if pred_any or ref_any else math.nan
+    pred_to_ref, ref_to_pred = surface_distances(pred_mask, ref_mask, spacing_mm)
+    within = int(np.count_nonzero(pred_to_ref <= tolerance_mm)) + int(
+        np.count_nonzero(ref_to_pred <= tolerance_mm)
+    )
+    return within / (pred_to_ref.size + ref_to_pred.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,16 +215,19 @@ def hd95(pred_mask: np.ndarray, ref_mask: np.ndarray, spacing_mm: Sequence[float
 
 @dataclass(frozen=True)
 class ClassResult:
-    """One class in one case. ``hd95_mm`` is None when HD95 was not asked for."""
+    """One class in one case. ``hd95_mm`` / ``nsd`` are None when not asked for."""
 
     counts: ConfusionCounts
     dice: float
     hd95_mm: float | None = None
+    nsd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {"dice": _json_float(self.dice)}
         if self.hd95_mm is not None:
             result["hd95_mm"] = _json_float(self.hd95_mm)
+        if self.nsd is not None:
+            result["nsd"] = _json_float(self.nsd)
         counts = self.counts
         result |= {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
         return result | {"n_pred": counts.n_pred, "n_ref": counts.n_ref}
@@ -204,7 +273,7 @@ class MeanSd:
 
 @dataclass(frozen=True)
 class ClassSummary:
-    """One class over all cases. ``hd95_mm`` is None when HD95 was not asked for."""
+    """One class over all cases. ``hd95_mm`` / ``nsd`` are None when not asked for."""
 
     label: int
     name: str
@@ -212,6 +281,7 @@ class ClassSummary:
     n_empty_both: int
     hd95_mm: MeanSd | None = None
     n_hd95_undefined: int = 0
+    nsd: MeanSd | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -221,6 +291,8 @@ class ClassSummary:
         }
         if self.hd95_mm is not None:
             result |= {"hd95_mm": self.hd95_mm.to_dict(), "n_hd95_undefined": self.n_hd95_undefined}
+        if self.nsd is not None:
+            result["nsd"] = self.nsd.to_dict()
         return result
 
 
@@ -236,15 +308,23 @@ class EvaluationSummary:
     overall_hd95_mm: MeanSd | None
     unmatched_predictions: tuple[Path, ...] = ()
     unmatched_references: tuple[Path, ...] = ()
+    overall_nsd: MeanSd | None = None
+    nsd_tolerance_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         overall: dict[str, Any] = {"dice": self.overall_dice.to_dict()}
         if self.overall_hd95_mm is not None:
             overall["hd95_mm"] = self.overall_hd95_mm.to_dict()
+        if self.overall_nsd is not None:
+            overall["nsd"] = self.overall_nsd.to_dict()
+        tolerance = (
+            {} if self.nsd_tolerance_mm is None else {"nsd_tolerance_mm": self.nsd_tolerance_mm}
+        )
         return {
             "prediction": str(self.prediction),
             "reference": str(self.reference),
             "empty_mask_rule": EMPTY_MASK_RULE,
+            **tolerance,
             "n_cases": len(self.cases),
             "classes": {str(c.label): c.to_dict() for c in self.classes},
             "overall": overall,
@@ -264,16 +344,29 @@ def _json_float(value: float) -> float | None:
 def summarise_class(label: int, name: str, cases: Sequence[CaseResult]) -> ClassSummary:
     """Mean ± sd of one class over cases, applying the empty-mask rule."""
     results = [case.classes[label] for case in cases]
-    with_hd95 = bool(results) and results[0].hd95_mm is not None
-    hd95_values = [r.hd95_mm for r in results if r.hd95_mm is not None]
+    hd95_values = _computed(results, "hd95_mm")
+    nsd_values = _computed(results, "nsd")
     return ClassSummary(
         label=label,
         name=name,
         dice=MeanSd.of(r.dice for r in results),
         n_empty_both=sum(r.counts.empty_both for r in results),
-        hd95_mm=MeanSd.of(hd95_values) if with_hd95 else None,
+        hd95_mm=MeanSd.of(hd95_values) if hd95_values else None,
         n_hd95_undefined=sum(not math.isfinite(v) for v in hd95_values),
+        nsd=MeanSd.of(nsd_values) if nsd_values else None,
     )
+
+
+def _computed(results: Iterable[ClassResult], metric: str) -> list[float]:
+    """The values of an optional metric (``hd95_mm``, ``nsd``) where it was computed."""
+    return [value for r in results if (value := getattr(r, metric)) is not None]
+
+
+def _overall(cases: Sequence[CaseResult], metric: str) -> MeanSd | None:
+    """Mean ± sd across cases of each case's mean of an optional metric; None if never computed."""
+    if not any(_computed(case.classes.values(), metric) for case in cases):
+        return None
+    return MeanSd.of(_case_mean(_computed(case.classes.values(), metric)) for case in cases)
 
 
 def _case_mean(values: Iterable[float]) -> float:
@@ -289,25 +382,24 @@ def summarise(
     reference: Path,
     unmatched_predictions: Sequence[Path] = (),
     unmatched_references: Sequence[Path] = (),
+    nsd_tolerance_mm: float | None = None,
 ) -> EvaluationSummary:
-    """Per-class and overall mean ± sd of case results that all hold the classes of ``class_names``."""
+    """Per-class and overall mean ± sd of case results that all hold the classes of ``class_names``.
+
+    ``nsd_tolerance_mm`` is recorded in the summary when the results hold NSD at that tolerance.
+    """
     classes = tuple(summarise_class(label, name, cases) for label, name in class_names.items())
-    with_hd95 = any(c.hd95_mm is not None for c in classes)
-    overall_hd95 = None
-    if with_hd95:
-        overall_hd95 = MeanSd.of(
-            _case_mean(r.hd95_mm for r in case.classes.values() if r.hd95_mm is not None)
-            for case in cases
-        )
     return EvaluationSummary(
         prediction=prediction,
         reference=reference,
         cases=tuple(cases),
         classes=classes,
         overall_dice=MeanSd.of(_case_mean(r.dice for r in case.classes.values()) for case in cases),
-        overall_hd95_mm=overall_hd95,
+        overall_hd95_mm=_overall(cases, "hd95_mm"),
         unmatched_predictions=tuple(unmatched_predictions),
         unmatched_references=tuple(unmatched_references),
+        overall_nsd=_overall(cases, "nsd"),
+        nsd_tolerance_mm=nsd_tolerance_mm,
     )
 
 
@@ -361,10 +453,12 @@ def evaluate_case(
     *,
     with_hd95: bool,
     case: str,
+    nsd_tolerance_mm: float | None = None,
 ) -> CaseResult:
     """Read one prediction/reference pair, check their grids, and score ``classes``.
 
-    ``classes=None`` scores every label > 0 present in either mask.
+    ``classes=None`` scores every label > 0 present in either mask. NSD is computed when
+    ``nsd_tolerance_mm`` is given; distances use the reference's voxel spacing.
     """
     prediction_volume, reference_volume = read_volume(prediction), read_volume(reference)
     require_same_grid(prediction_volume, reference_volume)
@@ -375,8 +469,14 @@ def evaluate_case(
     for label in classes:
         pred_mask, ref_mask = pred_labels == label, ref_labels == label
         counts = confusion_counts(pred_mask, ref_mask)
-        distance = hd95(pred_mask, ref_mask, reference_volume.spacing_mm) if with_hd95 else None
-        results[label] = ClassResult(counts, dice_from_counts(counts), distance)
+        spacing = reference_volume.spacing_mm
+        distance = hd95(pred_mask, ref_mask, spacing) if with_hd95 else None
+        surface_dice = (
+            None
+            if nsd_tolerance_mm is None
+            else nsd(pred_mask, ref_mask, spacing, nsd_tolerance_mm)
+        )
+        results[label] = ClassResult(counts, dice_from_counts(counts), distance, surface_dice)
     return CaseResult(case, prediction, reference, results, n_voxels=int(ref_labels.size))
 
 
@@ -525,14 +625,17 @@ def evaluate_folders(
     *,
     classes: Sequence[int] | None = None,
     hd95: bool = False,
+    nsd_tolerance_mm: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationSummary:
-    """Dice (and HD95 with ``hd95=True``) per case and class, with mean ± sd per class and overall.
+    """Dice (HD95 with ``hd95=True``, NSD at ``nsd_tolerance_mm``) per case and class, with
+    mean ± sd per class and overall.
 
     ``pred`` and ``labels`` are two folders (matched by case name, see :func:`match_cases`) or
     two files. ``classes`` defaults to every label > 0 present in any reference. Empty masks
     follow :data:`EMPTY_MASK_RULE`. ``progress(done, total)`` is called after each case.
-    Raises :class:`InputError` for no matches, grids that differ, or fractional label values.
+    Raises :class:`InputError` for no matches, grids that differ, fractional label values, or
+    a negative NSD tolerance.
 
     Example (folders on disk)::
 
@@ -541,13 +644,24 @@ def evaluate_folders(
         print(summary.classes[0].name, summary.classes[0].dice.mean)
     """
     chosen = _validated_classes(classes) if classes is not None else None
+    if nsd_tolerance_mm is not None and not (
+        math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0
+    ):
+        raise InputError(f"--nsd {nsd_tolerance_mm:g}: give a tolerance in mm >= 0, e.g. --nsd 2")
     match = match_cases(pred, labels)
     results: list[CaseResult] = []
     for done, pair in enumerate(match.pairs, start=1):
         # Without --classes, score every label seen in the pair now and drop below those found
         # in no reference at all, so each file is read only once.
         results.append(
-            evaluate_case(pair.prediction, pair.reference, chosen, with_hd95=hd95, case=pair.case)
+            evaluate_case(
+                pair.prediction,
+                pair.reference,
+                chosen,
+                with_hd95=hd95,
+                case=pair.case,
+                nsd_tolerance_mm=nsd_tolerance_mm,
+            )
         )
         if progress:
             progress(done, len(match.pairs))
@@ -558,7 +672,10 @@ def evaluate_folders(
                 f"{labels}: every reference is empty (no label > 0); name the labels to score "
                 "with --classes"
             )
-        results = [_restricted(case, chosen, with_hd95=hd95) for case in results]
+        results = [
+            _restricted(case, chosen, with_hd95=hd95, with_nsd=nsd_tolerance_mm is not None)
+            for case in results
+        ]
     names = class_names_from_dataset_json(labels)
     return summarise(
         results,
@@ -567,13 +684,19 @@ def evaluate_folders(
         reference=labels,
         unmatched_predictions=match.unmatched_predictions,
         unmatched_references=match.unmatched_references,
+        nsd_tolerance_mm=nsd_tolerance_mm,
     )
 
 
-def _restricted(case: CaseResult, classes: Sequence[int], *, with_hd95: bool) -> CaseResult:
+def _restricted(
+    case: CaseResult, classes: Sequence[int], *, with_hd95: bool, with_nsd: bool
+) -> CaseResult:
     """``case`` with exactly ``classes``: a class it did not score was absent from both masks."""
     empty = ClassResult(
-        ConfusionCounts(0, 0, 0, case.n_voxels), math.nan, math.nan if with_hd95 else None
+        ConfusionCounts(0, 0, 0, case.n_voxels),
+        math.nan,
+        math.nan if with_hd95 else None,
+        math.nan if with_nsd else None,
     )
     return CaseResult(
         case.case,

@@ -19,6 +19,8 @@ from salign_cli.metrics import (
     evaluate_folders,
     hd95,
     match_cases,
+    nsd,
+    surface_distances,
     write_summary,
 )
 
@@ -144,6 +146,132 @@ def test_hd95_undefined_when_either_mask_is_empty() -> None:
     assert math.isnan(hd95(empty, some, (1, 1, 1)))
     assert math.isnan(hd95(some, empty, (1, 1, 1)))
     assert math.isnan(hd95(empty, empty, (1, 1, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# normalised surface Dice
+
+
+def shifted_cubes(shift: int, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 4³ cube and the same cube ``shift`` voxels further along ``axis``, with room to spare."""
+    cube = np.zeros((12, 12, 12), bool)
+    cube[2:6, 2:6, 2:6] = True
+    return cube, np.roll(cube, shift, axis=axis)
+
+
+def test_nsd_of_identical_masks_is_one() -> None:
+    cube, _ = shifted_cubes(0)
+    assert nsd(cube, cube, (1.0, 1.0, 1.0), 0.0) == 1.0
+    assert nsd(cube, cube, (0.7, 2.0, 5.0), 0.0) == 1.0
+
+
+# A 4³ cube has 56 surface voxels (64 minus the 2³ interior). Shift a copy by 2 voxels along
+# axis 0, so it spans rows 4..7 where the cube spans 2..5. A cube voxel whose (y, z) lies on the
+# ring of the cross-section (12 of 16) has copy surface voxels in the same (y, z) at rows 4..7:
+# row 2 → 2 voxels, row 3 → 1, rows 4 and 5 → 0. The 4 inner (y, z) are surface only on the
+# end faces: row 2 → 2 voxels (to the copy's face at row 4; the ring is √(2² + 1) away), row
+# 5 → 1 voxel (to the copy's ring in the same row). So per cube, at 1 mm spacing:
+# 24 voxels at 0 mm, 16 at 1 mm, 16 at 2 mm; the same for the copy by symmetry.
+@pytest.mark.parametrize(
+    ("tolerance_mm", "expected"),
+    [(0.0, 24 / 56), (0.5, 24 / 56), (1.0, 40 / 56), (1.9, 40 / 56), (2.0, 1.0), (3.0, 1.0)],
+)
+def test_nsd_cube_shifted_by_two_voxels(tolerance_mm: float, expected: float) -> None:
+    cube, copy = shifted_cubes(2)
+    assert nsd(cube, copy, (1.0, 1.0, 1.0), tolerance_mm) == pytest.approx(expected)
+    assert nsd(copy, cube, (1.0, 1.0, 1.0), tolerance_mm) == pytest.approx(expected)
+
+
+def test_nsd_counts_the_same_distances_hd95_uses() -> None:
+    cube, copy = shifted_cubes(2)
+    pred_to_ref, ref_to_pred = surface_distances(cube, copy, (1.0, 1.0, 1.0))
+    for distances in (pred_to_ref, ref_to_pred):  # the hand count above, one mask at a time
+        values, counts = np.unique(distances, return_counts=True)
+        assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == {
+            0.0: 24,
+            1.0: 16,
+            2.0: 16,
+        }
+
+
+def test_nsd_measures_anisotropic_voxels_in_mm() -> None:
+    # The same shift with 2 mm along axis 0 and 1 mm in-plane: ring rows 3 and 2 lie 2 and 4 mm
+    # away, the inner row-2 face 4 mm (√(4² + 1) via the ring), the inner row-5 face 1 mm (the
+    # copy's ring in the same row, in-plane). Per cube: 24 at 0, 4 at 1, 12 at 2, 16 at 4 mm.
+    cube, copy = shifted_cubes(2)
+    spacing = (2.0, 1.0, 1.0)
+    assert nsd(cube, copy, spacing, 1.0) == pytest.approx(28 / 56)
+    assert nsd(cube, copy, spacing, 2.0) == pytest.approx(40 / 56)
+    assert nsd(cube, copy, spacing, 3.9) == pytest.approx(40 / 56)
+    assert nsd(cube, copy, spacing, 4.0) == 1.0
+    # the shift along an in-plane axis: 1 mm voxels, so the isotropic answer at 1 mm again
+    cube, along_1 = shifted_cubes(2, axis=1)
+    assert nsd(cube, along_1, spacing, 1.0) == pytest.approx(40 / 56)
+
+
+def test_nsd_empty_mask_rule() -> None:
+    empty = np.zeros((3, 3, 3), bool)
+    some = voxels((3, 3, 3), (1, 1, 1))
+    assert math.isnan(nsd(empty, empty, (1, 1, 1), 2.0))  # nothing to score, like Dice
+    assert nsd(empty, some, (1, 1, 1), 2.0) == 0.0  # no surface voxel has a partner
+    assert nsd(some, empty, (1, 1, 1), 2.0) == 0.0
+
+
+def test_nsd_refuses_a_negative_tolerance_and_a_wrong_spacing() -> None:
+    cube, _ = shifted_cubes(0)
+    with pytest.raises(ValueError, match="tolerance"):
+        nsd(cube, cube, (1, 1, 1), -1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        nsd(cube, cube, (1, 1), 1.0)
+
+
+def test_nsd_of_a_real_label_against_itself_shifted(hippocampus_dir: Path) -> None:
+    # Shifting a mask by k voxels moves every surface voxel by exactly k·spacing onto a surface
+    # voxel of the copy: NSD is 1 from that tolerance on. Below one voxel, the copy's leading
+    # face has no partner (no reference voxel lies beyond it), so NSD < 1.
+    image = nib.load(hippocampus_dir / "labelsTr" / "hippocampus_001.nii.gz")
+    labels = np.asarray(image.dataobj).astype(np.int32)
+    spacing = tuple(float(s) for s in image.header.get_zooms()[:3])
+    for label in (1, 2):
+        mask = np.pad(labels == label, 3)
+        copy = np.roll(mask, 2, axis=1)
+        step = 2 * spacing[1]
+        assert nsd(mask, mask, spacing, 0.0) == 1.0
+        assert nsd(mask, copy, spacing, step) == 1.0
+        below = [nsd(mask, copy, spacing, t) for t in (0.0, 0.5 * spacing[1], step * 0.99)]
+        assert all(0.0 < value < 1.0 for value in below)
+        assert below == sorted(below)  # a larger tolerance never lowers NSD
+
+
+def test_nsd_on_files_is_reported_per_class_and_overall(tmp_path: Path) -> None:
+    cube, copy = shifted_cubes(2)
+    ref = cube.astype(np.uint8)
+    pred = copy.astype(np.uint8)
+    ref[10, 10, 10] = 2  # class 2 only in the reference: NSD 0
+    save_labels(tmp_path / "p" / "c.nii.gz", pred)
+    save_labels(tmp_path / "l" / "c.nii.gz", ref)
+    summary = evaluate_folders(tmp_path / "p", tmp_path / "l", nsd_tolerance_mm=1.0)
+    class_1, class_2 = summary.classes
+    assert class_1.nsd.mean == pytest.approx(40 / 56)
+    assert class_2.nsd.mean == 0.0
+    assert summary.overall_nsd.mean == pytest.approx((40 / 56 + 0.0) / 2)
+    payload = summary.to_dict()
+    assert payload["nsd_tolerance_mm"] == 1.0
+    assert payload["metric_per_case"][0]["metrics"]["1"]["nsd"] == pytest.approx(40 / 56)
+    assert "NSD" in payload["empty_mask_rule"]
+    without = evaluate_folders(tmp_path / "p", tmp_path / "l").to_dict()
+    assert "nsd_tolerance_mm" not in without and "nsd" not in without["overall"]
+    with pytest.raises(InputError, match="--nsd"):
+        evaluate_folders(tmp_path / "p", tmp_path / "l", nsd_tolerance_mm=-1.0)
+
+
+def test_nsd_of_a_class_absent_from_a_case_is_undefined(tmp_path: Path) -> None:
+    preds, labels = two_case_folders(tmp_path)
+    summary = evaluate_folders(preds, labels, nsd_tolerance_mm=1.0)
+    class_2 = summary.classes[1]
+    # case_a: class 2 identical → 1; case_b: empty in both → NaN, excluded like its Dice
+    assert math.isnan(summary.cases[1].classes[2].nsd)
+    assert (class_2.nsd.mean, class_2.nsd.n, class_2.n_empty_both) == (1.0, 1, 1)
 
 
 # ---------------------------------------------------------------------------------------------

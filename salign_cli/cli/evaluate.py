@@ -1,4 +1,4 @@
-"""`salign evaluate PRED LABELS`: Dice (and HD95) per case and class, mean ± sd, summary.json."""
+"""`salign evaluate PRED LABELS`: Dice (HD95, NSD) per case and class, mean ± sd, summary.json."""
 
 from __future__ import annotations
 
@@ -38,12 +38,16 @@ def _case_table(summary: EvaluationSummary) -> Table:
         table.add_column(escape(f"Dice {result.label}"), justify="right")
         if result.hd95_mm is not None:
             table.add_column(escape(f"HD95 {result.label} mm"), justify="right")
+        if result.nsd is not None:
+            table.add_column(escape(f"NSD {result.label}"), justify="right")
     for case in summary.cases:
         row = [escape(case.case)]
         for result in case.classes.values():
             row.append(format_number(result.dice, 3))
             if result.hd95_mm is not None:
                 row.append(format_number(result.hd95_mm, 2))
+            if result.nsd is not None:
+                row.append(format_number(result.nsd, 3))
         table.add_row(*row)
     return table
 
@@ -82,6 +86,16 @@ def evaluate(
             "--hd95", help="Also compute HD95 in mm (95th-percentile Hausdorff distance)."
         ),
     ] = False,
+    nsd: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--nsd",
+            metavar="TOL_MM",
+            help="Also compute the normalised surface Dice at this tolerance in mm: the share of "
+            "both surfaces within TOL_MM of the other (Nikolov et al. 2021).",
+            show_default=False,
+        ),
+    ] = None,
     per_case: Annotated[
         bool, typer.Option("--per-case", help="Also print the per-case table.")
     ] = False,
@@ -92,7 +106,7 @@ def evaluate(
         ),
     ] = None,
 ) -> None:
-    """Score predicted masks against reference labels: Dice (and HD95), mean ± sd.
+    """Score predicted masks against reference labels: Dice (HD95, NSD), mean ± sd.
 
     Files are matched by case name: a prediction [bold]case.nii.gz[/] or
     [bold]case_seg.nii.gz[/] (what salign segment writes) goes with the label
@@ -104,8 +118,9 @@ def evaluate(
     Dice NaN: excluded from the means and counted in n_empty_both (as nnU-Net
     does). An empty reference with a non-empty prediction has Dice 0. HD95 is
     undefined when either mask is empty: excluded and counted as HD95 n/a.
+    NSD follows Dice: NaN when both are empty, 0 when exactly one is.
 
-    Example: salign evaluate predictions/ Task04_Hippocampus/labelsTr --hd95
+    Example: salign evaluate predictions/ Task04_Hippocampus/labelsTr --hd95 --nsd 1
     """
     from salign_cli.metrics import default_summary_path, evaluate_folders, write_summary
 
@@ -117,6 +132,7 @@ def evaluate(
             labels,
             classes=chosen,
             hd95=hd95,
+            nsd_tolerance_mm=nsd,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     _warn_unmatched(summary.unmatched_predictions, "predictions without a label file")

@@ -26,7 +26,7 @@ def format_number(value: float | None, digits: int) -> str:
 
 
 def dice_table(summary: EvaluationSummary) -> Table:
-    """Per-class Dice (and HD95 when computed), mean ± sd, with an overall row."""
+    """Per-class Dice (and HD95, NSD when computed), mean ± sd, with an overall row."""
     with_hd95 = summary.overall_hd95_mm is not None
     table = Table(title=f"Dice over {len(summary.cases)} cases (mean ± sd)")
     table.add_column("class")
@@ -36,6 +36,8 @@ def dice_table(summary: EvaluationSummary) -> Table:
     if with_hd95:
         table.add_column("HD95 mm", justify="right")
         table.add_column("HD95 n/a", justify="right")
+    if summary.overall_nsd is not None:
+        table.add_column(f"NSD@{summary.nsd_tolerance_mm:g} mm", justify="right")
     for result in summary.classes:
         row = [
             escape(f"{result.label}: {result.name}"),
@@ -45,10 +47,14 @@ def dice_table(summary: EvaluationSummary) -> Table:
         ]
         if result.hd95_mm is not None:
             row += [format_mean_sd(result.hd95_mm, 2), str(result.n_hd95_undefined)]
+        if result.nsd is not None:
+            row.append(format_mean_sd(result.nsd, 3))
         table.add_row(*row)
     overall = ["overall", format_mean_sd(summary.overall_dice, 3)]
     overall += [str(summary.overall_dice.n), ""]
     if summary.overall_hd95_mm is not None:
         overall += [format_mean_sd(summary.overall_hd95_mm, 2), ""]
+    if summary.overall_nsd is not None:
+        overall.append(format_mean_sd(summary.overall_nsd, 3))
     table.add_row(*overall, style="bold")
     return table

@@ -438,26 +438,101 @@ def _check_preprocessing(contract: BundleContract, where: Path) -> None:
         raise InputError(f"{where / CONTRACT_FILE}: invalid preprocessing: {error}") from None
 
 
-def render_card(contract: BundleContract, title: str = "salign bundle") -> str:
-    """A Hub model card (YAML front matter + Markdown) generated from the contract.
+@dataclass(frozen=True)
+class CardLicence:
+    """A model card's licence in the Hub's terms: a Hub licence id (``cc-by-sa-4.0``), or
+    ``other`` with a ``name`` (lowercase, dashes) and a ``link``, which the Hub requires for
+    ``other``. ``ValueError`` when ``other`` lacks either."""
 
-    JSON string quoting is valid YAML, so values are written with ``json.dumps`` and need no
-    YAML library. The licence is ``other``: the publisher must state it, since it depends on
-    the training data's terms.
-    """
-    tags = [
-        "medical",
-        "segmentation",
-        "ct" if contract.modality == "CT" else "mri",
-        "self-supervised",
+    license: str
+    name: str | None = None
+    link: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.license != "other" or bool(self.name and self.link),
+            "license 'other' needs license_name and license_link",
+        )
+
+
+# salign cannot know the terms of the data a model was trained on; the weights inherit them. So
+# a generated card says "other", names those terms, and links to its own licence section, which
+# asks the publisher to state them.
+UNSTATED_LICENCE = CardLicence("other", name="training-data-terms", link=CARD_FILE)
+_UNSTATED_LICENCE_SECTION = (
+    "## Licence\n\n"
+    "The weights inherit the terms of the data they were trained on, which salign cannot know. "
+    "Whoever publishes this bundle states them here (or uploads their own card with "
+    "`salign weights push --card FILE`).\n"
+)
+
+
+@dataclass(frozen=True)
+class CardDataset:
+    """The data a model was trained and scored on: ``id`` (a Hub dataset id or a short slug; the
+    card's ``datasets`` and its evaluation results' dataset type) and a readable ``name``."""
+
+    id: str
+    name: str
+
+
+def _eval_results(contract: BundleContract, dataset: CardDataset | None) -> list[Any]:
+    """The contract's per-class Dice as Hub evaluation results (the card's ``model-index``)."""
+    from huggingface_hub import EvalResult
+
+    evaluation = contract.evaluation or {}
+    cases = evaluation.get("held_out_cases")
+    where = dataset.name if dataset else "held-out cases"
+    return [
+        EvalResult(
+            task_type="image-segmentation",
+            dataset_type=dataset.id if dataset else "held-out",
+            dataset_name=f"{where} ({cases} held-out cases)" if cases else where,
+            metric_type="dice",
+            metric_name=f"Dice {name}",
+            metric_value=float(value),
+        )
+        for name, value in evaluation.get("per_class_dice", {}).items()
     ]
-    front = ["---", "license: other", "library_name: salign", "tags:"]
-    front += [f"  - {tag}" for tag in tags]
-    if contract.base_model:
-        front.append(f"base_model: {json.dumps(contract.base_model)}")
-    if contract.evaluation:
-        front += ["metrics:", "  - dice"]
-    front += ["pipeline_tag: image-segmentation", "---", ""]
+
+
+def render_card(
+    contract: BundleContract,
+    title: str = "salign bundle",
+    *,
+    licence: CardLicence = UNSTATED_LICENCE,
+    dataset: CardDataset | None = None,
+    sections: str = "",
+) -> str:
+    """A Hub model card (YAML metadata + Markdown) generated from the contract alone.
+
+    The metadata is ``huggingface_hub``'s own ``ModelCardData``, so it is what the Hub parses:
+    licence fields (:class:`CardLicence`; by default :data:`UNSTATED_LICENCE`), ``datasets``
+    (from ``dataset``), and the contract's per-class Dice as ``model-index`` evaluation results.
+    ``sections`` (Markdown) is appended, e.g. the data's attribution.
+
+    Example::
+
+        card = render_card(contract, "my model", licence=CardLicence("cc-by-sa-4.0"))
+        ModelCard(card).data.license  # "cc-by-sa-4.0"
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    dice = (contract.evaluation or {}).get("per_class_dice", {})
+    modality_tag = "ct" if contract.modality == "CT" else "mri"
+    metadata = ModelCardData(
+        license=licence.license,
+        license_name=licence.name,
+        license_link=licence.link,
+        library_name="salign",
+        tags=["medical", "segmentation", modality_tag, "self-supervised"],
+        base_model=contract.base_model,
+        datasets=[dataset.id] if dataset else None,
+        metrics=["dice"] if dice else None,
+        pipeline_tag="image-segmentation",
+        model_name=title,
+        eval_results=_eval_results(contract, dataset) or None,
+    )
     body = [
         f"# {title}",
         "",
@@ -474,9 +549,11 @@ def render_card(contract: BundleContract, title: str = "salign bundle") -> str:
         *(f"- {label}: {name}" for label, name in contract.classes.items()),
         "",
     ]
-    dice = (contract.evaluation or {}).get("per_class_dice", {})
     if dice:
-        body += ["## Evaluation (Dice on held-out cases)", "", "| class | Dice |", "|---|---|"]
+        split = (contract.evaluation or {}).get("split")
+        body += ["## Evaluation (Dice on held-out cases)", ""]
+        body += [f"Split: {split}.", ""] if split else []
+        body += ["| class | Dice |", "|---|---|"]
         body += [f"| {name} | {value:.3f} |" for name, value in dice.items()]
         body.append("")
     body += [
@@ -488,7 +565,25 @@ def render_card(contract: BundleContract, title: str = "salign bundle") -> str:
         "sha256 of `model.safetensors`); salign refuses weights that do not match it.",
         "",
     ]
-    return "\n".join(front + body)
+    if licence == UNSTATED_LICENCE:
+        body.append(_UNSTATED_LICENCE_SECTION)
+    if sections:
+        body.append(sections)
+    # ModelCard parses what it is given: a card it cannot read would fail here, not on the Hub.
+    return str(ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(body)))
+
+
+def write_card(folder: Path, title: str = "salign bundle", **options: Any) -> Path:
+    """Rewrite only ``folder/README.md`` from the bundle's ``salign.json`` (atomically).
+
+    For a card whose format or wording changed: the weights and contract stay as they are.
+    ``options`` are :func:`render_card`'s keyword arguments.
+    """
+    path = Path(folder) / CARD_FILE
+    card = render_card(read_contract(Path(folder)), title, **options)
+    with atomic_path(path) as temporary:
+        temporary.write_text(card, "utf-8")
+    return path
 
 
 def save_bundle(

@@ -86,6 +86,29 @@ def test_hd95_per_case_and_output_option(cli, folders: tuple[Path, Path], tmp_pa
     assert "Per case" in result.output and "case" in result.output
 
 
+def test_nsd_per_class_in_summary_and_tables(cli, folders: tuple[Path, Path]) -> None:
+    # Every voxel of these 3×3×3 masks is a surface voxel. Class 1 at 1 mm spacing: the 3
+    # shared voxels of each side are 0 mm away; the predicted centre (1, 1, 1) is √2 mm from
+    # reference (0, 0, 1); of the reference row (2, 0, :), only (2, 0, 1) is within √2 of the
+    # centre, (2, 0, 0) and (2, 0, 2) are √3 away. At 1.5 mm: (4 + 4) / (4 + 6) = 0.8.
+    preds, labels = folders
+    result = cli("evaluate", str(preds), str(labels), "--nsd", "1.5", "--per-case")
+    assert result.exit_code == 0, result.output
+    payload = json.loads((preds / "summary.json").read_text())
+    assert payload["nsd_tolerance_mm"] == 1.5
+    assert payload["classes"]["1"]["nsd"]["mean"] == pytest.approx(0.8)
+    assert payload["classes"]["2"]["nsd"]["mean"] == 1.0
+    assert payload["overall"]["nsd"]["mean"] == pytest.approx(0.9)
+    assert "NSD@1.5 mm" in result.output and "NSD 1" in result.output
+
+
+def test_negative_nsd_tolerance_exits_2(cli, folders: tuple[Path, Path]) -> None:
+    result = cli("evaluate", *map(str, folders), "--nsd=-1")
+    assert result.exit_code == 2
+    assert "--nsd" in result.output and "Traceback" not in result.output
+    assert not (folders[0] / "summary.json").exists()
+
+
 @pytest.mark.parametrize("classes", ["a,b", "0", ","])
 def test_bad_classes_exit_2(cli, folders: tuple[Path, Path], classes: str) -> None:
     result = cli("evaluate", *map(str, folders), "--classes", classes)
@@ -129,7 +152,7 @@ def test_real_hippocampus_labels_against_themselves(
     for source in sources:
         shutil.copy(source, labels / source.name)
         shutil.copy(source, preds / source.name.replace(".nii.gz", "_seg.nii.gz"))
-    result = cli("evaluate", str(preds), str(labels))
+    result = cli("evaluate", str(preds), str(labels), "--nsd", "1")
     assert result.exit_code == 0, result.output
     payload = json.loads((preds / "summary.json").read_text())
     assert payload["n_cases"] == 5
@@ -139,4 +162,5 @@ def test_real_hippocampus_labels_against_themselves(
     }
     for label in ("1", "2"):
         assert payload["classes"][label]["dice"] == {"mean": 1.0, "sd": 0.0, "n": 5}
+        assert payload["classes"][label]["nsd"] == {"mean": 1.0, "sd": 0.0, "n": 5}
         assert payload["classes"][label]["n_empty_both"] == 0

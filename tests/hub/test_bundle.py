@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.model.bundle import (
     BundleContract,
+    CardDataset,
+    CardLicence,
     build_model,
     load_bundle,
     read_contract,
     save_bundle,
+    write_card,
 )
 from salign_cli.model.unet import UNet2D, UNetConfig
 
@@ -46,13 +50,62 @@ def test_save_writes_weights_hash_contract_and_card(tiny_bundle: Path) -> None:
     assert payload["classes"] == {"0": "background", "1": "anterior", "2": "posterior"}
     assert payload["finetuning"] == {"labelled_case_ids": ["hippocampus_001"], "seed": 0}
     card = (tiny_bundle / "README.md").read_text()
-    front_matter = card.split("---")[1]
-    for line in ("library_name: salign", "  - medical", "  - segmentation", "  - mri"):
-        assert line in front_matter.splitlines()
-    assert "  - self-supervised" in front_matter and "  - dice" in front_matter
-    assert "license:" in front_matter
+    metadata = ModelCard.load(tiny_bundle / "README.md").data
+    assert metadata.library_name == "salign"
+    assert metadata.tags == ["medical", "segmentation", "mri", "self-supervised"]
+    assert metadata.metrics == ["dice"]
     assert "not a medical device" in card
     assert "| anterior | 0.500 |" in card
+
+
+def test_a_generated_card_states_an_unknown_licence_the_way_the_hub_accepts(
+    tiny_bundle: Path,
+) -> None:
+    # The Hub requires license_name and license_link with "other"; the link is the card itself,
+    # whose licence section asks the publisher to state the training data's terms.
+    metadata = ModelCard.load(tiny_bundle / "README.md").data
+    assert (metadata.license, metadata.license_name, metadata.license_link) == (
+        "other",
+        "training-data-terms",
+        "README.md",
+    )
+    assert "## Licence" in (tiny_bundle / "README.md").read_text()
+    with pytest.raises(ValueError, match="license_name"):
+        CardLicence("other")
+
+
+def test_card_eval_results_hold_the_contract_dice(tiny_bundle: Path) -> None:
+    write_card(
+        tiny_bundle,
+        "tiny",
+        licence=CardLicence("cc-by-sa-4.0"),
+        dataset=CardDataset("msd-task04-hippocampus", "MSD Task04 Hippocampus"),
+        sections="## Training data\n\nA line of attribution.\n",
+    )
+    card = ModelCard.load(tiny_bundle / "README.md")
+    assert card.data.license == "cc-by-sa-4.0" and card.data.license_name is None
+    assert card.data.datasets == ["msd-task04-hippocampus"]
+    assert card.data.model_name == "tiny"
+    # written by write_tiny_bundle: {"anterior": 0.5, "posterior": 0.25}
+    dice = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert dice == {"Dice anterior": 0.5, "Dice posterior": 0.25}
+    assert {(r.metric_type, r.task_type, r.dataset_type) for r in card.data.eval_results} == {
+        ("dice", "image-segmentation", "msd-task04-hippocampus")
+    }
+    assert "A line of attribution." in card.text and "## Licence" not in card.text
+    # only the card was rewritten: the weights still match the contract
+    load_bundle(tiny_bundle)
+
+
+def test_a_card_without_evaluation_has_no_eval_results(tmp_path: Path) -> None:
+    folder = save_bundle(
+        tmp_path / "b",
+        UNet2D(UNetConfig(num_classes=2, width=8, depth=2)).state_dict(),
+        _contract(),
+    )
+    metadata = ModelCard.load(folder / "README.md").data
+    assert metadata.eval_results is None and metadata.metrics is None
+    assert metadata.datasets is None
 
 
 def test_round_trip_gives_identical_tensors_and_logits(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hub_server import FakeHub, publish_bundle, write_tiny_bundle
 
 import salign_cli.registry
 from salign_cli.errors import InputError, SalignError
-from salign_cli.hub import import_bundle, parse_spec, resolve
+from salign_cli.hub import cached_bundles, import_bundle, parse_spec, resolve
 from salign_cli.model.bundle import load_bundle
 
 
@@ -225,3 +225,30 @@ def test_import_with_explicit_target_and_refusals(tiny_bundle: Path, loopback_hu
     (tiny_bundle / "model.safetensors").write_bytes(b"not the weights")
     with pytest.raises(InputError, match="tampered"):
         import_bundle(tiny_bundle, f"org/usb@{commit}")
+
+
+def test_cached_bundles_lists_what_huggingface_hub_cached(
+    loopback_hub: FakeHub, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    assert cached_bundles() == []  # no cache folder at all yet
+    full = publish_bundle(loopback_hub, "org/full", tiny_bundle, refs=("main", "v1"))
+    contract_only = publish_bundle(loopback_hub, "org/peek", tiny_bundle)
+    not_a_bundle = loopback_hub.add_commit("org/other", {"config.json": b"{}"})
+    resolve("org/full@v1")
+    resolve("org/peek", contract_only=True)
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(
+        "org/other", "config.json", cache_dir=tmp_path / "hf-cache", endpoint=loopback_hub.url
+    )
+    imported = "e" * 40
+    import_bundle(tiny_bundle, f"org/usb@{imported}")
+    listed = [(b.repo_id, b.commit, b.refs, b.complete) for b in cached_bundles()]
+    assert listed == [
+        ("org/full", full, ("v1",), True),
+        ("org/peek", contract_only, ("main",), False),
+        ("org/usb", imported, (), True),
+    ]
+    assert not_a_bundle not in {commit for _, commit, _, _ in listed}
+    snapshot = tmp_path / "hf-cache" / "models--org--usb" / "snapshots" / imported
+    assert [b.folder for b in cached_bundles() if b.repo_id == "org/usb"] == [snapshot]

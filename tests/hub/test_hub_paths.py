@@ -37,7 +37,6 @@ def test_cache_dir_precedence(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert hub_paths.hub_cache_dir() == tmp_path / "hf" / "hub"
     clean_env.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hub_paths.hub_cache_dir() == tmp_path / "cache"
-    assert hub_paths.repo_cache_folder("org/name") == tmp_path / "cache" / "models--org--name"
 
 
 def test_endpoint_offline_and_token(clean_env: pytest.MonkeyPatch) -> None:

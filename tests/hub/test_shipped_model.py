@@ -27,6 +27,22 @@ def test_the_registry_names_the_shipped_bundle_and_its_hub_repository() -> None:
     assert card is not None and "license: cc-by-sa-4.0" in card.read_text(encoding="utf-8")
 
 
+def test_the_shipped_card_is_hub_metadata_generated_from_its_contract() -> None:
+    from huggingface_hub import ModelCard
+
+    from salign_cli.model.bundle import read_contract
+
+    entry = load_registry().get("hippocampus")
+    assert entry is not None and entry.bundled_folder is not None
+    card = ModelCard.load(entry.bundled_folder / "README.md")
+    evaluation = read_contract(entry.bundled_folder).evaluation
+    assert card.data.license == "cc-by-sa-4.0"
+    assert card.data.datasets == ["msd-task04-hippocampus"]
+    dice = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert dice == {f"Dice {k}": v for k, v in evaluation["per_class_dice"].items()}
+    assert evaluation["held_out_cases"] == 50 and min(dice.values()) > 0.8
+
+
 def test_segment_by_name_offline_then_evaluate_an_nnunet_layout(
     cli, hippocampus_dir: Path, tmp_path: Path, block_all_sockets: list[object], monkeypatch
 ) -> None:
