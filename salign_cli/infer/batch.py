@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from salign_cli.errors import InputError, SalignError
-from salign_cli.infer.postprocess import keep_largest_component, label_volumes_ml
+from salign_cli.infer.postprocess import label_volumes_ml
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
     atomic_path,
@@ -381,36 +382,18 @@ def load_predictor(
     options: SegmentOptions,
     note: Callable[[str], None] | None = None,
 ) -> tuple[Any, ModelInfo]:
-    """Resolve ``--model`` (or the newest fine-tuned run), verify the bundle, build a Predictor."""
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.device import resolve_device
-    from salign_cli.hub import resolve
+    """Resolve ``--model`` (or the newest fine-tuned run) with :meth:`Predictor.from_bundle`."""
     from salign_cli.infer.predictor import Predictor
-    from salign_cli.model.bundle import build_model, load_bundle
 
-    device = resolve_device(options.device)
     if model is None:
         run = workspace.latest_run("finetune")
         if run is None:
             raise no_model_error(workspace)
         model = str(run / "bundle")
-    resolved = resolve(model, report=note)
-    bundle = load_bundle(resolved.folder, report=note)
-    contract = bundle.contract
-    if contract.kind != "finetuned":
-        raise InputError(
-            f"--model {model}: a {contract.kind} bundle has no trained segmentation head; "
-            f"fine-tune it first (salign finetune --from {model} --labels N)"
-        )
-    defaults = contract.inference_defaults
-    predictor = Predictor(
-        build_model(bundle).eval(),
-        PreprocessConfig.from_dict(contract.preprocessing),
-        device=device,
-        batch_size=options.batch_size,
-        tta=defaults.tta if options.tta is None else options.tta,
-        mirror=defaults.mirror,
+    predictor = Predictor.from_bundle(
+        model, device=options.device, batch_size=options.batch_size, tta=options.tta, note=note
     )
+    resolved, contract = predictor.origin.resolved, predictor.origin.contract
     info = ModelInfo(
         spec=model,
         folder=resolved.folder,
@@ -422,7 +405,7 @@ def load_predictor(
         modality=contract.modality,
         class_names=tuple(contract.class_names),
         largest_component=(
-            defaults.largest_component
+            predictor.default_largest_component
             if options.largest_component is None
             else options.largest_component
         ),
@@ -435,12 +418,12 @@ def modality_warning(volume: Volume, modality: str) -> str | None:
     lowest = float(volume.array.min()) if volume.array.size else 0.0
     if modality == "CT" and lowest >= 0:
         return (
-            f"{volume.path}: no negative intensities, so this does not look like CT in HU but "
+            f"{volume.location}: no negative intensities, so this does not look like CT in HU but "
             "the model is a CT model; check the scan or pick an MR model"
         )
     if modality == "MR" and lowest < CT_AIR_THRESHOLD_HU:
         return (
-            f"{volume.path}: intensities below {CT_AIR_THRESHOLD_HU:g} look like CT in HU but "
+            f"{volume.location}: intensities below {CT_AIR_THRESHOLD_HU:g} look like CT in HU but "
             "the model is an MR model; check the scan or pick a CT model"
         )
     return None
@@ -550,6 +533,7 @@ def segment(
     on_start: Callable[[list[Job], ModelInfo, str], None] | None = None,
     on_file: Callable[[FileResult], None] | None = None,
     note: Callable[[str], None] | None = None,
+    on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> SegmentSummary:
     """Segment every input and write its mask; return (and optionally save) a summary.
 
@@ -558,8 +542,8 @@ def segment(
         summary = segment(["scans/"], model="org/name@v1", options=SegmentOptions(tta=True))
         [r.output for r in summary.by_status("written")]
 
-    ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display;
-    ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
+    ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display,
+    ``on_slices(job, done, total)`` a bar inside one scan (slices segmented so far); ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
     (no inputs, bad ``-o``, no model) raise :class:`InputError`; problems with one file end up
     in its :class:`FileResult`.
     """
@@ -596,7 +580,7 @@ def segment(
         device = str(predictor.device)
         if on_start:
             on_start(pending, model_info, device)
-        stopped = _run(pending, predictor, model_info, options, results, on_file, note)
+        stopped = _run(pending, predictor, model_info, options, results, on_file, note, on_slices)
     order = {job.input: index for index, job in enumerate(jobs)}
     results.sort(key=lambda result: order[result.input])
     summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
@@ -613,6 +597,7 @@ def _run(
     results: list[FileResult],
     on_file: Callable[[FileResult], None] | None,
     note: Callable[[str], None] | None,
+    on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> bool:
     """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast."""
 
@@ -642,7 +627,10 @@ def _run(
                 result.seconds["read"] = loaded.seconds
                 result.shape = tuple(loaded.volume.stored_shape or loaded.volume.shape)
                 result.warnings = [loaded.warning] if loaded.warning else []
-                labels, probabilities, predict_s = _predict(loaded, predictor, model, options)
+                progress = partial(on_slices, job) if on_slices else None
+                labels, probabilities, predict_s = _predict(
+                    loaded, predictor, model, options, progress
+                )
                 result.seconds["predict"] = predict_s
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, list(model.class_names)
@@ -667,16 +655,24 @@ def _run(
 
 
 def _predict(
-    loaded: _Loaded, predictor: Any, model: ModelInfo, options: SegmentOptions
+    loaded: _Loaded,
+    predictor: Any,
+    model: ModelInfo,
+    options: SegmentOptions,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
+    from salign_cli.infer.memory import segment_volume
+
     start = time.perf_counter()
-    prediction = predictor.predict(
-        loaded.volume, prepared=loaded.prepared, with_probabilities=options.probabilities
+    prediction = segment_volume(
+        predictor,
+        loaded.volume,
+        largest_component=model.largest_component,
+        prepared=loaded.prepared,
+        with_probabilities=options.probabilities,
+        on_progress=on_progress,
     )
-    labels = prediction.labels
-    if model.largest_component:
-        labels = keep_largest_component(labels, range(1, len(model.class_names)))
-    return labels, prediction.probabilities, time.perf_counter() - start
+    return prediction.labels, prediction.probabilities, time.perf_counter() - start
 
 
 def _fail(result: FileResult, error: SalignError) -> None:
