@@ -156,6 +156,7 @@ def segment(
         TimeRemainingColumn,
     )
 
+    from salign_cli.cli.progress import ScanBar
     from salign_cli.infer.batch import SegmentOptions
     from salign_cli.infer.batch import segment as run_segment
 
@@ -182,6 +183,7 @@ def segment(
         transient=True,
     )
     task = progress.add_task("", total=None)
+    scan_bar = ScanBar(progress)  # slices of one long scan (LONG_SCAN_SLICES or more)
 
     def note(message: str) -> None:
         progress.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
@@ -218,6 +220,7 @@ def segment(
             on_start=on_start,
             on_file=on_file,
             note=note,
+            on_slices=lambda job, done, total: scan_bar.update(escape(job.input.name), done, total),
         )
     _print_summary(summary, quiet)
     if report is not None and not quiet:

@@ -83,3 +83,37 @@ def test_help_shows_an_example(cli):
     result = cli("segment", "--help")
     assert result.exit_code == 0
     assert "salign segment ct.nii.gz -o ct_mask.nii.gz" in result.output
+
+
+def test_a_long_scan_gets_a_bar_of_its_slices(cli, tmp_path: Path, make_bundle, monkeypatch):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from salign_cli.cli import progress as progress_module
+
+    shown: list[tuple[str, int, int]] = []
+    real_update = progress_module.ScanBar.update
+
+    def record(self, name: str, done: int, total: int) -> None:
+        shown.append((name, done, total))
+        real_update(self, name, done, total)
+
+    monkeypatch.setattr(progress_module.ScanBar, "update", record)
+    long_scan = write_scan(
+        tmp_path / "long.nii.gz", np.random.default_rng(1).normal(size=(6, 7, 70)).astype("f4")
+    )
+    result = cli("segment", str(long_scan), "--model", str(make_bundle()), "--batch-size", "32")
+    assert result.exit_code == 0, result.output
+    # 70 slices along the 2 mm axis (the largest spacing), 32 per batch.
+    assert shown == [("long.nii.gz", 32, 70), ("long.nii.gz", 64, 70), ("long.nii.gz", 70, 70)]
+
+    bars = Progress(console=Console(file=None, quiet=True))
+    scan_bar = progress_module.ScanBar(bars, min_slices=64)
+    scan_bar.update("short", 10, 63)  # below the threshold: no bar
+    assert bars.tasks == []
+    scan_bar.update("long", 32, 70)
+    assert [(t.description, t.completed, t.total) for t in bars.tasks] == [
+        ("slices of long", 32, 70)
+    ]
+    scan_bar.update("long", 70, 70)  # done: the bar goes, the file bar stays
+    assert bars.tasks == []
