@@ -114,12 +114,22 @@ def segment(
         bool,
         typer.Option(
             "--probabilities",
-            help="Also save softmax probabilities (float16 4D NIfTI, <mask>_probabilities).",
+            help="Also save softmax probabilities (<mask>_probabilities.nii.gz: classes along "
+            "the 5th NIfTI dimension, vector intent; uint16 scaled by 1/65535, since NIfTI has no "
+            "float16).",
         ),
     ] = False,
     preview: Annotated[
         bool, typer.Option("--preview", help="Also save a PNG overlay (<mask>_preview.png).")
     ] = False,
+    preview_convention: Annotated[
+        str,
+        typer.Option(
+            "--preview-convention",
+            help="radiological: the patient's right on the image's left (as CT/MR are read); "
+            "neurological: mirrored. Either way each panel is marked R/L.",
+        ),
+    ] = "radiological",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo masks that already exist.")
     ] = False,
@@ -167,6 +177,7 @@ def segment(
         largest_component=largest_component,
         probabilities=probabilities,
         preview=preview,
+        preview_convention=preview_convention,
         overwrite=overwrite,
         suffix=suffix,
         recursive=recursive,

@@ -36,6 +36,7 @@ import numpy as np
 
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.postprocess import label_volumes_ml
+from salign_cli.infer.preview import CONVENTIONS
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
     atomic_path,
@@ -83,10 +84,17 @@ class SegmentOptions:
     largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
     preview: bool = False
+    preview_convention: str = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False
     suffix: str = MASK_SUFFIX
     recursive: bool = False
     fail_fast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preview_convention not in CONVENTIONS:
+            raise InputError(
+                f"--preview-convention {self.preview_convention}: choose {' or '.join(CONVENTIONS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -453,16 +461,21 @@ def _load(job: Job, predictor: Any, modality: str) -> _Loaded:
 
 
 def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path) -> Path:
-    """Softmax ``[*like.shape, C]`` as a 4D NIfTI with ``like``'s affine, written atomically.
+    """Softmax ``[*like.shape, C]`` as a 5D NIfTI ``[X, Y, Z, 1, C]`` with ``like``'s affine,
+    written atomically.
 
-    NIfTI-1 has no float16 type, so values are stored as uint16 with ``scl_slope = 1/65535``:
-    the same size as float16, a finer step (1.5e-5) on [0, 1], and every reader that honours
-    the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets probabilities back.
+    Classes run along the 5th dimension with the ``vector`` intent, as the NIfTI standard puts
+    a vector per voxel (the 4th is time, here 1), so ITK and 3D Slicer read one vector image
+    instead of C time points. NIfTI-1 has no float16 type, so values are stored as uint16 with
+    ``scl_slope = 1/65535``: the same size as float16, a finer step (1.5e-5) on [0, 1], and
+    every reader that honours the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets
+    probabilities back.
     """
     import nibabel as nib
 
     quantised = np.rint(np.clip(probabilities, 0.0, 1.0).astype(np.float32) * PROBABILITY_LEVELS)
-    image = nib.Nifti1Image(quantised.astype(np.uint16), like.affine)
+    vectors = quantised.astype(np.uint16)[..., None, :]  # [X, Y, Z, 1 (time), C]
+    image = nib.Nifti1Image(vectors, like.affine)
     image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
     image.header.set_qform(like.affine, code=1)
     image.header.set_sform(like.affine, code=1)
@@ -492,7 +505,7 @@ def _write(
     volume: Volume,
     labels: np.ndarray,
     probabilities: np.ndarray | None,
-    preview: bool,
+    options: SegmentOptions,
 ) -> tuple[float, list[Path]]:
     """Extras first, then the mask (its presence marks the job complete); verify geometry."""
     from salign_cli.infer.preview import render_preview
@@ -503,8 +516,12 @@ def _write(
         job.output.parent.mkdir(parents=True, exist_ok=True)
         if probabilities is not None:
             extras.append(write_probabilities(probabilities, volume, job.probabilities_path))
-        if preview:
-            extras.append(render_preview(volume, labels, job.preview_path))
+        if options.preview:
+            extras.append(
+                render_preview(
+                    volume, labels, job.preview_path, convention=options.preview_convention
+                )
+            )
         write_labels(labels, like=volume, path=job.output)
     except OSError as error:
         reason = error.strerror or type(error).__name__
@@ -635,9 +652,7 @@ def _run(
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, list(model.class_names)
                 )
-                write = writer.submit(
-                    _write, job, loaded.volume, labels, probabilities, options.preview
-                )
+                write = writer.submit(_write, job, loaded.volume, labels, probabilities, options)
             except SalignError as error:
                 _fail(result, error)
                 if finish(result):

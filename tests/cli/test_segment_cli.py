@@ -117,3 +117,40 @@ def test_a_long_scan_gets_a_bar_of_its_slices(cli, tmp_path: Path, make_bundle, 
     ]
     scan_bar.update("long", 70, 70)  # done: the bar goes, the file bar stays
     assert bars.tasks == []
+
+
+def test_an_unknown_preview_convention_is_one_line_and_exit_2(cli, tmp_path: Path, make_bundle):
+    scan = write_scan(tmp_path / "in.nii.gz")
+    result = cli(
+        "segment", str(scan), "--model", str(make_bundle()), "--preview",
+        "--preview-convention", "upside-down",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--preview-convention upside-down: choose radiological or neurological" in result.output
+    assert not (tmp_path / "in_seg.nii.gz").exists()
+
+
+def test_the_neurological_preview_mirrors_the_radiological_one(cli, tmp_path: Path, make_bundle):
+    from PIL import Image
+
+    scan = write_scan(tmp_path / "in.nii.gz")
+    model = str(make_bundle())
+    for convention in ("radiological", "neurological"):
+        result = cli(
+            "segment", str(scan), "-o", str(tmp_path / convention / "m.nii.gz"), "--model", model,
+            "--preview", "--preview-convention", convention, "--quiet",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    radiological, neurological = (
+        np.asarray(Image.open(tmp_path / c / "m_preview.png").convert("RGB"))
+        for c in ("radiological", "neurological")
+    )
+    # One panel per slice; away from the side letters each panel is the other's mirror image.
+    height, width = radiological.shape[:2]
+    panel = width // 3
+    rows = slice(0, height // 3)  # above the letters, which sit at mid-height
+    for start in range(0, width, panel):
+        np.testing.assert_array_equal(
+            radiological[rows, start : start + panel],
+            neurological[rows, start : start + panel][:, ::-1],
+        )
