@@ -8,6 +8,8 @@ and importing one stage does not pull in the others (or torch, for the torch-fre
 >>> run = api.pretrain([Path("scans")], workspace="ws")              # doctest: +SKIP
 >>> tuned = api.finetune(workspace="ws", options=api.FinetuneOptions(labels=5))  # doctest: +SKIP
 >>> api.segment(["new.nii.gz"], model=str(tuned.bundle_dir))         # doctest: +SKIP
+>>> mask = api.segment(nib.load("t1.nii.gz"), model="hippocampus")    # doctest: +SKIP
+>>> predictor = api.Predictor.from_bundle("hippocampus")              # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "salign_cli.train.engine",
     "RuntimeOptions": "salign_cli.train.engine",
     # inference and evaluation
-    "segment": "salign_cli.infer.batch",
+    "segment": "salign_cli.infer.memory",  # images in memory, or files like the CLI
+    "segment_image": "salign_cli.infer.memory",
     "SegmentOptions": "salign_cli.infer.batch",
     "Predictor": "salign_cli.infer.predictor",
     "evaluate_folders": "salign_cli.metrics",

@@ -90,14 +90,16 @@ def _valid_repo_id(text: str) -> bool:
 
 
 def parse_spec(text: str, registry: Registry | None = None) -> ModelSpec:
-    """Parse ``--model``: an existing folder wins, then a registry name (its shipped bundle when
-    it has one), then ``org/name[@rev]``.
+    """Parse ``--model``: an existing folder wins (a run folder stands for its ``bundle/``), then a
+    registry name (its shipped bundle when it has one), then ``org/name[@rev]``.
 
     Raises ``InputError`` for anything else, and for registry names that are not published yet
     (unless an explicit ``@revision`` says which commit to take).
     """
     path = Path(text).expanduser()
     if path.is_dir():
+        if not (path / CONTRACT_FILE).is_file() and (path / "bundle" / CONTRACT_FILE).is_file():
+            path = path / "bundle"  # runs/finetune-<ts>/: the bundle that run finished
         return ModelSpec(text=text, folder=path.resolve())
     name, has_at, revision = text.partition("@")
     if has_at and not (_REVISION.fullmatch(revision) and ".." not in revision):

@@ -1,4 +1,5 @@
-"""Rich progress for the training stages: slice cache, optimiser steps and validation.
+"""Rich progress for the training stages (slice cache, optimiser steps and validation) and for
+the slices inside one long scan during `segment`.
 
 One reporter serves `pretrain`, `finetune` and `demo`; the stage modules only call
 ``on_cache``, ``on_step``, ``on_validation`` and ``on_message``. Bars are drawn on stderr and
@@ -20,6 +21,11 @@ from rich.progress import (
 )
 
 from salign_cli.cli.common import err_console
+
+# A scan with at least this many slices gets its own bar in `segment`: on a CPU a 512x512 slice
+# takes about a second, so 64 slices are a minute, while a hippocampus crop (about 40 small
+# slices) is done before a bar could help.
+LONG_SCAN_SLICES = 64
 
 
 class TrainingProgress:
@@ -78,3 +84,26 @@ class TrainingProgress:
 
     def on_message(self, message: str) -> None:
         err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+class ScanBar:
+    """A bar for the slices of the scan being segmented, with time left; shown only for scans
+    of at least ``min_slices`` slices and removed when the scan is done.
+
+    ``update(name, done, total)`` is ``segment``'s ``on_slices`` callback (with the job's name).
+    """
+
+    def __init__(self, progress: Progress, min_slices: int = LONG_SCAN_SLICES) -> None:
+        self.progress = progress
+        self.min_slices = min_slices
+        self._task: int | None = None
+
+    def update(self, name: str, done: int, total: int) -> None:
+        if total < self.min_slices:
+            return
+        if self._task is None:
+            self._task = self.progress.add_task(f"slices of {name}", total=total)
+        self.progress.update(self._task, completed=done, total=total)
+        if done >= total:
+            self.progress.remove_task(self._task)
+            self._task = None

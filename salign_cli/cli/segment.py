@@ -114,12 +114,22 @@ def segment(
         bool,
         typer.Option(
             "--probabilities",
-            help="Also save softmax probabilities (float16 4D NIfTI, <mask>_probabilities).",
+            help="Also save softmax probabilities (<mask>_probabilities.nii.gz: classes along "
+            "the 5th NIfTI dimension, vector intent; uint16 scaled by 1/65535, since NIfTI has no "
+            "float16).",
         ),
     ] = False,
     preview: Annotated[
         bool, typer.Option("--preview", help="Also save a PNG overlay (<mask>_preview.png).")
     ] = False,
+    preview_convention: Annotated[
+        str,
+        typer.Option(
+            "--preview-convention",
+            help="radiological: the patient's right on the image's left (as CT/MR are read); "
+            "neurological: mirrored. Either way each panel is marked R/L.",
+        ),
+    ] = "radiological",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo masks that already exist.")
     ] = False,
@@ -156,6 +166,7 @@ def segment(
         TimeRemainingColumn,
     )
 
+    from salign_cli.cli.progress import ScanBar
     from salign_cli.infer.batch import SegmentOptions
     from salign_cli.infer.batch import segment as run_segment
 
@@ -166,6 +177,7 @@ def segment(
         largest_component=largest_component,
         probabilities=probabilities,
         preview=preview,
+        preview_convention=preview_convention,
         overwrite=overwrite,
         suffix=suffix,
         recursive=recursive,
@@ -182,6 +194,7 @@ def segment(
         transient=True,
     )
     task = progress.add_task("", total=None)
+    scan_bar = ScanBar(progress)  # slices of one long scan (LONG_SCAN_SLICES or more)
 
     def note(message: str) -> None:
         progress.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
@@ -218,6 +231,7 @@ def segment(
             on_start=on_start,
             on_file=on_file,
             note=note,
+            on_slices=lambda job, done, total: scan_bar.update(escape(job.input.name), done, total),
         )
     _print_summary(summary, quiet)
     if report is not None and not quiet:

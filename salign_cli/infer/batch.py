@@ -28,13 +28,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from salign_cli.errors import InputError, SalignError
-from salign_cli.infer.postprocess import keep_largest_component, label_volumes_ml
+from salign_cli.infer.postprocess import label_volumes_ml
+from salign_cli.infer.preview import CONVENTIONS
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
     atomic_path,
@@ -82,10 +84,17 @@ class SegmentOptions:
     largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
     preview: bool = False
+    preview_convention: str = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False
     suffix: str = MASK_SUFFIX
     recursive: bool = False
     fail_fast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preview_convention not in CONVENTIONS:
+            raise InputError(
+                f"--preview-convention {self.preview_convention}: choose {' or '.join(CONVENTIONS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -381,36 +390,18 @@ def load_predictor(
     options: SegmentOptions,
     note: Callable[[str], None] | None = None,
 ) -> tuple[Any, ModelInfo]:
-    """Resolve ``--model`` (or the newest fine-tuned run), verify the bundle, build a Predictor."""
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.device import resolve_device
-    from salign_cli.hub import resolve
+    """Resolve ``--model`` (or the newest fine-tuned run) with :meth:`Predictor.from_bundle`."""
     from salign_cli.infer.predictor import Predictor
-    from salign_cli.model.bundle import build_model, load_bundle
 
-    device = resolve_device(options.device)
     if model is None:
         run = workspace.latest_run("finetune")
         if run is None:
             raise no_model_error(workspace)
         model = str(run / "bundle")
-    resolved = resolve(model, report=note)
-    bundle = load_bundle(resolved.folder, report=note)
-    contract = bundle.contract
-    if contract.kind != "finetuned":
-        raise InputError(
-            f"--model {model}: a {contract.kind} bundle has no trained segmentation head; "
-            f"fine-tune it first (salign finetune --from {model} --labels N)"
-        )
-    defaults = contract.inference_defaults
-    predictor = Predictor(
-        build_model(bundle).eval(),
-        PreprocessConfig.from_dict(contract.preprocessing),
-        device=device,
-        batch_size=options.batch_size,
-        tta=defaults.tta if options.tta is None else options.tta,
-        mirror=defaults.mirror,
+    predictor = Predictor.from_bundle(
+        model, device=options.device, batch_size=options.batch_size, tta=options.tta, note=note
     )
+    resolved, contract = predictor.origin.resolved, predictor.origin.contract
     info = ModelInfo(
         spec=model,
         folder=resolved.folder,
@@ -422,7 +413,7 @@ def load_predictor(
         modality=contract.modality,
         class_names=tuple(contract.class_names),
         largest_component=(
-            defaults.largest_component
+            predictor.default_largest_component
             if options.largest_component is None
             else options.largest_component
         ),
@@ -435,12 +426,12 @@ def modality_warning(volume: Volume, modality: str) -> str | None:
     lowest = float(volume.array.min()) if volume.array.size else 0.0
     if modality == "CT" and lowest >= 0:
         return (
-            f"{volume.path}: no negative intensities, so this does not look like CT in HU but "
+            f"{volume.location}: no negative intensities, so this does not look like CT in HU but "
             "the model is a CT model; check the scan or pick an MR model"
         )
     if modality == "MR" and lowest < CT_AIR_THRESHOLD_HU:
         return (
-            f"{volume.path}: intensities below {CT_AIR_THRESHOLD_HU:g} look like CT in HU but "
+            f"{volume.location}: intensities below {CT_AIR_THRESHOLD_HU:g} look like CT in HU but "
             "the model is an MR model; check the scan or pick a CT model"
         )
     return None
@@ -470,16 +461,21 @@ def _load(job: Job, predictor: Any, modality: str) -> _Loaded:
 
 
 def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path) -> Path:
-    """Softmax ``[*like.shape, C]`` as a 4D NIfTI with ``like``'s affine, written atomically.
+    """Softmax ``[*like.shape, C]`` as a 5D NIfTI ``[X, Y, Z, 1, C]`` with ``like``'s affine,
+    written atomically.
 
-    NIfTI-1 has no float16 type, so values are stored as uint16 with ``scl_slope = 1/65535``:
-    the same size as float16, a finer step (1.5e-5) on [0, 1], and every reader that honours
-    the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets probabilities back.
+    Classes run along the 5th dimension with the ``vector`` intent, as the NIfTI standard puts
+    a vector per voxel (the 4th is time, here 1), so ITK and 3D Slicer read one vector image
+    instead of C time points. NIfTI-1 has no float16 type, so values are stored as uint16 with
+    ``scl_slope = 1/65535``: the same size as float16, a finer step (1.5e-5) on [0, 1], and
+    every reader that honours the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets
+    probabilities back.
     """
     import nibabel as nib
 
     quantised = np.rint(np.clip(probabilities, 0.0, 1.0).astype(np.float32) * PROBABILITY_LEVELS)
-    image = nib.Nifti1Image(quantised.astype(np.uint16), like.affine)
+    vectors = quantised.astype(np.uint16)[..., None, :]  # [X, Y, Z, 1 (time), C]
+    image = nib.Nifti1Image(vectors, like.affine)
     image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
     image.header.set_qform(like.affine, code=1)
     image.header.set_sform(like.affine, code=1)
@@ -509,7 +505,7 @@ def _write(
     volume: Volume,
     labels: np.ndarray,
     probabilities: np.ndarray | None,
-    preview: bool,
+    options: SegmentOptions,
 ) -> tuple[float, list[Path]]:
     """Extras first, then the mask (its presence marks the job complete); verify geometry."""
     from salign_cli.infer.preview import render_preview
@@ -520,8 +516,12 @@ def _write(
         job.output.parent.mkdir(parents=True, exist_ok=True)
         if probabilities is not None:
             extras.append(write_probabilities(probabilities, volume, job.probabilities_path))
-        if preview:
-            extras.append(render_preview(volume, labels, job.preview_path))
+        if options.preview:
+            extras.append(
+                render_preview(
+                    volume, labels, job.preview_path, convention=options.preview_convention
+                )
+            )
         write_labels(labels, like=volume, path=job.output)
     except OSError as error:
         reason = error.strerror or type(error).__name__
@@ -550,6 +550,7 @@ def segment(
     on_start: Callable[[list[Job], ModelInfo, str], None] | None = None,
     on_file: Callable[[FileResult], None] | None = None,
     note: Callable[[str], None] | None = None,
+    on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> SegmentSummary:
     """Segment every input and write its mask; return (and optionally save) a summary.
 
@@ -558,8 +559,8 @@ def segment(
         summary = segment(["scans/"], model="org/name@v1", options=SegmentOptions(tta=True))
         [r.output for r in summary.by_status("written")]
 
-    ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display;
-    ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
+    ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display,
+    ``on_slices(job, done, total)`` a bar inside one scan (slices segmented so far); ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
     (no inputs, bad ``-o``, no model) raise :class:`InputError`; problems with one file end up
     in its :class:`FileResult`.
     """
@@ -596,7 +597,7 @@ def segment(
         device = str(predictor.device)
         if on_start:
             on_start(pending, model_info, device)
-        stopped = _run(pending, predictor, model_info, options, results, on_file, note)
+        stopped = _run(pending, predictor, model_info, options, results, on_file, note, on_slices)
     order = {job.input: index for index, job in enumerate(jobs)}
     results.sort(key=lambda result: order[result.input])
     summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
@@ -613,6 +614,7 @@ def _run(
     results: list[FileResult],
     on_file: Callable[[FileResult], None] | None,
     note: Callable[[str], None] | None,
+    on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> bool:
     """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast."""
 
@@ -642,14 +644,15 @@ def _run(
                 result.seconds["read"] = loaded.seconds
                 result.shape = tuple(loaded.volume.stored_shape or loaded.volume.shape)
                 result.warnings = [loaded.warning] if loaded.warning else []
-                labels, probabilities, predict_s = _predict(loaded, predictor, model, options)
+                progress = partial(on_slices, job) if on_slices else None
+                labels, probabilities, predict_s = _predict(
+                    loaded, predictor, model, options, progress
+                )
                 result.seconds["predict"] = predict_s
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, list(model.class_names)
                 )
-                write = writer.submit(
-                    _write, job, loaded.volume, labels, probabilities, options.preview
-                )
+                write = writer.submit(_write, job, loaded.volume, labels, probabilities, options)
             except SalignError as error:
                 _fail(result, error)
                 if finish(result):
@@ -667,16 +670,24 @@ def _run(
 
 
 def _predict(
-    loaded: _Loaded, predictor: Any, model: ModelInfo, options: SegmentOptions
+    loaded: _Loaded,
+    predictor: Any,
+    model: ModelInfo,
+    options: SegmentOptions,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
+    from salign_cli.infer.memory import segment_volume
+
     start = time.perf_counter()
-    prediction = predictor.predict(
-        loaded.volume, prepared=loaded.prepared, with_probabilities=options.probabilities
+    prediction = segment_volume(
+        predictor,
+        loaded.volume,
+        largest_component=model.largest_component,
+        prepared=loaded.prepared,
+        with_probabilities=options.probabilities,
+        on_progress=on_progress,
     )
-    labels = prediction.labels
-    if model.largest_component:
-        labels = keep_largest_component(labels, range(1, len(model.class_names)))
-    return labels, prediction.probabilities, time.perf_counter() - start
+    return prediction.labels, prediction.probabilities, time.perf_counter() - start
 
 
 def _fail(result: FileResult, error: SalignError) -> None:

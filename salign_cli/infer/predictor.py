@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +43,13 @@ from salign_cli.data.preprocess import (
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.volume import Volume, to_canonical
+
+if TYPE_CHECKING:
+    from salign_cli.hub import ResolvedBundle
+    from salign_cli.model.bundle import BundleContract
+
+# ``on_progress(done, total)``: slices segmented so far out of the scan's slices.
+SliceProgress = Callable[[int, int], None]
 
 # Slices per forward pass. On a CPU larger batches are no faster and a width-32 U-Net at 512²
 # holds ~250 MB of activations per slice; a GPU wants more work per launch.
@@ -94,6 +103,16 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class BundleOrigin:
+    """Where a :meth:`Predictor.from_bundle` model came from: the spec as given, the resolved
+    folder and Hub revision, and the bundle's contract (classes, modality, inference defaults)."""
+
+    spec: str
+    resolved: ResolvedBundle
+    contract: BundleContract
+
+
 class Predictor:
     """A model, the preprocessing it was trained with, and a device: volume in, labels out.
 
@@ -102,7 +121,11 @@ class Predictor:
         predictor = Predictor(model, PreprocessConfig(modality="CT"), device="cpu")
         prediction = predictor.predict(read_volume("ct.nii.gz"))
         write_labels(prediction.labels, like=volume, path="ct_seg.nii.gz")
+
+    or, from a trained bundle: ``Predictor.from_bundle("hippocampus")``.
     """
+
+    origin: BundleOrigin | None = None  # set by from_bundle
 
     def __init__(
         self,
@@ -127,6 +150,57 @@ class Predictor:
             prepared_model = prepared_model.to(memory_format=torch.channels_last)
         self.model = prepared_model
 
+    @classmethod
+    def from_bundle(
+        cls,
+        spec: str,
+        *,
+        device: torch.device | str = "auto",
+        batch_size: int | None = None,
+        tta: bool | None = None,
+        note: Callable[[str], None] | None = None,
+    ) -> Predictor:
+        """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
+
+        ``spec``: a bundle folder, a run folder (its ``bundle/``), a registry name (``"hippocampus"``
+        ships with salign and needs no network) or a Hub id ``org/name[@revision]``. The weights
+        are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
+        default, and the TTA mirror always comes from the bundle. ``note`` receives one-line notes
+        (e.g. a Hub fallback to the cache). ``.origin`` says what was loaded. Raises
+        :class:`InputError` for a bundle without a trained segmentation head.
+
+        >>> predictor = Predictor.from_bundle("hippocampus", device="cpu")   # doctest: +SKIP
+        """
+        from salign_cli.hub import resolve
+        from salign_cli.model.bundle import build_model, load_bundle
+
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        resolved = resolve(spec, report=note)
+        bundle = load_bundle(resolved.folder, report=note)
+        contract = bundle.contract
+        if contract.kind != "finetuned":
+            raise InputError(
+                f"--model {spec}: a {contract.kind} bundle has no trained segmentation head; "
+                f"fine-tune it first (salign finetune --from {spec} --labels N)"
+            )
+        defaults = contract.inference_defaults
+        predictor = cls(
+            build_model(bundle).eval(),
+            PreprocessConfig.from_dict(contract.preprocessing),
+            device=device,
+            batch_size=batch_size,
+            tta=defaults.tta if tta is None else tta,
+            mirror=defaults.mirror,
+        )
+        predictor.origin = BundleOrigin(spec, resolved, contract)
+        return predictor
+
+    @property
+    def default_largest_component(self) -> bool:
+        """The bundle's post-processing default (fine-tuning keeps it when it raised Dice);
+        ``False`` for a model not loaded from a bundle."""
+        return bool(self.origin and self.origin.contract.inference_defaults.largest_component)
+
     # -- one volume -----------------------------------------------------------------------------
 
     def prepare(self, volume: Volume) -> PreparedScan:
@@ -139,11 +213,16 @@ class Predictor:
         *,
         prepared: PreparedScan | None = None,
         with_probabilities: bool = False,
+        on_progress: SliceProgress | None = None,
     ) -> Prediction:
-        """Segment ``volume``; ``prepared`` may come from :meth:`prepare` run ahead in a thread."""
+        """Segment ``volume``; ``prepared`` may come from :meth:`prepare` run ahead in a thread.
+
+        ``on_progress(done, total)`` is called after every batch of slices (``total`` = the
+        slices along the scan's slice axis), so a long scan can show its own progress bar.
+        """
         prepared = prepared if prepared is not None else self.prepare(volume)
         flips = tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
-        probabilities = self.slice_probabilities(prepared.slices, flips)
+        probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
         labels = restore_labels(probabilities, prepared, volume)
         labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
         restored = None
@@ -152,12 +231,15 @@ class Predictor:
         return Prediction(labels=labels, probabilities=restored)
 
     def slice_probabilities(
-        self, slices: np.ndarray, flips: list[tuple[int, ...]] | None = None
+        self,
+        slices: np.ndarray,
+        flips: list[tuple[int, ...]] | None = None,
+        on_progress: SliceProgress | None = None,
     ) -> np.ndarray:
         """Softmax of every slice: float32 ``[D, H, W]`` in, float16 ``[C, D, H, W]`` out.
 
         ``flips`` (tensor dims of a ``[B, C, H, W]`` batch, see `tta_flips`) are averaged over;
-        ``None`` = no test-time augmentation.
+        ``None`` = no test-time augmentation. ``on_progress(stop, D)`` follows every batch.
         """
         depth = slices.shape[0]
         context = self.preprocess.context
@@ -173,6 +255,8 @@ class Predictor:
                 out[:, start : start + len(batch)] = (
                     probabilities.to(torch.float16).permute(1, 0, 2, 3).cpu().numpy()
                 )
+                if on_progress is not None:
+                    on_progress(stop, depth)
         return out
 
     # -- internals ------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 A glance at the preview tells whether a mask is plausible without opening a viewer. Slices are
 taken across the canonical (RAS) slice axis — axial for 3D scans, the image itself for 2D — at
 the 25th, 50th and 75th percentile of the labelled extent (evenly spaced when nothing was
-labelled), shown with anterior/superior up and the patient's right on the viewer's right
-(neurological convention).
+labelled), shown with anterior/superior up. By default the patient's right is on the viewer's
+left, as radiologists read CT and MRI (radiological convention); ``neurological`` mirrors that.
+Each panel carries side letters (``R`` ... ``L``) at its left and right edges, so the convention
+is never a guess.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -34,6 +37,30 @@ LABEL_COLOURS = np.array(
 )
 OVERLAY_OPACITY = 0.45
 MIN_PANEL_PIXELS = 256  # small scans (hippocampus crops) are enlarged so the preview is legible
+MARK_COLOUR = (255, 255, 0)
+MARK_MARGIN_PX = 4
+MARK_MIN_PX = 14  # side letters are a twelfth of the preview's height, at least this
+
+Convention = Literal["radiological", "neurological"]
+CONVENTIONS: tuple[Convention, ...] = ("radiological", "neurological")
+# Letters at the low and high end of each canonical (RAS) axis.
+_AXIS_ENDS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def side_marks(slice_axis: int, convention: Convention) -> tuple[str, str]:
+    """The letters at a panel's left and right edges for slices across canonical ``slice_axis``.
+
+    The horizontal axis is the slice's first in-plane axis: left-right for axial (2) and coronal
+    (1) slices, posterior-anterior for sagittal (0) ones, which no convention mirrors.
+
+    >>> side_marks(2, "radiological"), side_marks(2, "neurological"), side_marks(0, "radiological")
+    (('R', 'L'), ('L', 'R'), ('P', 'A'))
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    horizontal = 0 if slice_axis != 0 else 1
+    low, high = _AXIS_ENDS[horizontal]
+    return (high, low) if horizontal == 0 and convention == "radiological" else (low, high)
 
 
 def preview_slices(labels: np.ndarray, slice_axis: int, count: int = 3) -> list[int]:
@@ -46,20 +73,29 @@ def preview_slices(labels: np.ndarray, slice_axis: int, count: int = 3) -> list[
     return sorted({int(index) for index in picks})
 
 
-def render_preview(volume: Volume, labels: np.ndarray, path: Path, count: int = 3) -> Path:
-    """Write a PNG of ``count`` slices of ``volume`` with ``labels`` (on its grid) overlaid."""
-    from PIL import Image
+def render_preview(
+    volume: Volume,
+    labels: np.ndarray,
+    path: Path,
+    count: int = 3,
+    convention: Convention = "radiological",
+) -> Path:
+    """Write a PNG of ``count`` slices of ``volume`` with ``labels`` (on its grid) overlaid,
+    in ``convention`` (radiological: the patient's right on the viewer's left), side-marked."""
+    from PIL import Image, ImageDraw, ImageFont
 
     image = to_canonical(volume).array
     canonical_labels = to_canonical(Volume(labels, volume.affine)).array
     slice_axis = 2 if image.shape[2] > 1 else int(np.argmin(image.shape))
     low, high = np.percentile(image, (1.0, 99.0))
+    left_mark, right_mark = side_marks(slice_axis, convention)
     panels = [
         _panel(
             np.take(image, index, axis=slice_axis),
             np.take(canonical_labels, index, axis=slice_axis),
             float(low),
             float(high),
+            mirrored=left_mark == "R",
         )
         for index in preview_slices(canonical_labels, slice_axis, count)
     ]
@@ -68,17 +104,36 @@ def render_preview(volume: Volume, labels: np.ndarray, path: Path, count: int = 
     picture = Image.fromarray(strip).resize(
         (strip.shape[1] * scale, strip.shape[0] * scale), Image.Resampling.NEAREST
     )
+    font = ImageFont.load_default(size=max(MARK_MIN_PX, picture.height // 12))
+    draw = ImageDraw.Draw(picture)
+    panel_width = panels[0].shape[1] * scale
+    for start in range(0, picture.width, panel_width):
+        for letter, at_left in ((left_mark, True), (right_mark, False)):
+            # bounding boxes, not text anchors: Pillow's bitmap fallback font has no anchors
+            x0, y0, x1, y1 = draw.textbbox((0, 0), letter, font=font)
+            x = (
+                start + MARK_MARGIN_PX - x0
+                if at_left
+                else start + panel_width - MARK_MARGIN_PX - x1
+            )
+            draw.text((x, (picture.height - (y1 - y0)) // 2 - y0), letter, MARK_COLOUR, font)
     with atomic_path(path) as temporary:
         picture.save(temporary, format="PNG")
     return path
 
 
-def _panel(image: np.ndarray, labels: np.ndarray, low: float, high: float) -> np.ndarray:
-    """One RGB uint8 slice: windowed grey values with coloured, semi-transparent labels."""
+def _panel(
+    image: np.ndarray, labels: np.ndarray, low: float, high: float, *, mirrored: bool
+) -> np.ndarray:
+    """One RGB uint8 slice: windowed grey values with coloured, semi-transparent labels;
+    ``mirrored`` puts the end of the slice's first axis (R for axial slices) on the left."""
     grey = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     labelled = labels > 0
     colours = LABEL_COLOURS[(labels[labelled].astype(np.int64) - 1) % len(LABEL_COLOURS)]
     rgb[labelled] = (1.0 - OVERLAY_OPACITY) * rgb[labelled] + OVERLAY_OPACITY * colours
     # Array rows run along the first in-plane axis; rotate so the second (A or S) points up.
-    return np.ascontiguousarray(np.rot90(rgb.astype(np.uint8)))
+    # The first axis then runs left to right on screen (for axial slices the patient's right on
+    # the viewer's right: neurological); radiological mirrors it.
+    panel = np.rot90(rgb.astype(np.uint8))
+    return np.ascontiguousarray(panel[:, ::-1] if mirrored else panel)

@@ -97,6 +97,11 @@ class Volume:
     def name(self) -> str:
         return scan_name(self.path) if self.path else "<memory>"
 
+    @property
+    def location(self) -> str:
+        """What messages call this volume: its file, or ``<memory>`` for an in-memory image."""
+        return str(self.path) if self.path else "<memory>"
+
 
 @dataclass(frozen=True, eq=False)
 class CanonicalVolume:
@@ -155,7 +160,7 @@ def _is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and not path.name.lower().endswith(SCAN_SUFFIXES)
 
 
-def _unreadable(path: Path, reason: object) -> InputError:
+def _unreadable(path: Path | str, reason: object) -> InputError:
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
     # ITK stacks its messages outermost first (a C++ source location); the last line is the cause.
     text = lines[-1] if lines else type(reason).__name__
@@ -179,7 +184,7 @@ def _check_path(path: Path) -> None:
         )
 
 
-def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+def _check_size(path: Path | str, shape: tuple[int, ...]) -> None:
     voxels = int(np.prod([max(int(s), 0) for s in shape], dtype=np.float64))
     if voxels <= 0 or voxels > MAX_VOXELS:
         raise InputError(
@@ -344,20 +349,73 @@ def _read_nifti(path: Path) -> Volume:
         raise _unreadable(path, error) from error
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise _unreadable(path, f"{type(image).__name__} is not NIfTI")
+    return volume_from_image(image, path=path)
+
+
+def volume_from_image(image: nib.spatialimages.SpatialImage, path: Path | None = None) -> Volume:
+    """A :class:`Volume` of an in-memory nibabel image (what ``nib.load`` returns, or one built
+    in a notebook), with the same checks and dtypes as :func:`read_volume`.
+
+    A NIfTI image keeps its header, so :func:`labels_image` gives back its qform/sform codes;
+    other nibabel images (MGH, ...) keep their affine. ``path`` (default: the image's own file,
+    if any) only names the volume in messages.
+
+    >>> volume_from_image(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4))).shape
+    (4, 5, 6)
+    """
+    if path is None and image.get_filename():
+        path = Path(image.get_filename())
+    where = path or "<memory>"
     stored_shape = tuple(int(s) for s in image.shape)
-    _check_size(path, stored_shape)
+    _check_size(where, stored_shape)
     spatial = spatial_shape_of(stored_shape, path)
     try:
         array = np.asarray(image.dataobj)
     except Exception as error:
-        raise _unreadable(path, error) from error
+        raise _unreadable(where, error) from error
+    header = image.header
     return Volume(
         array=_as_working_dtype(array).reshape(spatial),
-        affine=image.affine.copy(),
+        affine=np.asarray(image.affine, dtype=np.float64).copy(),
         path=path,
         stored_shape=stored_shape,
-        nifti_header=image.header.copy(),
+        nifti_header=header.copy() if isinstance(header, nib.Nifti1Header) else None,
     )
+
+
+def volume_from_array(array: np.ndarray, affine: np.ndarray) -> Volume:
+    """A :class:`Volume` of a bare voxel array in nibabel's ``(i, j, k)`` order and its voxel →
+    RAS mm ``affine``: what a NIfTI file would hold, without the file.
+
+    Raises :class:`InputError` (one line, with the fix) for a non-numeric or true 4D array and for
+    an affine that is not a finite, invertible 4x4 matrix.
+
+    >>> volume_from_array(np.zeros((4, 5)), np.diag([2.0, 2.0, 3.0, 1.0])).spacing_mm
+    (2.0, 2.0, 3.0)
+    """
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        kind = f"a {array.dtype} array" if isinstance(array, np.ndarray) else type(array).__name__
+        raise InputError(
+            f"<memory>: expected a numeric numpy array of voxels, got {kind}; "
+            "convert it with np.asarray(..., dtype=np.float32)"
+        )
+    matrix = np.asarray(affine, dtype=np.float64) if affine is not None else None
+    if (
+        matrix is None
+        or matrix.shape != (4, 4)
+        or not np.isfinite(matrix).all()
+        or abs(np.linalg.det(matrix[:3, :3])) < 1e-12
+    ):
+        raise InputError(
+            "<memory>: affine must be a finite, invertible 4x4 voxel-to-RAS-mm matrix, got "
+            f"{'none' if affine is None else np.shape(affine)}; pass the scan's affine "
+            "(e.g. nib.load(path).affine)"
+        )
+    stored_shape = tuple(int(s) for s in array.shape)
+    spatial = spatial_shape_of(stored_shape, None)
+    _check_size("<memory>", stored_shape)
+    voxels = array.astype(np.uint8) if array.dtype.kind == "b" else _as_working_dtype(array)
+    return Volume(array=voxels.reshape(spatial), affine=matrix.copy(), stored_shape=stored_shape)
 
 
 def _read_itk(path: Path) -> Volume:
@@ -451,23 +509,33 @@ def write_labels(labels: np.ndarray, like: Volume, path: Path | str) -> Path:
         raise InputError(
             f"{path}: masks are written as .nii.gz, .nii, .nrrd or .mha; change the output ending"
         )
-    data = np.asarray(labels).astype(label_dtype(labels), copy=False)
-    data = data.reshape(like.stored_shape or like.shape)
     if lower.endswith(NIFTI_SUFFIXES):
-        image = _nifti_labels(data, like)
+        image = labels_image(labels, like)
         with atomic_path(path) as temporary:
             nib.save(image, temporary)
     else:
         import SimpleITK as sitk
 
-        image = _itk_labels(data, like, path)
+        data = np.asarray(labels).astype(label_dtype(labels), copy=False)
+        image = _itk_labels(data.reshape(like.stored_shape or like.shape), like, path)
         with atomic_path(path) as temporary:
             sitk.WriteImage(image, str(temporary), useCompression=True)
     return path
 
 
-def _nifti_labels(data: np.ndarray, like: Volume) -> nib.Nifti1Image:
-    """A NIfTI image carrying ``like``'s header (qform/sform and their codes) with unscaled labels."""
+def labels_image(labels: np.ndarray, like: Volume) -> nib.Nifti1Image:
+    """A label map on ``like``'s grid as an in-memory NIfTI image, exactly as :func:`write_labels`
+    would write it: ``like``'s stored shape (2D stays 2D), affine, header and qform/sform codes,
+    uint8 (uint16 beyond 255 labels), unscaled.
+
+    >>> like = volume_from_array(np.zeros((4, 5, 6)), np.eye(4))
+    >>> labels_image(np.ones((4, 5, 6), np.int64), like).get_data_dtype()
+    dtype('uint8')
+    """
+    if tuple(labels.shape) != like.shape:
+        raise ValueError(f"labels shape {labels.shape} != volume shape {like.shape}")
+    data = np.asarray(labels).astype(label_dtype(labels), copy=False)
+    data = data.reshape(like.stored_shape or like.shape)
     if like.nifti_header is None:
         image = nib.Nifti1Image(data, like.affine)
         image.header.set_qform(like.affine, code=1)
@@ -526,6 +594,6 @@ def require_finite(volume: Volume) -> None:
     if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():
         bad = int((~np.isfinite(volume.array)).sum())
         raise InputError(
-            f"{volume.path}: {bad} voxels are NaN or infinite; fix or re-export the scan "
+            f"{volume.location}: {bad} voxels are NaN or infinite; fix or re-export the scan "
             "(e.g. replace them with the background value)"
         )

@@ -83,3 +83,74 @@ def test_help_shows_an_example(cli):
     result = cli("segment", "--help")
     assert result.exit_code == 0
     assert "salign segment ct.nii.gz -o ct_mask.nii.gz" in result.output
+
+
+def test_a_long_scan_gets_a_bar_of_its_slices(cli, tmp_path: Path, make_bundle, monkeypatch):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from salign_cli.cli import progress as progress_module
+
+    shown: list[tuple[str, int, int]] = []
+    real_update = progress_module.ScanBar.update
+
+    def record(self, name: str, done: int, total: int) -> None:
+        shown.append((name, done, total))
+        real_update(self, name, done, total)
+
+    monkeypatch.setattr(progress_module.ScanBar, "update", record)
+    long_scan = write_scan(
+        tmp_path / "long.nii.gz", np.random.default_rng(1).normal(size=(6, 7, 70)).astype("f4")
+    )
+    result = cli("segment", str(long_scan), "--model", str(make_bundle()), "--batch-size", "32")
+    assert result.exit_code == 0, result.output
+    # 70 slices along the 2 mm axis (the largest spacing), 32 per batch.
+    assert shown == [("long.nii.gz", 32, 70), ("long.nii.gz", 64, 70), ("long.nii.gz", 70, 70)]
+
+    bars = Progress(console=Console(file=None, quiet=True))
+    scan_bar = progress_module.ScanBar(bars, min_slices=64)
+    scan_bar.update("short", 10, 63)  # below the threshold: no bar
+    assert bars.tasks == []
+    scan_bar.update("long", 32, 70)
+    assert [(t.description, t.completed, t.total) for t in bars.tasks] == [
+        ("slices of long", 32, 70)
+    ]
+    scan_bar.update("long", 70, 70)  # done: the bar goes, the file bar stays
+    assert bars.tasks == []
+
+
+def test_an_unknown_preview_convention_is_one_line_and_exit_2(cli, tmp_path: Path, make_bundle):
+    scan = write_scan(tmp_path / "in.nii.gz")
+    result = cli(
+        "segment", str(scan), "--model", str(make_bundle()), "--preview",
+        "--preview-convention", "upside-down",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--preview-convention upside-down: choose radiological or neurological" in result.output
+    assert not (tmp_path / "in_seg.nii.gz").exists()
+
+
+def test_the_neurological_preview_mirrors_the_radiological_one(cli, tmp_path: Path, make_bundle):
+    from PIL import Image
+
+    scan = write_scan(tmp_path / "in.nii.gz")
+    model = str(make_bundle())
+    for convention in ("radiological", "neurological"):
+        result = cli(
+            "segment", str(scan), "-o", str(tmp_path / convention / "m.nii.gz"), "--model", model,
+            "--preview", "--preview-convention", convention, "--quiet",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    radiological, neurological = (
+        np.asarray(Image.open(tmp_path / c / "m_preview.png").convert("RGB"))
+        for c in ("radiological", "neurological")
+    )
+    # One panel per slice; away from the side letters each panel is the other's mirror image.
+    height, width = radiological.shape[:2]
+    panel = width // 3
+    rows = slice(0, height // 3)  # above the letters, which sit at mid-height
+    for start in range(0, width, panel):
+        np.testing.assert_array_equal(
+            radiological[rows, start : start + panel],
+            neurological[rows, start : start + panel][:, ::-1],
+        )

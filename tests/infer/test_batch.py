@@ -150,7 +150,9 @@ def test_extras_probabilities_preview_and_largest_component(
     assert summary.results[0].status == "written"
     image = read_header(source)
     probabilities = nib.load(tmp_path / "out" / "mask_probabilities.nii.gz")
-    assert probabilities.shape == (*image.shape, 3)
+    # NIfTI's vector layout: time (dim 4) is 1, the 3 classes run along dim 5.
+    assert probabilities.shape == (*image.shape, 1, 3)
+    assert probabilities.header.get_intent()[0] == "vector"
     values = probabilities.get_fdata()
     np.testing.assert_allclose(values.sum(-1), 1.0, atol=3e-3)  # float16 softmax, then uint16
     assert values.min() >= 0 and values.max() <= 1

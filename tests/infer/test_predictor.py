@@ -186,3 +186,15 @@ def test_context_gives_the_network_the_same_stack_training_builds():
     expected = with_context(prepared.slices, 0, len(prepared.slices), 1)
     np.testing.assert_array_equal(stacked, expected)
     assert (stacked[0, 0] == OUTSIDE_SCAN).all() and (stacked[-1, 2] == OUTSIDE_SCAN).all()
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_progress_counts_slices_batch_by_batch_up_to_the_total(tta: bool):
+    volume = Volume(np.random.default_rng(0).normal(size=(6, 7, 10)).astype(np.float32), np.eye(4))
+    predictor = Predictor(
+        SignNet(), PreprocessConfig(modality="MR", slice_axis=2), batch_size=4, tta=tta
+    )
+    calls: list[tuple[int, int]] = []
+    predictor.predict(volume, on_progress=lambda done, total: calls.append((done, total)))
+    # 10 axial slices in batches of 4: 4, 8, then the last 2; TTA views do not count twice.
+    assert calls == [(4, 10), (8, 10), (10, 10)]

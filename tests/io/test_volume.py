@@ -24,11 +24,14 @@ from salign_cli.io.naming import scan_name
 from salign_cli.io.volume import (
     Volume,
     from_canonical,
+    labels_image,
     orientation_code,
     read_header,
     read_volume,
     require_finite,
     to_canonical,
+    volume_from_array,
+    volume_from_image,
     write_labels,
 )
 
@@ -889,3 +892,42 @@ def test_failed_write_leaves_no_partial_file(
 )
 def test_scan_name_drops_the_whole_ending(file_name: str, case: str) -> None:
     assert scan_name(Path(file_name)) == case
+
+
+# -- volumes held in memory --------------------------------------------------------------------
+
+
+def test_an_image_in_memory_is_the_volume_read_from_its_file(fixtures_dir: Path, tmp_path: Path):
+    path = fixtures_dir / "totalseg_example_mr_sm.nii.gz"  # LPS, int16
+    read = read_volume(path)
+    loaded = volume_from_image(nib.load(path))
+    assert loaded.path == path  # messages name the file the image came from
+    np.testing.assert_array_equal(loaded.array, read.array)
+    assert loaded.array.dtype == read.array.dtype
+    np.testing.assert_array_equal(loaded.affine, read.affine)
+    assert loaded.stored_shape == read.stored_shape and loaded.orientation == "LPS"
+    # The mask image in memory is, byte for byte, the mask file write_labels writes.
+    labels = (read.array > np.median(read.array)).astype(np.uint8)
+    write_labels(labels, like=read, path=tmp_path / "mask.nii.gz")
+    written = nib.load(tmp_path / "mask.nii.gz")
+    image = labels_image(labels, like=loaded)
+    assert image.header.binaryblock == written.header.binaryblock
+    np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(written.dataobj))
+
+
+def test_an_array_and_its_affine_make_a_volume_with_that_geometry():
+    affine = np.array([[-2.0, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.5, 0, 7], [0, 0, 0, 1]])
+    volume = volume_from_array(np.arange(20, dtype=np.float64).reshape(4, 5), affine)
+    assert volume.shape == (4, 5, 1) and volume.stored_shape == (4, 5)  # 2D gets one slice
+    assert volume.array.dtype == np.float32  # as read_volume gives float64 files
+    assert volume.orientation == "LSA" and volume.spacing_mm == (2.0, 1.5, 3.0)
+    assert volume.location == "<memory>"
+    mask = labels_image(np.ones((4, 5, 1), np.uint8), like=volume)
+    assert mask.shape == (4, 5)  # the input's stored shape
+    np.testing.assert_array_equal(mask.affine, affine)
+    assert mask.header.get_sform(coded=True)[1] == 1 and mask.header.get_qform(coded=True)[1] == 1
+
+
+def test_a_boolean_array_becomes_uint8():
+    volume = volume_from_array(np.eye(3, dtype=bool)[..., None], np.eye(4))
+    assert volume.array.dtype == np.uint8 and int(volume.array.sum()) == 3
