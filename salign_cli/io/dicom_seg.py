@@ -119,7 +119,7 @@ def write_dicom_seg(
         )
     except (ValueError, AttributeError, TypeError) as error:
         raise InputError(
-            f"{like.path}: cannot reference this series in a DICOM-SEG ({error}); "
+            f"{like.path}: cannot reference this series in a DICOM-SEG ({_one_line(error)}); "
             f"{_NOT_A_SERIES_FIX}"
         ) from None
     with atomic_path(path) as temporary:
@@ -145,6 +145,7 @@ def frames_for_sources(labels: np.ndarray, like: Volume, sources: Sequence[Datas
     spacing = np.linalg.norm(like.affine[:3, :3], axis=0)
     row_axis, column_axis = like.affine[:3, 0] / spacing[0], like.affine[:3, 1] / spacing[1]
     frames = np.empty((len(sources), like.shape[1], like.shape[0]), dtype=labels.dtype)
+    slice_indices = []
     for index, source in enumerate(sources):
         where = f"{like.path}: {Path(source.filename).name}" if source.filename else like.path
         if int(source.get("NumberOfFrames", 1) or 1) > 1:
@@ -152,13 +153,19 @@ def frames_for_sources(labels: np.ndarray, like: Volume, sources: Sequence[Datas
                 f"{where}: multi-frame source images are not supported for DICOM-SEG; "
                 f"{_NOT_A_SERIES_FIX}"
             )
-        if (int(source.Rows), int(source.Columns)) != (like.shape[1], like.shape[0]):
+        try:
+            size = (int(source.Rows), int(source.Columns))
+            orientation = np.asarray(source.ImageOrientationPatient, dtype=np.float64)
+            position = np.asarray(source.ImagePositionPatient, dtype=np.float64) * _LPS_TO_RAS
+        except AttributeError as error:
             raise InputError(
-                f"{where}: {source.Rows}x{source.Columns} pixels, but the series volume is "
+                f"{where}: cannot place this image ({_one_line(error)}); {_NOT_A_SERIES_FIX}"
+            ) from None
+        if size != (like.shape[1], like.shape[0]):
+            raise InputError(
+                f"{where}: {size[0]}x{size[1]} pixels, but the series volume is "
                 f"{like.shape[1]}x{like.shape[0]}; {_NOT_A_SERIES_FIX}"
             )
-        orientation = np.asarray(source.ImageOrientationPatient, dtype=np.float64)
-        position = np.asarray(source.ImagePositionPatient, dtype=np.float64) * _LPS_TO_RAS
         voxel = (voxel_from_ras @ np.append(position, 1.0))[:3]
         slice_index = round(float(voxel[2]))
         on_grid = np.allclose(voxel, [0.0, 0.0, slice_index], atol=GRID_TOLERANCE_VOXELS)
@@ -171,7 +178,17 @@ def frames_for_sources(labels: np.ndarray, like: Volume, sources: Sequence[Datas
                 f"unevenly spaced slices?), so a DICOM-SEG would misplace it; {_NOT_A_SERIES_FIX}"
             )
         frames[index] = labels[:, :, slice_index].T
+        slice_indices.append(slice_index)
+    if sorted(slice_indices) != list(range(like.shape[2])):
+        raise InputError(
+            f"{like.path}: its images do not cover each slice of the volume once (repeated "
+            f"positions?), so a DICOM-SEG would leave slices out; {_NOT_A_SERIES_FIX}"
+        )
     return frames
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def dicom_seg_problem(path: Path, series_folder: Path) -> str | None:

@@ -145,6 +145,15 @@ def test_a_slice_off_the_volume_grid_is_refused_naming_it(
     assert Path(moved.filename).name in str(error.value) and "\n" not in str(error.value)
 
 
+def test_two_images_at_one_position_are_refused(fixtures_dir: Path, tmp_path: Path) -> None:
+    _, label, _ = fixture_series(fixtures_dir, "spleen-ct-ras", tmp_path / "series")
+    volume = read_volume(tmp_path / "series")
+    sources = read_source_headers(tmp_path / "series")
+    sources[1].ImagePositionPatient = sources[0].ImagePositionPatient  # slice 1 never covered
+    with pytest.raises(InputError, match="do not cover each slice of the volume once"):
+        frames_for_sources(label_volume_for_series(label), volume, sources)
+
+
 def test_a_series_without_frame_of_reference_is_one_line_input_error_and_no_file(
     fixtures_dir: Path, tmp_path: Path
 ) -> None:
