@@ -64,8 +64,9 @@ def segment(
         typer.Option(
             "--output",
             "-o",
-            help="Mask file for one input (ending .nii.gz, .nrrd, .mha picks the format), or a "
-            "folder for many. Default: beside each input as <name><suffix>.nii.gz.",
+            help="Mask file for one input (ending .nii.gz, .nrrd, .mha picks the format; .dcm "
+            "with --output-type dicom-seg), or a folder for many. Default: beside each input as "
+            "<name><suffix>.nii.gz (.dcm for DICOM-SEG).",
             show_default=False,
         ),
     ] = None,
@@ -136,6 +137,15 @@ def segment(
     suffix: Annotated[
         str, typer.Option("--suffix", help="Appended to the input name for default outputs.")
     ] = MASK_SUFFIX,
+    output_type: Annotated[
+        str,
+        typer.Option(
+            "--output-type",
+            help="nifti: a label map with the input's geometry. dicom-seg: a DICOM Segmentation "
+            "object referencing the source series (DICOM series inputs only), one segment per "
+            "class of the model.",
+        ),
+    ] = "nifti",
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Look for scans in sub-folders too.")
     ] = False,
@@ -157,6 +167,7 @@ def segment(
       salign segment ct.nii.gz -o ct_mask.nii.gz
       salign segment scans/ "more/*.nii.gz" --model org/name@v1      # masks beside each scan
       salign segment scans/ --recursive -o masks/ --tta --report run.json
+      salign segment CT_SERIES/ --output-type dicom-seg          # CT_SERIES_seg.dcm beside it
     """
     from rich.progress import (
         BarColumn,
@@ -182,6 +193,7 @@ def segment(
         suffix=suffix,
         recursive=recursive,
         fail_fast=fail_fast,
+        output_type=output_type,
     )
     progress = Progress(
         TextColumn("[bold]segment[/]"),

@@ -8,7 +8,9 @@ What a caller can rely on:
   or globs, so running the same command twice never segments a mask.
 - **Outputs**: ``output`` names a file (one input) or a folder (any number); by default each mask
   goes beside its input as ``<case><suffix>.nii.gz`` (the case: the scan name, less nnU-Net's
-  ``_0000`` channel suffix). An output never replaces an input, and an
+  ``_0000`` channel suffix), or with ``output_type="dicom-seg"`` as ``<series folder><suffix>.dcm``,
+  a DICOM Segmentation referencing the series (DICOM inputs only). An output never replaces an
+  input, and an
   existing output is skipped unless ``overwrite`` — so an interrupted batch resumes where it
   stopped. Every file is written atomically (temp file, then rename; the mask last, so a mask on
   disk means its extras are complete too) and its shape and affine are read back and checked.
@@ -44,6 +46,7 @@ from salign_cli.io.atomic import (
     remove_stale_partials,
     write_json,
 )
+from salign_cli.io.dicom_seg import SEG_ENDING, dicom_seg_problem, write_dicom_seg
 from salign_cli.io.naming import (
     MASK_SUFFIX,
     SCAN_SUFFIXES,
@@ -72,6 +75,8 @@ PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 Status = Literal["written", "skipped", "failed"]
+OutputType = Literal["nifti", "dicom-seg"]
+OUTPUT_TYPES: tuple[OutputType, ...] = ("nifti", "dicom-seg")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class SegmentOptions:
     suffix: str = MASK_SUFFIX
     recursive: bool = False
     fail_fast: bool = False
+    output_type: OutputType = "nifti"
 
     def __post_init__(self) -> None:
         if self.preview_convention not in CONVENTIONS:
@@ -227,7 +233,7 @@ def _is_own_output(path: Path, suffix: str) -> bool:
         path.name.startswith(".")
         or PARTIAL_MARKER in path.name
         or name.endswith((suffix, f"{suffix}{PROBABILITIES_TAG}"))
-        or path.name.endswith(f"{suffix}{PREVIEW_TAG}.png")
+        or path.name.endswith((f"{suffix}{PREVIEW_TAG}.png", f"{suffix}{SEG_ENDING}"))
     )
 
 
@@ -240,7 +246,7 @@ def _scans_in_folder(folder: Path, recursive: bool, suffix: str) -> list[Path]:
     )
     if found:
         return found
-    if any(path.is_file() for path in folder.iterdir()):
+    if any(path.is_file() and not _is_own_output(path, suffix) for path in folder.iterdir()):
         return [folder]  # no scan files but files: a DICOM series folder
     return []
 
@@ -294,23 +300,61 @@ def expand_inputs(
     return list(unique.values())
 
 
-def _names_a_file(output: Path) -> bool:
-    """``-o`` ending in a scan ending (``.nii.gz``, ``.nrrd`` ...) is a file, anything else a folder."""
-    return output.name.lower().endswith(SCAN_SUFFIXES) and not output.is_dir()
+def _names_a_file(output: Path, output_type: OutputType = "nifti") -> bool:
+    """``-o`` ending in a mask ending (``.nii.gz``, ``.nrrd`` ...; ``.dcm`` for DICOM-SEG) is a
+    file, anything else a folder."""
+    endings = (SEG_ENDING,) if output_type == "dicom-seg" else SCAN_SUFFIXES
+    return output.name.lower().endswith(endings) and not output.is_dir()
+
+
+def _require_dicom_series(inputs: Sequence[Path], output: Path | None) -> None:
+    """DICOM-SEG references the source images, so every input must be a DICOM series folder,
+    and a SEG must not land inside one (it would become a second series there)."""
+    for path in inputs:
+        if path.is_file() or is_scan_path(path):
+            raise InputError(
+                f"{path}: DICOM-SEG needs a DICOM series as input (it references the source "
+                "images); use --output-type nifti"
+            )
+    if output is None:
+        return
+    if output.name.lower().endswith(SCAN_SUFFIXES):
+        raise InputError(
+            f"-o {output}: --output-type dicom-seg writes {SEG_ENDING} files; name a "
+            f"{SEG_ENDING} file or a folder"
+        )
+    folder = (output.parent if _names_a_file(output, "dicom-seg") else output).resolve()
+    for path in inputs:
+        if folder == path.resolve() or path.resolve() in folder.parents:
+            raise InputError(
+                f"-o {output}: lies inside the DICOM series folder {path}, where the SEG would "
+                "become a second series; choose another folder"
+            )
 
 
 def plan_jobs(
-    inputs: Sequence[Path], output: Path | None = None, *, suffix: str = MASK_SUFFIX
+    inputs: Sequence[Path],
+    output: Path | None = None,
+    *,
+    suffix: str = MASK_SUFFIX,
+    output_type: OutputType = "nifti",
 ) -> list[Job]:
     """Where each input's mask goes; refuses outputs that would overwrite an input or collide.
 
     ``output`` ending in a scan ending (``.nii.gz``, ``.nrrd`` ...) is the mask file of the one
     input (the ending picks the format); any other ``output`` is a folder for all masks. With no
-    ``output`` each mask goes beside its input.
+    ``output`` each mask goes beside its input. ``output_type="dicom-seg"`` needs DICOM series
+    inputs (:class:`InputError` otherwise, before any model loads) and writes ``.dcm`` files; then
+    an ``output`` ending in ``.dcm`` is the one file.
     """
     if not suffix:
         raise InputError("--suffix must not be empty: the mask would replace its input")
-    if output is not None and _names_a_file(output):
+    if output_type not in OUTPUT_TYPES:
+        raise InputError(f"--output-type {output_type}: choose one of {', '.join(OUTPUT_TYPES)}")
+    if output_type == "dicom-seg":
+        _require_dicom_series(inputs, output)
+    ending = SEG_ENDING if output_type == "dicom-seg" else MASK_ENDING
+    if output is not None and _names_a_file(output, output_type):
         if len(inputs) != 1:
             raise InputError(
                 f"-o {output}: names one file but there are {len(inputs)} inputs; "
@@ -319,7 +363,7 @@ def plan_jobs(
         jobs = [Job(inputs[0], output)]
     else:
         jobs = [
-            Job(path, (output or path.parent) / f"{case_name(path)}{suffix}{MASK_ENDING}")
+            Job(path, (output or path.parent) / f"{case_name(path)}{suffix}{ending}")
             for path in inputs
         ]
     resolved_inputs = {path.resolve() for path in inputs}
@@ -348,9 +392,12 @@ def _is_complete(job: Job, options: SegmentOptions) -> bool:
     )
 
 
-def _is_sound_mask(job: Job) -> bool:
+def _is_sound_mask(job: Job, output_type: OutputType) -> bool:
     """An existing mask can be trusted only if it decodes whole (a file truncated by a crash
-    does not) and has its input's shape and affine; otherwise it is segmented again."""
+    does not) and has its input's shape and affine (a SEG: references its series at its size);
+    otherwise it is segmented again."""
+    if output_type == "dicom-seg":
+        return dicom_seg_problem(job.output, job.input) is None
     try:
         source = read_header(job.input)
         mask = read_volume(job.output)
@@ -500,12 +547,29 @@ def verify_geometry(path: Path, like: Volume) -> None:
         )
 
 
+def verify_dicom_seg(path: Path, series_folder: Path) -> None:
+    """Read back a written DICOM-SEG: whole, a Segmentation, referencing its series at its size."""
+    problem = dicom_seg_problem(path, series_folder)
+    if problem is not None:
+        path.unlink(missing_ok=True)
+        raise SalignError(
+            f"{path}: written DICOM-SEG is wrong ({problem}); removed it; please report this "
+            "with the series' headers (salign --debug)"
+        )
+
+
+def seg_model_name(model: ModelInfo) -> str:
+    """How a DICOM-SEG names its model: the Hub id and revision, else what ``--model`` said."""
+    return f"{model.repo_id}@{model.revision}" if model.repo_id else model.spec
+
+
 def _write(
     job: Job,
     volume: Volume,
     labels: np.ndarray,
     probabilities: np.ndarray | None,
     options: SegmentOptions,
+    model: ModelInfo,
 ) -> tuple[float, list[Path]]:
     """Extras first, then the mask (its presence marks the job complete); verify geometry."""
     from salign_cli.infer.preview import render_preview
@@ -522,7 +586,17 @@ def _write(
                     volume, labels, job.preview_path, convention=options.preview_convention
                 )
             )
-        write_labels(labels, like=volume, path=job.output)
+        if options.output_type == "dicom-seg":
+            write_dicom_seg(
+                labels,
+                volume,
+                job.output,
+                class_names=model.class_names,
+                model_name=seg_model_name(model),
+                weights_sha256=model.weights_sha256,
+            )
+        else:
+            write_labels(labels, like=volume, path=job.output)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         remedy = (
@@ -531,7 +605,10 @@ def _write(
             else "choose a writable output folder with -o"
         )
         raise InputError(f"{job.output}: cannot write ({reason}); {remedy}") from None
-    verify_geometry(job.output, volume)
+    if options.output_type == "dicom-seg":
+        verify_dicom_seg(job.output, job.input)
+    else:
+        verify_geometry(job.output, volume)
     return time.perf_counter() - start, extras
 
 
@@ -570,6 +647,7 @@ def segment(
         expand_inputs(inputs, recursive=options.recursive, suffix=options.suffix),
         Path(output).expanduser() if output is not None else None,
         suffix=options.suffix,
+        output_type=options.output_type,
     )
     results: list[FileResult] = []
     pending = []
@@ -578,7 +656,7 @@ def segment(
     for job in jobs:
         if options.overwrite or not _is_complete(job, options):
             pending.append(job)
-        elif _is_sound_mask(job):
+        elif _is_sound_mask(job, options.output_type):
             results.append(FileResult(job.input, job.output, "skipped"))
         else:
             if note:
@@ -652,7 +730,9 @@ def _run(
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, list(model.class_names)
                 )
-                write = writer.submit(_write, job, loaded.volume, labels, probabilities, options)
+                write = writer.submit(
+                    _write, job, loaded.volume, labels, probabilities, options, model
+                )
             except SalignError as error:
                 _fail(result, error)
                 if finish(result):

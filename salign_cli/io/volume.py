@@ -220,18 +220,30 @@ def read_header(path: Path | str) -> VolumeHeader:
         raise _unreadable(path, error) from error
 
 
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in ``folder``, in the order SimpleITK stacks them.
+
+    That order (GDCM's, along the slice normal) is voxel axis 2 of :func:`read_volume`'s array,
+    so file ``k`` holds slice ``array[:, :, k]``. Raises :class:`InputError` when the folder
+    holds no series or several.
+    """
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: folder holds no DICOM series; point salign at a scan file")
+    if len(series) > 1:
+        raise InputError(
+            f"{folder}: folder holds {len(series)} DICOM series; put each series in its own folder"
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
 def _itk_reader(path: Path):
     import SimpleITK as sitk
 
     if _is_dicom_folder(path):
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise InputError(f"{path}: folder holds no DICOM series; point salign at a scan file")
-        if len(series) > 1:
-            raise InputError(
-                f"{path}: folder holds {len(series)} DICOM series; put each series in its own folder"
-            )
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+        files = dicom_series_files(path)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         return _SeriesInfoAdapter(reader, files)

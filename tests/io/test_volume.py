@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_series import write_dicom_series
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import PARTIAL_MARKER
@@ -159,38 +160,6 @@ def itk_image(direction: np.ndarray, spacing, origin, size=(5, 4, 3)) -> sitk.Im
     image.SetSpacing(tuple(spacing))
     image.SetOrigin(tuple(origin))
     return image
-
-
-def write_dicom_series(folder: Path, image: sitk.Image) -> None:
-    """One file per axial slice with the tags a reader needs to rebuild the 3D geometry.
-
-    File names run against the slice order, so the reader must sort by ImagePositionPatient.
-    """
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.424242"
-    sx, sy, sz = image.GetSpacing()
-    depth = image.GetDepth()
-    for k in range(depth):
-        plane = image[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-            "0008|0018": f"{series_uid}.{k + 1}",
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1.4242",
-            "0020|000e": series_uid,
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{value:.6f}" for value in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|0030": f"{sy}\\{sx}",  # row spacing (y) first, then column spacing (x)
-            "0018|0050": str(sz),
-        }
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{depth - k:03d}.dcm"))
-        writer.Execute(plane)
 
 
 def homogeneous(index) -> np.ndarray:
