@@ -236,14 +236,16 @@ def test_nnunet_v2_dataset_json_and_undeclared_label_values(
     assert "[3]" in error.message and str(root / "labelsTr" / "a.nii.gz") in error.message
 
 
-def test_modality_from_intensities_only_with_stats_and_override_wins(
+def test_modality_from_intensities_by_default_and_override_wins(
     tmp_path: Path, workspace: Path
 ) -> None:
     ct = np.full(SHAPE, -1000, dtype=np.int16)  # air in Hounsfield units
     ct[2:4, 2:4, 2:4] = 40
     write_nifti(tmp_path / "s" / "ct.nii.gz", ct)
     (plain,) = index_folders([tmp_path / "s"], workspace).records
-    assert (plain.modality, plain.modality_source) == ("MR", "default")
+    assert (plain.modality, plain.modality_source) == ("CT", "intensities")
+    # SHAPE is under 32 voxels per axis, so the "sample" is every voxel: the exact range
+    assert plain.sampled_range == (-1000.0, 40.0) and plain.intensity_range is None
     (with_stats,) = index_folders([tmp_path / "s"], workspace, stats=True).records
     assert (with_stats.modality, with_stats.modality_source) == ("CT", "intensities")
     assert with_stats.intensity_range == (-1000.0, 40.0)
