@@ -76,3 +76,63 @@ def make_bad_corpus(root: Path) -> Path:
     (root / "sub").mkdir()
     (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a folder loop
     return root
+
+
+# DICOM storage classes: CT Image, MR Image, Secondary Capture
+SOP_CLASS_OF = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    None: "1.2.840.10008.5.1.4.1.1.7",
+}
+
+
+def write_dicom_series(
+    source: Path,
+    folder: Path,
+    *,
+    series_uid: str,
+    file_name: str = "{uid}",
+    modality: str | None = None,
+    series_number: int = 1,
+) -> list[Path]:
+    """Write a NIfTI scan as a DICOM series (int16, one file per slice along its third axis).
+
+    ``file_name`` is formatted with ``uid`` (the slice's SOPInstanceUID, dots included) and
+    ``k`` (its index): ``"{uid}"`` gives UID-named files, ``"IM{k:04d}.IMA"`` Siemens-style ones.
+    With ``modality=None`` the series is Secondary Capture, which GDCM tags "OT" (other).
+    """
+    import SimpleITK as sitk
+
+    image = sitk.Cast(sitk.ReadImage(str(source)), sitk.sitkInt16)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")  # by name: UID-named files have no ending to choose by
+    writer.KeepOriginalImageUIDOn()
+    d = image.GetDirection()  # row-major 3x3; columns are the voxel axes' directions (LPS)
+    orientation = "\\".join(f"{v:g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    sx, sy, _ = image.GetSpacing()
+    written = []
+    for k in range(image.GetDepth()):
+        plane = image[:, :, k]
+        uid = f"{series_uid}.{k + 1}"
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0016": SOP_CLASS_OF[modality],  # GDCM derives Modality from it when absent
+            "0008|0018": uid,
+            "0020|000d": f"{series_uid}.0",
+            "0020|000e": series_uid,
+            "0020|0011": str(series_number),
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": orientation,
+            "0028|0030": f"{sy}\\{sx}",
+        }
+        if modality is not None:
+            tags["0008|0060"] = modality
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        path = folder / file_name.format(uid=uid, k=k)
+        writer.SetFileName(str(path))
+        writer.Execute(plane)
+        written.append(path)
+    return written

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MAX_WARNINGS_SHOWN = (
     20  # errors are always all shown; warnings repeat (e.g. every CT is anisotropic)
 )
+MAX_SKIPPED_NAMES_SHOWN = 5  # the warnings (and --json's absence of rows) name every one
 
 
 def _span(low: tuple[float, ...], high: tuple[float, ...], digits: int) -> str:
@@ -33,6 +34,16 @@ def _span(low: tuple[float, ...], high: tuple[float, ...], digits: int) -> str:
 
 def _counts(counter: dict[str, int]) -> str:
     return ", ".join(f"{name}: {n}" for name, n in counter.items()) or "-"
+
+
+def skipped_labels_line(paths: list[Path]) -> str:
+    """``2 label maps without a matching image skipped: a_seg.nii.gz, b_seg.nii.gz``."""
+    names = [path.name for path in paths[:MAX_SKIPPED_NAMES_SHOWN]]
+    more = len(paths) - len(names)
+    return (
+        f"{len(paths)} label map{'s' if len(paths) != 1 else ''} without a matching image "
+        f"skipped: {', '.join(names)}" + (f" and {more} more" if more else "")
+    )
 
 
 def _summary_table(result: IndexResult, summary: IndexSummary) -> Table:
@@ -51,6 +62,8 @@ def _summary_table(result: IndexResult, summary: IndexSummary) -> Table:
         table.add_row("spacing (mm)", _span(*summary.spacing_range_mm, digits=2))
     table.add_row("orientations", _counts(summary.orientations))
     table.add_row("modalities", _counts(summary.modalities))
+    if result.skipped_labels:
+        table.add_row("skipped", escape(skipped_labels_line(result.skipped_labels)))
     table.add_row("voxel types", _counts(summary.dtypes))
     for dataset in result.datasets:
         labels = ", ".join(f"{k}={v}" for k, v in (dataset.label_names or {}).items())
@@ -86,7 +99,7 @@ def index(
         bool,
         typer.Option(
             "--stats",
-            help="Also read image voxels: intensity range (tells CT from MR) and NaN/Inf checks.",
+            help="Read every image voxel, not a sample: exact intensity range and NaN/Inf checks.",
         ),
     ] = False,
     check_labels: Annotated[
@@ -100,8 +113,8 @@ def index(
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Option(
             "--modality",
-            help="CT or MR for every scan found. Default: dataset.json, else intensities "
-            "(--stats), else MR.",
+            help="CT or MR for every scan found. Default: the DICOM Modality tag, else "
+            "dataset.json, else intensities (a sample of voxels; air below -500 means CT).",
             show_default=False,
         ),
     ] = None,
@@ -118,9 +131,11 @@ def index(
 ) -> None:
     """Find scans, pair images with labels, check them and record them in the workspace index.
 
-    Reads headers only (plus label voxels, which are small); a re-run skips unchanged files.
-    Pairs labels by MSD folders (imagesTr/labelsTr, dataset.json), nnU-Net names (case_0000),
-    or <name>_seg, _label, _labels, _mask files beside the image.
+    Reads headers and a strided sample of image voxels (plus label voxels, which are small); a
+    re-run skips unchanged files. Pairs labels by MSD folders (imagesTr/labelsTr, dataset.json),
+    nnU-Net names (case_0000), or <name>_seg, _label, _labels, _mask files beside the image;
+    label maps no image claims are skipped, never indexed as images. DICOM series are found
+    whatever their files are called; several series in one folder are separate scans.
     Exit code 2 if any scan has an error; the good ones are indexed all the same.
 
     [bold]Examples[/]

@@ -2,18 +2,27 @@
 
 What the later stages rely on (:func:`load_index` returns :class:`ScanRecord` rows):
 
-- **Headers only by default.** Shape, spacing, orientation and dtype come from
-  :func:`salign_cli.io.volume.read_header`; voxel data is read only for labels (their values are
-  checked, label files are small) and, with ``stats=True``, for images (intensity range, NaN/Inf).
+- **Headers and a sample by default.** Shape, spacing, orientation and dtype come from
+  :func:`salign_cli.io.volume.read_header`; of an image's voxels only a strided sample is read
+  (:func:`salign_cli.io.volume.sample_voxels`: CT or MR), all of them with ``stats=True``
+  (exact intensity range, NaN/Inf). Label voxels are read whole (values are checked; label files
+  are small).
+- **DICOM series** are found by GDCM's series reader, whatever their files are called (``*.dcm``,
+  ``*.IMA``, UID-named, no extension): a folder with one series is one scan (the folder), a
+  folder with several lists each series as a scan, named by its file with the smallest name.
 - **Pairing conventions** (first match wins): MSD ``imagesTr/ → labelsTr/`` (and ``imagesTs/ →
   labelsTs/``, ``images/ → labels/``) with the same name, or the nnU-Net name without the
   ``_0000`` channel suffix; else a sibling ``<name>_seg``, ``_label``, ``_labels`` or ``_mask``.
-  Files in a label folder or with a label suffix are never listed as images.
+  Files in a label folder or with a label suffix are never listed as images, nor are files with
+  a label word inside their name (``ct_seg_mr``) whose voxels look like a label map (integer,
+  non-negative, few values); label maps no image claims are skipped and listed
+  (``IndexResult.skipped_labels``).
 - **Case ids are unique**: the case name (nnU-Net ``_0000`` dropped); names found in several
   folders get the nearest folder names that tell them apart as a prefix (``A_case_001``).
 - **Modality is a guess, and says where it came from** (``modality_source``): ``--modality`` >
-  ``dataset.json`` > intensity range when ``stats=True`` (CT if the minimum is below -500, i.e.
-  air in Hounsfield units) > ``"MR"`` by default.
+  the DICOM Modality tag (CT or MR) > ``dataset.json`` > intensities (CT if the minimum of the
+  voxels, or of their sample without ``stats``, is below -500, i.e. air in Hounsfield units) >
+  ``"MR"`` when no voxel could be read.
 - **Incremental.** A scan whose image (and label) path, size and mtime are unchanged, and whose
   earlier reading covered the checks asked for, is not read again. Rows of folders not named in
   this run stay, unless their file is gone.
@@ -46,26 +55,40 @@ import nibabel as nib
 import numpy as np
 
 from salign_cli.errors import InputError
-from salign_cli.io.naming import CHANNEL_NAME, NIFTI_SUFFIXES, SCAN_SUFFIXES, case_name, scan_name
+from salign_cli.io.naming import (
+    CHANNEL_NAME,
+    DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
+    SCAN_SUFFIXES,
+    case_name,
+    scan_name,
+)
 from salign_cli.io.volume import (
     VolumeHeader,
+    dicom_series,
+    is_dicom_file,
     orientation_code,
     read_header,
     read_volume,
     require_finite,
+    sample_voxels,
+    series_files,
 )
 from salign_cli.workspace import Workspace
 
 Modality = Literal["CT", "MR"]
 Severity = Literal["error", "warning"]
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; an older index is dropped and rebuilt from the scans
+SCHEMA_VERSION = 2  # PRAGMA user_version; an older index is dropped and rebuilt from the scans
 HASH_CHUNK_BYTES = 1 << 20  # content hash = size + first MiB + last MiB
 BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another process's write to finish
 ANISOTROPY_LIMIT = 3.0  # largest / smallest voxel size above this earns a warning
 CT_MIN_INTENSITY = -500.0  # a minimum below this is air in Hounsfield units: CT
 AFFINE_ATOL_MM = 1e-3  # label and image affines must agree this closely
 MAX_LABEL_VALUE = 65535  # what salign writes (uint16); more means it is not a label map
+# A label map has at most this many distinct values in its voxel sample (TotalSegmentator's
+# largest task has 117 classes); a CT or MR sample has hundreds to thousands.
+MAX_SAMPLED_LABEL_VALUES = 256
 NO_SCANS_HINT = "salign reads .nii/.nii.gz/.nrrd/.mha/.mhd files and DICOM series folders"
 
 # Image folder -> label folder (names compared case-insensitively).
@@ -73,11 +96,12 @@ LABEL_FOLDER_OF = {"imagestr": "labelstr", "imagests": "labelsts", "images": "la
 LABEL_FOLDERS = frozenset(LABEL_FOLDER_OF.values())
 LABEL_NAME_SUFFIXES = ("seg", "label", "labels", "mask")
 _LABEL_NAME = re.compile(rf"^(?P<base>.+)_(?:{'|'.join(LABEL_NAME_SUFFIXES)})$", re.IGNORECASE)
+# a label word anywhere between underscores: "ct_seg_mr", "seg_liver"; not "totalseg"
+_LABEL_WORD = re.compile(rf"(?:^|_)(?:{'|'.join(LABEL_NAME_SUFFIXES)})(?:_|$)", re.IGNORECASE)
 _USUAL_DTYPES = frozenset(
     np.dtype(t).name
     for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
 )
-_DICOM_MAGIC_OFFSET = 128
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +168,9 @@ class ScanRecord:
     spacing_mm: tuple[float, float, float] | None = None
     orientation: str | None = None
     dtype: str | None = None
-    intensity_range: tuple[float, float] | None = None
+    intensity_range: tuple[float, float] | None = None  # all finite voxels ("stats" check)
+    sampled_range: tuple[float, float] | None = None  # a strided sample's, without "stats"
+    dicom_modality: str | None = None  # the DICOM Modality tag as written ("CT", "PT", ...)
     label_values: tuple[int, ...] | None = None
     label_matches: bool | None = None
     file_problems: tuple[Problem, ...] = ()
@@ -153,7 +179,9 @@ class ScanRecord:
     ] = ()  # extra readings done: "labels" (label voxels), "stats" (image voxels)
     case_id: str = ""
     modality: Modality = "MR"
-    modality_source: str = "default"  # "--modality", "dataset.json", "intensities" or "default"
+    modality_source: str = (
+        "default"  # "--modality", "DICOM", "dataset.json", "intensities", "default"
+    )
     problems: tuple[Problem, ...] = ()
 
     @property
@@ -200,7 +228,14 @@ class ScanRecord:
 
 _PATH_FIELDS = ("image_path", "label_path", "dataset_root")
 _PROBLEM_FIELDS = ("file_problems", "problems")
-_TUPLE_FIELDS = ("shape", "spacing_mm", "intensity_range", "label_values", "checks")
+_TUPLE_FIELDS = (
+    "shape",
+    "spacing_mm",
+    "intensity_range",
+    "sampled_range",
+    "label_values",
+    "checks",
+)
 _JSON_COLUMNS = frozenset(_PROBLEM_FIELDS + _TUPLE_FIELDS)
 _COLUMNS = tuple(f.name for f in fields(ScanRecord))
 
@@ -212,6 +247,7 @@ class IndexResult:
     records: list[ScanRecord]  # under the folders of this run, sorted by case id
     notes: list[Problem]  # about the collection, not one scan: orphan labels, mixed orientations
     datasets: list[DatasetInfo]
+    skipped_labels: list[Path]  # label maps no image claims: never indexed as images
     new: int
     changed: int
     unchanged: int
@@ -288,12 +324,12 @@ def content_hash(path: Path | str) -> str:
     Files up to 2 MiB are hashed whole. A change confined to the middle of a large file goes
     unnoticed, which is the price of hashing 10 000 CTs in seconds; size and mtime catch edits in
     practice. It identifies scans in the index; training data are keyed by
-    :func:`whole_content_hash` instead. A DICOM folder hashes its file names and sizes, the first file's head and the last
-    file's tail.
+    :func:`whole_content_hash` instead. A DICOM series hashes its file names and sizes, the first
+    file's head and the last file's tail.
     """
     path = Path(path)
     digest = hashlib.blake2b(digest_size=16)
-    if path.is_dir():
+    if _is_dicom(path):
         files = _series_files(path)
         for file in files:
             digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
@@ -314,7 +350,7 @@ def whole_content_hash(path: Path | str) -> str:
     """
     path = Path(path)
     digest = hashlib.blake2b(digest_size=16)
-    files = _series_files(path) if path.is_dir() else [path]
+    files = _series_files(path) if _is_dicom(path) else [path]
     for file in files:
         digest.update(f"{file.name}\0".encode())
         with file.open("rb") as handle:
@@ -335,9 +371,12 @@ def _hash_ends(digest: Any, path: Path) -> None:
 
 
 def _fingerprint(path: Path) -> tuple[int, int]:
-    """``(size_bytes, mtime_ns)``; a DICOM folder sums its files and takes the newest mtime."""
-    if path.is_dir():
-        stats = [file.stat() for file in _series_files(path)] + [path.stat()]
+    """``(size_bytes, mtime_ns)``; a DICOM series sums its folder's files and takes the newest
+    mtime (every file, not only the series': a listing and ``stat`` are cheap, GDCM is not)."""
+    if _is_dicom(path):
+        folder = path if path.is_dir() else path.parent
+        files = [e for e in folder.iterdir() if not _is_hidden(e.name) and e.is_file()]
+        stats = [file.stat() for file in files] + [folder.stat()]
         return sum(s.st_size for s in stats[:-1]), max(s.st_mtime_ns for s in stats)
     status = path.stat()
     return status.st_size, status.st_mtime_ns
@@ -360,37 +399,48 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _series_files(folder: Path) -> list[Path]:
-    """The DICOM files of a series folder: ``*.dcm`` and extension-less files, sorted by name."""
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if not _is_hidden(entry.name)
-        and entry.is_file()
-        and (entry.suffix.lower() == ".dcm" or not entry.suffix)
-    )
+def _is_dicom(path: Path) -> bool:
+    """A DICOM scan: a series folder, or the file that stands for one series of a folder."""
+    return path.is_dir() or is_dicom_file(path)
 
 
-def _has_dicom(folder: Path, filenames: Sequence[str]) -> bool:
-    """True for a folder with ``*.dcm`` files, or whose first extension-less file is DICOM."""
-    visible = [name for name in filenames if not _is_hidden(name)]
-    if any(name.lower().endswith(".dcm") for name in visible):
+def _series_files(path: Path) -> list[Path]:
+    """The files of a DICOM scan's series, sorted by name (what the hashes read)."""
+    return sorted(series_files(path))
+
+
+def _may_hold_dicom(folder: Path, filenames: Sequence[str]) -> bool:
+    """True for a folder with ``*.dcm``/``*.IMA`` files, or whose first file named like a DICOM
+    slice (no extension, or a UID ending in digits: ``1.2.840.1``) has the DICOM magic.
+
+    A cheap filter: only folders it passes are read by GDCM, which opens every file.
+    """
+    visible = [n for n in filenames if not _is_hidden(n) and not n.lower().endswith(SCAN_SUFFIXES)]
+    if any(name.lower().endswith(DICOM_SUFFIXES) for name in visible):
         return True
-    bare = sorted(name for name in visible if "." not in name)
-    if not bare:
-        return False
-    try:
-        with (folder / bare[0]).open("rb") as handle:
-            return handle.read(_DICOM_MAGIC_OFFSET + 4)[_DICOM_MAGIC_OFFSET:] == b"DICM"
-    except OSError:
-        return False
+    slice_like = sorted(n for n in visible if not Path(n).suffix or Path(n).suffix[1:].isdigit())
+    return bool(slice_like) and is_dicom_file(folder / slice_like[0])
 
 
-def _walk_scans(root: Path, visited: set[str]) -> dict[Path, list[Path]]:
+def _dicom_scans(folder: Path) -> list[tuple[Path, str]]:
+    """(scan path, case name) per DICOM series in ``folder``: the folder itself when it holds
+    one series, else each series' first file, named ``<folder>_series<SeriesNumber>``."""
+    series = dicom_series(folder)
+    if len(series) == 1:
+        return [(folder, folder.name)]
+    return [
+        (s.first_file, f"{folder.name}_series{s.number or s.uid.rsplit('.', 1)[-1]}")
+        for s in series
+    ]
+
+
+def _walk_scans(
+    root: Path, visited: set[str], series_names: dict[Path, str]
+) -> dict[Path, list[Path]]:
     """Scan paths grouped by the folder that holds them (a DICOM series folder by its parent).
 
     Folder links are followed, but each real folder is entered once, so link loops end and a
-    folder linked twice is not indexed twice.
+    folder linked twice is not indexed twice. Case names of DICOM scans go into ``series_names``.
     """
     found: dict[Path, list[Path]] = defaultdict(list)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -407,13 +457,38 @@ def _walk_scans(root: Path, visited: set[str]) -> dict[Path, list[Path]]:
         for name in sorted(filenames):
             if not _is_hidden(name) and name.lower().endswith(SCAN_SUFFIXES):
                 found[folder].append(folder / name)
-        if _has_dicom(folder, filenames):
-            found[folder.parent].append(folder)
+        if _may_hold_dicom(folder, filenames):
+            for path, name in _dicom_scans(folder):
+                found[folder.parent if path == folder else folder].append(path)
+                series_names[path] = name
     return found
 
 
 def _is_label_file(path: Path) -> bool:
-    return path.parent.name.lower() in LABEL_FOLDERS or bool(_LABEL_NAME.match(scan_name(path)))
+    """In a label folder, named ``<image>_seg`` (or ``_label``...), or named with a label word
+    inside (``ct_seg_mr``) and holding what looks like a label map."""
+    name = scan_name(path)
+    if path.parent.name.lower() in LABEL_FOLDERS or _LABEL_NAME.match(name):
+        return True
+    return bool(_LABEL_WORD.search(name)) and looks_like_label_map(path)
+
+
+def looks_like_label_map(path: Path) -> bool:
+    """True when a scan's voxels look like classes: an integer type, and a strided sample holds
+    only non-negative values, at most `MAX_SAMPLED_LABEL_VALUES` of them.
+
+    Not enough on its own (a uint8 MR crop passes too), so only names with a label word are
+    asked. An unreadable file is no label map: reading it as an image reports why.
+    """
+    try:
+        if read_header(path).dtype.kind not in "iub":
+            return False
+        sample = sample_voxels(path)
+    except InputError:
+        return False
+    return (
+        sample.size > 0 and sample.min() >= 0 and len(np.unique(sample)) <= MAX_SAMPLED_LABEL_VALUES
+    )
 
 
 def _extra_channel_of(path: Path, names_here: Mapping[str, Path]) -> Path | None:
@@ -447,8 +522,11 @@ def _label_for(
     return None
 
 
-def _pair(found: Mapping[Path, list[Path]]) -> tuple[list[tuple[Path, Path | None]], list[Problem]]:
-    """(image, label or None) pairs, plus notes on orphan labels and skipped extra channels."""
+def _pair(
+    found: Mapping[Path, list[Path]],
+) -> tuple[list[tuple[Path, Path | None]], list[Problem], list[Path]]:
+    """(image, label or None) pairs, notes on orphan labels and skipped extra channels, and the
+    orphan labels themselves."""
     names_by_folder = {
         folder: {scan_name(p).lower(): p for p in paths} for folder, paths in found.items()
     }
@@ -472,7 +550,8 @@ def _pair(found: Mapping[Path, list[Path]]) -> tuple[list[tuple[Path, Path | Non
                 continue
             pairs.append((path, _label_for(path, names_by_folder, folder_by_lower)))
     claimed = {label for _, label in pairs}
-    for orphan in sorted(labels - claimed):
+    orphans = sorted(labels - claimed)
+    for orphan in orphans:
         notes.append(
             _warning(
                 orphan,
@@ -480,7 +559,7 @@ def _pair(found: Mapping[Path, list[Path]]) -> tuple[list[tuple[Path, Path | Non
                 "nnU-Net <case>.nii.gz for <case>_0000.nii.gz, or <image>_seg.nii.gz beside it)",
             )
         )
-    return pairs, notes
+    return pairs, notes, orphans
 
 
 def _modality_from_text(text: str) -> Modality:
@@ -565,21 +644,23 @@ def _walk_root(folder: Path, roots: Sequence[Path]) -> Path:
 
 def _discover(
     roots: Sequence[Path],
-) -> tuple[list[_Candidate], list[Problem], dict[Path, DatasetInfo]]:
-    """Walk ``roots``, pair images with labels, read dataset.json files.
+) -> tuple[list[_Candidate], list[Problem], dict[Path, DatasetInfo], list[Path]]:
+    """Walk ``roots``, pair images with labels, read dataset.json files; also the label maps
+    that no image claims.
 
     Raises :class:`InputError` for a root without scans, or when only label files were found.
     """
     visited = {os.path.realpath(root) for root in roots}
     found: dict[Path, list[Path]] = {}
+    series_names: dict[Path, str] = {}
     for root in roots:
-        walked = _walk_scans(root, visited)
+        walked = _walk_scans(root, visited, series_names)
         if not walked:
             raise InputError(f"no scans found in {root}: {NO_SCANS_HINT}")
         for folder, paths in walked.items():
             found[folder] = sorted({*found.get(folder, []), *paths})
     found.update(_label_folders_beside(found))
-    pairs, notes = _pair(found)
+    pairs, notes, orphans = _pair(found)
     if not pairs:
         raise InputError(
             f"no images found in {', '.join(map(str, roots))}, only label files; point salign "
@@ -596,8 +677,9 @@ def _discover(
         if dataset_root not in datasets and (dataset_root / "dataset.json").is_file():
             datasets[dataset_root], dataset_notes = read_dataset_json(dataset_root)
             notes += dataset_notes
-        candidates.append(_Candidate(image, label, case_name(image), dataset_root))
-    return candidates, notes, datasets
+        name = series_names.get(image) or case_name(image)
+        candidates.append(_Candidate(image, label, name, dataset_root))
+    return candidates, notes, datasets, orphans
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,6 +878,18 @@ def _intensity_facts(path: Path) -> tuple[tuple[float, float] | None, list[Probl
     return (float(array.min()), float(array.max())), problems
 
 
+def _sampled_facts(path: Path) -> tuple[tuple[float, float] | None, list[Problem]]:
+    """(min, max) of the finite voxels of a strided sample (see `sample_voxels`)."""
+    try:
+        sample = sample_voxels(path)
+    except InputError as error:
+        return None, [Problem("error", path, str(error))]
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    if finite.size == 0:
+        return None, []
+    return (float(finite.min()), float(finite.max())), []
+
+
 def _has_errors(problems: Iterable[Problem]) -> bool:
     return any(p.severity == "error" for p in problems)
 
@@ -822,12 +916,16 @@ def _image_facts(
         spacing_mm=header.spacing_mm,
         orientation=header.orientation,
         dtype=header.dtype.name,
+        dicom_modality=header.dicom_modality,
     )
     problems = _header_problems(header, size_bytes)
-    if "stats" in checks and not _has_errors(problems):
-        facts["intensity_range"], stats_problems = _intensity_facts(image)
-        problems += stats_problems
-    return facts, problems, header
+    if _has_errors(problems):
+        return facts, problems, header
+    if "stats" in checks:
+        facts["intensity_range"], voxel_problems = _intensity_facts(image)
+    else:
+        facts["sampled_range"], voxel_problems = _sampled_facts(image)
+    return facts, problems + voxel_problems, header
 
 
 def _read_scan(candidate: _Candidate, checks: tuple[str, ...]) -> ScanRecord:
@@ -934,13 +1032,17 @@ def assign_case_ids(image_paths_and_names: Sequence[tuple[Path, str]]) -> dict[P
 def guess_modality(
     record: ScanRecord, dataset: DatasetInfo | None, override: Modality | None
 ) -> tuple[Modality, str]:
-    """(modality, where it came from): override > dataset.json > intensity range > "MR"."""
+    """(modality, where it came from): override > DICOM Modality tag (CT or MR) > dataset.json >
+    intensities (the exact range with ``stats``, else a sample's) > "MR"."""
     if override:
         return override, "--modality"
+    if record.dicom_modality in ("CT", "MR"):
+        return record.dicom_modality, "DICOM"  # type: ignore[return-value]
     if dataset is not None and dataset.modality:
         return dataset.modality, "dataset.json"
-    if record.intensity_range is not None:
-        return ("CT" if record.intensity_range[0] < CT_MIN_INTENSITY else "MR"), "intensities"
+    intensities = record.intensity_range or record.sampled_range
+    if intensities is not None:
+        return ("CT" if intensities[0] < CT_MIN_INTENSITY else "MR"), "intensities"
     return "MR", "default"
 
 
@@ -992,8 +1094,8 @@ def _default_modality_note(records: Sequence[ScanRecord], roots: Sequence[Path])
     return [
         _warning(
             roots[0],
-            f"modality of {guessed} scan(s) assumed MR (no dataset.json, no --stats); pass "
-            "--modality CT, or --stats to guess from intensities, if they are CT",
+            f"modality of {guessed} scan(s) assumed MR (no DICOM tag, dataset.json or "
+            "readable voxels); pass --modality CT if they are CT",
         )
     ]
 
@@ -1245,7 +1347,7 @@ def index_folders(
     started = time.perf_counter()
     override = _parse_modality(modality)
     roots = _resolve_roots(folders)
-    candidates, notes, datasets = _discover(roots)
+    candidates, notes, datasets, skipped_labels = _discover(roots)
     checks = tuple(name for name, wanted in (("labels", check_labels), ("stats", stats)) if wanted)
     index_path = _index_path(workspace)
     connection = _open_for_writing(index_path)
@@ -1290,6 +1392,7 @@ def index_folders(
         records=sorted(finished, key=lambda r: r.case_id),
         notes=notes + _orientation_note(usable, roots) + _default_modality_note(usable, roots),
         datasets=list(datasets.values()),
+        skipped_labels=skipped_labels,
         new=counts["new"],
         changed=counts["changed"],
         unchanged=counts["unchanged"],

@@ -25,7 +25,7 @@ import numpy as np
 from salign_cli import __version__
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path
-from salign_cli.io.volume import Volume, dicom_series_files
+from salign_cli.io.volume import Volume, series_files
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -131,7 +131,7 @@ def read_source_headers(folder: Path) -> list[Dataset]:
     """The series' DICOM headers (no pixel data), in the order SimpleITK stacked the slices."""
     import pydicom
 
-    return [pydicom.dcmread(file, stop_before_pixels=True) for file in dicom_series_files(folder)]
+    return [pydicom.dcmread(file, stop_before_pixels=True) for file in series_files(folder)]
 
 
 def frames_for_sources(labels: np.ndarray, like: Volume, sources: Sequence[Dataset]) -> np.ndarray:
@@ -203,7 +203,7 @@ def dicom_seg_problem(path: Path, series_folder: Path) -> str | None:
 
     try:
         seg = pydicom.dcmread(path)
-        first_file = dicom_series_files(series_folder)[0]
+        first_file = series_files(series_folder)[0]
         source = pydicom.dcmread(first_file, stop_before_pixels=True)
         if seg.SOPClassUID != SEGMENTATION_STORAGE:
             return f"not a DICOM Segmentation (SOP class {seg.SOPClassUID})"

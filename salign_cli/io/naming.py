@@ -8,6 +8,9 @@ from pathlib import Path
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+# DICOM slices named like this are DICOM without opening them; others (UID-named "1.2.840.x",
+# extension-less) are recognised by the "DICM" magic that follows the 128-byte preamble.
+DICOM_SUFFIXES = (".dcm", ".ima")
 CHANNEL_NAME = re.compile(r"^(?P<base>.+)_(?P<channel>\d{4})$")  # nnU-Net: case_0000
 MASK_SUFFIX = "_seg"  # `salign segment` writes <case>_seg.nii.gz beside each input by default
 

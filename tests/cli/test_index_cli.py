@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from index_corpus import BAD_INPUTS, make_bad_corpus
 
+from salign_cli.cli.index import skipped_labels_line
 from salign_cli.data.index import load_index
 
 
@@ -84,3 +86,44 @@ def test_hippocampus_cold_then_warm(cli, hippocampus_dir: Path, workspace: Path)
     assert "MR (dataset.json): 200" in cold.output and "0 errors" in cold.output
     warm = cli("index", str(hippocampus_dir))
     assert warm.exit_code == 0 and "200 unchanged" in warm.output
+
+
+def words(output: str) -> str:
+    """The output's words in order, without the table's borders or its line wrapping."""
+    return " ".join(output.replace("│", " ").split())
+
+
+def test_two_ct_and_an_mr_say_ct_ct_mr_and_label_maps_are_skipped_by_name(
+    cli, fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in (
+        "totalseg_example_ct_sm.nii.gz",
+        "spleen2_ct.nii.gz",
+        "totalseg_example_mr_sm.nii.gz",
+        "totalseg_example_seg.nii.gz",
+        "totalseg_example_seg_mr.nii.gz",
+    ):
+        shutil.copy(fixtures_dir / name, folder / name)
+    result = cli("index", str(folder))
+    assert result.exit_code == 0, result.output
+    text = words(result.output)
+    assert "indexed 3 scans" in text
+    assert "CT (intensities): 2, MR (intensities): 1" in text
+    assert (
+        "2 label maps without a matching image skipped: totalseg_example_seg.nii.gz, "
+        "totalseg_example_seg_mr.nii.gz"
+    ) in text
+    assert "assumed MR" not in text
+
+
+def test_skipped_labels_line_names_five_then_counts() -> None:
+    assert skipped_labels_line([Path("/d/a_seg.nii.gz")]) == (
+        "1 label map without a matching image skipped: a_seg.nii.gz"
+    )
+    paths = [Path(f"/d/c{i}_seg.nii.gz") for i in range(7)]
+    assert skipped_labels_line(paths) == (
+        "7 label maps without a matching image skipped: c0_seg.nii.gz, c1_seg.nii.gz, "
+        "c2_seg.nii.gz, c3_seg.nii.gz, c4_seg.nii.gz and 2 more"
+    )

@@ -11,13 +11,21 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from index_corpus import BAD_INPUTS, SHAPE, make_bad_corpus, write_label, write_nifti
+from index_corpus import (
+    BAD_INPUTS,
+    SHAPE,
+    make_bad_corpus,
+    write_dicom_series,
+    write_label,
+    write_nifti,
+)
 
 from salign_cli.data.index import (
     HASH_CHUNK_BYTES,
@@ -29,10 +37,12 @@ from salign_cli.data.index import (
     labelled_scans,
     load_datasets,
     load_index,
+    looks_like_label_map,
     unlabelled_scans,
     usable_scans,
 )
 from salign_cli.errors import InputError
+from salign_cli.io.volume import read_volume
 
 
 def by_name(records: list[ScanRecord]) -> dict[str, ScanRecord]:
@@ -236,14 +246,16 @@ def test_nnunet_v2_dataset_json_and_undeclared_label_values(
     assert "[3]" in error.message and str(root / "labelsTr" / "a.nii.gz") in error.message
 
 
-def test_modality_from_intensities_only_with_stats_and_override_wins(
+def test_modality_from_intensities_by_default_and_override_wins(
     tmp_path: Path, workspace: Path
 ) -> None:
     ct = np.full(SHAPE, -1000, dtype=np.int16)  # air in Hounsfield units
     ct[2:4, 2:4, 2:4] = 40
     write_nifti(tmp_path / "s" / "ct.nii.gz", ct)
     (plain,) = index_folders([tmp_path / "s"], workspace).records
-    assert (plain.modality, plain.modality_source) == ("MR", "default")
+    assert (plain.modality, plain.modality_source) == ("CT", "intensities")
+    # SHAPE is under 32 voxels per axis, so the "sample" is every voxel: the exact range
+    assert plain.sampled_range == (-1000.0, 40.0) and plain.intensity_range is None
     (with_stats,) = index_folders([tmp_path / "s"], workspace, stats=True).records
     assert (with_stats.modality, with_stats.modality_source) == ("CT", "intensities")
     assert with_stats.intensity_range == (-1000.0, 40.0)
@@ -486,3 +498,152 @@ def test_the_same_folder_by_two_spellings_is_one_set_of_scans(
     result = index_folders([tmp_path / "sub" / ".." / "data"], workspace)
     assert [record.case_id for record in result.records] == ["case_a"]
     assert [record.case_id for record in load_index(workspace)] == ["case_a"]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12: modality by default, label maps never images, DICOM series by any file name
+
+CT_FIXTURES = ("totalseg_example_ct_sm.nii.gz", "spleen2_ct.nii.gz")
+MR_FIXTURE = "totalseg_example_mr_sm.nii.gz"
+
+
+def copy_fixtures(fixtures_dir: Path, folder: Path, names: tuple[str, ...]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(fixtures_dir / name, folder / name)
+    return folder
+
+
+def test_real_ct_and_mr_get_their_modality_from_a_voxel_sample_without_stats(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    folder = copy_fixtures(fixtures_dir, tmp_path / "scans", (*CT_FIXTURES, MR_FIXTURE))
+    result = index_folders([folder], workspace)
+    found = {r.image_path.name: (r.modality, r.modality_source) for r in result.records}
+    assert found == {
+        "totalseg_example_ct_sm.nii.gz": ("CT", "intensities"),  # air: -1100 HU in the file
+        "spleen2_ct.nii.gz": ("CT", "intensities"),
+        "totalseg_example_mr_sm.nii.gz": ("MR", "intensities"),  # its minimum is -47
+    }
+    assert not any("assumed MR" in m for m in messages(result))
+    records = by_name(result.records)
+    # 164 x 166 x 26 voxels, at most 32 per axis: every 6th in-plane, every slice; the sample's
+    # range lies inside the file's and finds its air
+    low, high = records["spleen2_ct.nii.gz"].sampled_range
+    assert -1019.0 <= low < -500 and high <= 1000.0
+    assert records["spleen2_ct.nii.gz"].intensity_range is None  # no full read without --stats
+
+
+def test_label_maps_are_paired_or_skipped_and_never_indexed_as_images(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    folder = copy_fixtures(
+        fixtures_dir, tmp_path / "scans", tuple(sorted(os.listdir(fixtures_dir)))
+    )
+    result = index_folders([folder], workspace)
+    records = by_name(result.records)
+    assert set(records) == {*CT_FIXTURES, MR_FIXTURE}
+    assert records["spleen2_ct.nii.gz"].label_path == folder / "spleen2_ct_seg.nii.gz"
+    # totalseg_example_seg: a _seg name without an image "totalseg_example"; ..._seg_mr: a label
+    # word inside the name and 0..49 in uint8 voxels
+    assert result.skipped_labels == [
+        folder / "totalseg_example_seg.nii.gz",
+        folder / "totalseg_example_seg_mr.nii.gz",
+    ]
+    assert len(unlabelled_scans(result.records)) == 2
+
+
+def test_an_image_with_a_label_word_in_its_name_stays_an_image(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(fixtures_dir / MR_FIXTURE, folder / "brain_mask_applied_t1.nii.gz")  # int16 MR
+    result = index_folders([folder], workspace)
+    assert [r.case_id for r in result.records] == ["brain_mask_applied_t1"]
+    assert result.skipped_labels == []
+
+
+def test_looks_like_label_map_needs_integer_non_negative_few_values(tmp_path: Path) -> None:
+    classes = np.zeros((40, 40, 40), np.uint8)
+    classes[10:20, 10:20, 10:20], classes[25:30] = 1, 7
+    assert looks_like_label_map(write_nifti(tmp_path / "a.nii.gz", classes))
+    ramp = np.arange(40**3, dtype=np.int16).reshape(40, 40, 40)  # 20**3 distinct sampled
+    assert not looks_like_label_map(write_nifti(tmp_path / "b.nii.gz", ramp))
+    assert not looks_like_label_map(
+        write_nifti(tmp_path / "c.nii.gz", classes.astype(np.float32))
+    )  # float: an image, or a label map index reports as non-integer when paired
+    assert not looks_like_label_map(
+        write_nifti(tmp_path / "d.nii.gz", classes.astype(np.int16) - 1)
+    )
+    (tmp_path / "e.nii.gz").write_bytes(b"not a scan")
+    assert not looks_like_label_map(tmp_path / "e.nii.gz")
+
+
+CT_UID = "1.2.826.0.1.3680043.8.498.101"
+MR_UID = "1.2.826.0.1.3680043.8.498.202"
+
+
+def test_dicom_series_with_uid_file_names_is_found_and_its_modality_tag_wins(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    pytest.importorskip("SimpleITK")
+    folder = tmp_path / "dicom" / "patient7"
+    files = write_dicom_series(
+        fixtures_dir / "spleen2_ct.nii.gz", folder, series_uid=CT_UID, modality="CT"
+    )
+    assert files[0].name == f"{CT_UID}.1"  # dots, no .dcm ending
+    (record,) = index_folders([tmp_path / "dicom"], workspace).records
+    assert record.image_path == folder and record.case_id == "patient7"
+    assert (record.modality, record.modality_source) == ("CT", "DICOM")
+    assert record.shape == (164, 166, 26)
+    assert record.spacing_mm == pytest.approx((0.795, 0.795, 5.0), abs=1e-3)
+
+
+def test_ima_series_without_a_modality_tag_falls_back_to_intensities(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    pytest.importorskip("SimpleITK")
+    folder = tmp_path / "dicom" / "head"
+    write_dicom_series(
+        fixtures_dir / MR_FIXTURE, folder, series_uid=MR_UID, file_name="IM{k:04d}.IMA"
+    )
+    (record,) = index_folders([tmp_path / "dicom"], workspace).records
+    assert record.image_path == folder and record.shape == (117, 91, 20)
+    assert record.dicom_modality == "OT"  # Secondary Capture: neither CT nor MR
+    assert (record.modality, record.modality_source) == ("MR", "intensities")
+
+
+def test_two_series_in_one_folder_are_two_scans(
+    fixtures_dir: Path, tmp_path: Path, workspace: Path
+) -> None:
+    pytest.importorskip("SimpleITK")
+    folder = tmp_path / "dicom" / "study"
+    ct_files = write_dicom_series(
+        fixtures_dir / "spleen2_ct.nii.gz",
+        folder,
+        series_uid=CT_UID,
+        modality="CT",
+        series_number=3,
+    )
+    mr_files = write_dicom_series(
+        fixtures_dir / MR_FIXTURE,
+        folder,
+        series_uid=MR_UID,
+        modality="MR",
+        file_name="IM{k:04d}.IMA",
+        series_number=7,
+    )
+    result = index_folders([tmp_path / "dicom"], workspace)
+    records = {r.case_id: r for r in result.records}
+    assert set(records) == {"study_series3", "study_series7"}
+    ct, mr = records["study_series3"], records["study_series7"]
+    assert ct.image_path == min(ct_files) and mr.image_path == min(mr_files)
+    assert (ct.modality, ct.modality_source, ct.shape) == ("CT", "DICOM", (164, 166, 26))
+    assert (mr.modality, mr.modality_source, mr.shape) == ("MR", "DICOM", (117, 91, 20))
+    assert ct.content_hash != mr.content_hash
+    # what later stages do with a row: read its scan, which is that series alone
+    expected = read_volume(fixtures_dir / MR_FIXTURE).array
+    assert np.array_equal(read_volume(mr.image_path).array, expected)
+    again = index_folders([tmp_path / "dicom"], workspace)
+    assert (again.unchanged, again.new) == (2, 0)
