@@ -118,7 +118,8 @@ def dice(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
 def _surface(mask: np.ndarray, ndimage: Any) -> np.ndarray:
     """Mask voxels with at least one face neighbour outside the mask (or outside the array)."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    surface: np.ndarray = mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    return surface
 
 
 def _checked_spacing(mask: np.ndarray, spacing_mm: Sequence[float]) -> list[float]:
@@ -422,7 +423,7 @@ def label_array(volume: Volume) -> np.ndarray:
             f"{volume.path}: label values must be whole numbers but it holds {float(example):g}; "
             "this looks like an image or probability map, not a label mask"
         )
-    return rounded.astype(np.int32)
+    return np.asarray(rounded, dtype=np.int32)
 
 
 def require_same_grid(prediction: Volume, reference: Volume) -> None:

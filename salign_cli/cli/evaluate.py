@@ -42,12 +42,12 @@ def _case_table(summary: EvaluationSummary) -> Table:
             table.add_column(escape(f"NSD {result.label}"), justify="right")
     for case in summary.cases:
         row = [escape(case.case)]
-        for result in case.classes.values():
-            row.append(format_number(result.dice, 3))
-            if result.hd95_mm is not None:
-                row.append(format_number(result.hd95_mm, 2))
-            if result.nsd is not None:
-                row.append(format_number(result.nsd, 3))
+        for class_result in case.classes.values():
+            row.append(format_number(class_result.dice, 3))
+            if class_result.hd95_mm is not None:
+                row.append(format_number(class_result.hd95_mm, 2))
+            if class_result.nsd is not None:
+                row.append(format_number(class_result.nsd, 3))
         table.add_row(*row)
     return table
 

@@ -96,7 +96,7 @@ class ScanBar:
     def __init__(self, progress: Progress, min_slices: int = LONG_SCAN_SLICES) -> None:
         self.progress = progress
         self.min_slices = min_slices
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     def update(self, name: str, done: int, total: int) -> None:
         if total < self.min_slices:

@@ -6,7 +6,7 @@ Parsing and rendering only; the work is :func:`salign_cli.infer.batch.segment`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 from rich.markup import escape
@@ -21,7 +21,8 @@ from salign_cli.cli.common import (
 from salign_cli.io.naming import MASK_SUFFIX
 
 if TYPE_CHECKING:
-    from salign_cli.infer.batch import FileResult, Job, ModelInfo, SegmentSummary
+    from salign_cli.infer.batch import FileResult, Job, ModelInfo, OutputType, SegmentSummary
+    from salign_cli.infer.preview import Convention
 
 
 def _model_name(model: ModelInfo) -> str:
@@ -188,12 +189,12 @@ def segment(
         largest_component=largest_component,
         probabilities=probabilities,
         preview=preview,
-        preview_convention=preview_convention,
+        preview_convention=cast("Convention", preview_convention),  # SegmentOptions checks it
         overwrite=overwrite,
         suffix=suffix,
         recursive=recursive,
         fail_fast=fail_fast,
-        output_type=output_type,
+        output_type=cast("OutputType", output_type),  # plan_jobs checks it
     )
     progress = Progress(
         TextColumn("[bold]segment[/]"),

@@ -35,6 +35,7 @@ What the later stages rely on (:func:`load_index` returns :class:`ScanRecord` ro
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -354,7 +355,7 @@ def whole_content_hash(path: Path | str) -> str:
     for file in files:
         digest.update(f"{file.name}\0".encode())
         with file.open("rb") as handle:
-            for chunk in iter(lambda handle=handle: handle.read(HASH_CHUNK_BYTES), b""):
+            for chunk in iter(functools.partial(handle.read, HASH_CHUNK_BYTES), b""):
                 digest.update(chunk)
     return digest.hexdigest()
 
@@ -694,6 +695,7 @@ def _nifti_truncation(path: Path, size_bytes: int) -> Problem | None:
     disagrees is the stream decompressed to be sure (multi-member gzip files also disagree).
     """
     expected = _declared_nifti_bytes(path)
+    found: int | None
     if not path.name.lower().endswith(".gz"):
         found = size_bytes
     else:
@@ -726,7 +728,7 @@ def _declared_nifti_bytes(path: Path) -> int:
     block = io.BytesIO(raw[: header_class.sizeof_hdr])
     header = header_class.from_fileobj(block, check=False)
     offset = max(int(header.get_data_offset()), header_class.single_vox_offset)
-    return offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    return offset + int(np.prod(header.get_data_shape())) * int(header.get_data_dtype().itemsize)
 
 
 def _gunzipped_size(path: Path) -> int | None:

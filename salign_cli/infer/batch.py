@@ -38,7 +38,7 @@ import numpy as np
 
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.postprocess import label_volumes_ml
-from salign_cli.infer.preview import CONVENTIONS
+from salign_cli.infer.preview import CONVENTIONS, Convention
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
     atomic_path,
@@ -89,7 +89,7 @@ class SegmentOptions:
     largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
     preview: bool = False
-    preview_convention: str = "radiological"  # or "neurological" (see infer/preview.py)
+    preview_convention: Convention = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False
     suffix: str = MASK_SUFFIX
     recursive: bool = False
@@ -448,6 +448,7 @@ def load_predictor(
     predictor = Predictor.from_bundle(
         model, device=options.device, batch_size=options.batch_size, tta=options.tta, note=note
     )
+    assert predictor.origin is not None  # from_bundle always records it
     resolved, contract = predictor.origin.resolved, predictor.origin.contract
     info = ModelInfo(
         spec=model,

@@ -116,7 +116,7 @@ def segment_image(
     if isinstance(model, Predictor):
         predictor = model
         chosen = model.default_largest_component if largest_component is None else largest_component
-        modality = model.preprocess.modality
+        modality: str = model.preprocess.modality
     else:
         options = SegmentOptions(
             device=device, batch_size=batch_size, tta=tta, largest_component=largest_component

@@ -25,7 +25,7 @@ import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -144,10 +144,11 @@ class Predictor:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 4)
         self.tta = tta
         self.mirror = mirror
-        self.num_classes = int(model.config.num_classes)
+        # any module with a UNetConfig-like ``config`` (tests pass small stand-ins)
+        self.num_classes = int(cast(Any, model).config.num_classes)
         prepared_model = fold_batch_norm(model).to(self.device)
         if self.device.type in ("cuda", "cpu"):
-            prepared_model = prepared_model.to(memory_format=torch.channels_last)
+            prepared_model = prepared_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
         self.model = prepared_model
 
     @classmethod
@@ -221,7 +222,9 @@ class Predictor:
         slices along the scan's slice axis), so a long scan can show its own progress bar.
         """
         prepared = prepared if prepared is not None else self.prepare(volume)
-        flips = tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
+        flips: list[tuple[int, ...]] = (
+            tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
+        )
         probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
         labels = restore_labels(probabilities, prepared, volume)
         labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)

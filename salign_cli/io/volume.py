@@ -14,8 +14,10 @@ Conventions every caller can rely on:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -95,7 +97,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        height_width_depth = self.array.shape
+        return (int(height_width_depth[0]), int(height_width_depth[1]), int(height_width_depth[2]))
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -303,7 +306,7 @@ def read_header(path: Path | str) -> VolumeHeader:
     _check_path(path)
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
-            image = nib.load(path)
+            image = _load_nifti(path)
             dtype = working_dtype(image.get_data_dtype(), scaled=_is_scaled(image))
             _check_size(path, tuple(image.shape))
             return VolumeHeader(path, tuple(image.shape), image.affine.copy(), dtype)
@@ -329,7 +332,7 @@ def read_header(path: Path | str) -> VolumeHeader:
         raise _unreadable(path, error) from error
 
 
-def _itk_reader(path: Path):
+def _itk_reader(path: Path) -> Any:
     import SimpleITK as sitk
 
     if _is_dicom_folder(path) or is_dicom_file(path):
@@ -337,15 +340,15 @@ def _itk_reader(path: Path):
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         return _SeriesInfoAdapter(reader, files)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    return reader
+    file_reader = sitk.ImageFileReader()
+    file_reader.SetFileName(str(path))
+    return file_reader
 
 
 class _SeriesInfoAdapter:
     """Gives a DICOM series reader the ImageFileReader methods read_header needs."""
 
-    def __init__(self, series_reader, files) -> None:
+    def __init__(self, series_reader: Any, files: list[str]) -> None:
         import SimpleITK as sitk
 
         self._series_reader = series_reader
@@ -356,29 +359,29 @@ class _SeriesInfoAdapter:
     def ReadImageInformation(self) -> None:
         self._first.ReadImageInformation()
 
-    def GetSize(self):
+    def GetSize(self) -> Any:
         size = list(self._first.GetSize())
         return (*size[:2], self._count)
 
-    def GetOrigin(self):
+    def GetOrigin(self) -> Any:
         return self.Execute().GetOrigin()
 
-    def GetSpacing(self):
+    def GetSpacing(self) -> Any:
         return self.Execute().GetSpacing()
 
-    def GetDirection(self):
+    def GetDirection(self) -> Any:
         return self.Execute().GetDirection()
 
-    def GetPixelID(self):
+    def GetPixelID(self) -> Any:
         return self._first.GetPixelID()
 
     def HasMetaDataKey(self, key: str) -> bool:
-        return self._first.HasMetaDataKey(key)
+        return bool(self._first.HasMetaDataKey(key))
 
     def GetMetaData(self, key: str) -> str:
-        return self._first.GetMetaData(key)
+        return str(self._first.GetMetaData(key))
 
-    def Execute(self):
+    def Execute(self) -> Any:
         if not hasattr(self, "_image"):
             self._image = self._series_reader.Execute()
         return self._image
@@ -392,7 +395,7 @@ def _resized_square(matrix: np.ndarray, size: int) -> np.ndarray:
     return resized
 
 
-def _resized_vector(values, size: int, *, fill: float) -> np.ndarray:
+def _resized_vector(values: Sequence[float] | np.ndarray, size: int, *, fill: float) -> np.ndarray:
     resized = np.full(size, fill)
     shared = min(size, len(values))
     resized[:shared] = np.asarray(values, dtype=np.float64)[:shared]
@@ -440,10 +443,17 @@ def working_dtype(stored: np.dtype, *, scaled: bool = False) -> np.dtype:
     stored = np.dtype(stored)
     if scaled or stored.kind == "f":
         return np.dtype(np.float32)
-    return stored.newbyteorder("=")
+    native: np.dtype = stored.newbyteorder("=")
+    return native
 
 
-def _is_scaled(image: nib.Nifti1Image) -> bool:
+def _load_nifti(path: Path) -> Any:
+    """``nib.load`` for a NIfTI path; ``Any`` because nibabel types its result as the base
+    ``FileBasedImage``, which lacks the NIfTI members (shape, affine, dataobj) used here."""
+    return nib.load(path)
+
+
+def _is_scaled(image: Any) -> bool:
     """True when nibabel will apply scl_slope/scl_inter (it skips the 1/0 and NaN cases)."""
     return float(image.dataobj.slope) != 1.0 or float(image.dataobj.inter) != 0.0
 
@@ -473,8 +483,9 @@ def volume_from_image(image: nib.spatialimages.SpatialImage, path: Path | None =
     >>> volume_from_image(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4))).shape
     (4, 5, 6)
     """
-    if path is None and image.get_filename():
-        path = Path(image.get_filename())
+    filename = image.get_filename()
+    if path is None and filename:
+        path = Path(filename)
     where = path or "<memory>"
     stored_shape = tuple(int(s) for s in image.shape)
     _check_size(where, stored_shape)
@@ -493,7 +504,7 @@ def volume_from_image(image: nib.spatialimages.SpatialImage, path: Path | None =
     )
 
 
-def volume_from_array(array: np.ndarray, affine: np.ndarray) -> Volume:
+def volume_from_array(array: np.ndarray, affine: np.ndarray | None) -> Volume:
     """A :class:`Volume` of a bare voxel array in nibabel's ``(i, j, k)`` order and its voxel →
     RAS mm ``affine``: what a NIfTI file would hold, without the file.
 
@@ -587,7 +598,7 @@ def _stride(length: int, per_axis: int) -> int:
 
 
 def _sample_nifti(path: Path, per_axis: int) -> np.ndarray:
-    image = nib.load(path)
+    image = _load_nifti(path)
     spatial = spatial_shape_of(tuple(int(s) for s in image.shape), path)
     strided = tuple(slice(None, None, _stride(n, per_axis)) for n in spatial)
     stored_ndim = len(image.shape)
@@ -624,9 +635,10 @@ def _sample_dicom(path: Path, per_axis: int) -> np.ndarray:
 
 
 def _canonical_transform(affine: np.ndarray) -> np.ndarray:
-    return orientations.ornt_transform(
+    transform: np.ndarray = orientations.ornt_transform(
         orientations.io_orientation(affine), orientations.axcodes2ornt("RAS")
     )
+    return transform
 
 
 def to_canonical(volume: Volume) -> CanonicalVolume:
@@ -718,12 +730,12 @@ def labels_image(labels: np.ndarray, like: Volume) -> nib.Nifti1Image:
         header.set_slope_inter(1.0, 0.0)
         header["cal_min"], header["cal_max"] = 0, 0
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        image = image_class(data, like.affine, header=header)
+        image = image_class(data, like.affine, header=header)  # type: ignore[no-untyped-call]
     image.set_data_dtype(data.dtype)
     return image
 
 
-def _itk_labels(data: np.ndarray, like: Volume, path: Path):
+def _itk_labels(data: np.ndarray, like: Volume, path: Path) -> Any:
     """A SimpleITK image with ``like``'s ITK geometry as read, or one derived from its affine."""
     import SimpleITK as sitk
 
