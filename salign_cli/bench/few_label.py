@@ -37,6 +37,7 @@ benchmark keeps what it measured), ``table.md`` and ``few_label.png``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -409,6 +410,9 @@ def run_few_label(
     return save()
 
 
+PRETRAINING_SUMMARY = "pretraining.json"
+
+
 def _pretrain_method(
     spec: MethodSpec,
     protocol: FewLabelProtocol,
@@ -423,19 +427,24 @@ def _pretrain_method(
         width=protocol.finetune.width,
         **spec.overrides,
     )
+    train_config = TrainConfig(
+        steps=protocol.pretrain_steps,
+        batch_size=protocol.pretrain_batch_size,
+        lr=protocol.pretrain_lr,
+        checkpoint_every=protocol.pretrain_steps,
+    )
+    run_dir = output / f"pretrain-{_slug(spec.label)}"
     started = time.perf_counter()
+    finished = finished_pretraining(run_dir, options, train_config)
+    if finished is not None:
+        return finished
     result = pretrain(
         [Path(data_dir)],
         workspace=workspace,
         options=options,
-        train_config=TrainConfig(
-            steps=protocol.pretrain_steps,
-            batch_size=protocol.pretrain_batch_size,
-            lr=protocol.pretrain_lr,
-            checkpoint_every=protocol.pretrain_steps,
-        ),
+        train_config=train_config,
         runtime=runtime,
-        run_dir=output / f"pretrain-{_slug(spec.label)}",
+        run_dir=run_dir,
     )
     assert result.bundle_dir is not None
     summary = {
@@ -444,7 +453,33 @@ def _pretrain_method(
         "final_metrics": result.report.get("final_metrics", {}),
         "options": options.to_dict(),
     }
+    (run_dir / PRETRAINING_SUMMARY).write_text(json.dumps(summary, indent=1))
     return result.bundle_dir, summary
+
+
+def finished_pretraining(
+    run_dir: Path, options: PretrainOptions, train_config: TrainConfig
+) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle and summary of a pre-training ``run_dir`` already holds for exactly these
+    options and training settings, else ``None``.
+
+    Pre-training does not depend on the fine-tuning seed, so a run per seed (or a rerun after an
+    interruption) may point ``-o`` at a folder holding it and skip the most expensive step.
+    """
+    summary_path = run_dir / PRETRAINING_SUMMARY
+    if not summary_path.is_file():
+        return None
+    bundle = run_dir / "bundle"
+    try:
+        summary = json.loads(summary_path.read_text())
+        recorded = json.loads((bundle / "salign.json").read_text())["pretraining"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if recorded.get("options") != options.to_dict() or recorded.get("train") != (
+        train_config.to_dict()
+    ):
+        return None
+    return bundle, {**summary, "reused": True}
 
 
 def _finetune_and_score(
