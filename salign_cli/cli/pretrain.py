@@ -150,8 +150,12 @@ def pretrain(
         float, typer.Option("--la-weight", help="Weight of LA (0 = GP alone).")
     ] = 1.0,
     gp: Annotated[
-        str, typer.Option(help="Global positional loss: relative | absolute | contrastive | none.")
-    ] = "relative",
+        str,
+        typer.Option(
+            help="Global positional loss: contrastive (slices near in position attract, the "
+            "measured best) | relative | absolute | none."
+        ),
+    ] = "contrastive",
     gp_weight: Annotated[float, typer.Option("--gp-weight", help="λ, the GP loss weight.")] = 1.0,
     width: Annotated[
         Optional[int],  # noqa: UP045
@@ -200,7 +204,7 @@ def pretrain(
 ) -> None:
     """Pre-train the segmentation U-Net on [bold]unlabelled[/] scans with Self-Supervised Alignment Learning (SAL).
 
-    Two nearby slices of one scan show almost the same anatomy, slightly displaced. SAL draws such pairs (|i − j| ≤ --pair-distance), gives both the same spatial augmentation, and trains (1) [bold]local alignment[/] (LA): each pixel's embedding must find its match in the other slice, within a (2r+1)² window at --feature-level (WLA, r = --window-radius; 0 = full LA), with the collapse-guarded [italic]sharp[/] variant (softmax, τ = 0.1) unless --la-variant literal; and (2) [bold]global position[/] (GP, weight --gp-weight): the global feature predicts where the slices lie in their scan (relative offset by default). --method pcl trains positional contrastive learning only (the PCL baseline); --method scratch writes an untrained bundle for comparisons.
+    Two nearby slices of one scan show almost the same anatomy, slightly displaced. SAL draws such pairs (|i − j| ≤ --pair-distance), gives both the same spatial augmentation, and trains (1) [bold]local alignment[/] (LA): each pixel's embedding must find its match in the other slice, within a (2r+1)² window at --feature-level (WLA, r = --window-radius; 0 = full LA), with the collapse-guarded [italic]sharp[/] variant (softmax, τ = 0.1) unless --la-variant literal; and (2) [bold]global position[/] (GP, weight --gp-weight): the global feature learns where the slices lie in their scan (by default contrastively: global features of slices at nearby positions attract, others repel; the best of the measured variants, see docs/benchmarks.md). --method pcl trains positional contrastive learning only (the PCL baseline); --method scratch writes an untrained bundle for comparisons.
 
     The bundle lands in runs/pretrain-<time>/bundle, where `salign finetune` finds it. metrics.jsonl logs the loss terms and a collapse monitor (feature spread, mean similarity).
 

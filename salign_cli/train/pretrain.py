@@ -8,7 +8,9 @@ Methods (METHOD.md):
 
 - ``sal`` — L = L_(W)LA + λ·L_GP on pairs of nearby slices. Defaults: window LA (r = 3) on the
   1/4-resolution decoder map, the ``sharp`` collapse-guarded variant (τ = 0.1), symmetric, and
-  relative-offset GP with λ = 1 (options: ``absolute``, ``contrastive``, ``none``);
+  contrastive GP with λ = 1 (slices at nearby positions attract in the global feature; the
+  best probe of the ablation in docs/benchmarks.md; options: ``relative``, ``absolute``,
+  ``none``);
 - ``pcl`` — the positional contrastive loss alone on the global feature (the PCL baseline);
 - ``scratch`` — no training: the untrained, seeded network is written as a bundle, so the
   few-label benchmark treats every method alike.
@@ -106,7 +108,7 @@ class PretrainOptions:
     pair_shift: int = 0
     pair_rotation_deg: float = 0.0
     pair_scale: float = 0.0
-    gp: Literal["relative", "absolute", "contrastive", "none"] = "relative"
+    gp: Literal["relative", "absolute", "contrastive", "none"] = "contrastive"
     gp_weight: float = 1.0
     la_weight: float = 1.0
     pcl_threshold: float = 0.1
