@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from salign_cli.bundles.files import bundle_folder_in
+from salign_cli.bundles.layout import bundle_folder_in
 
 ENV_VAR = "SALIGN_HOME"
 RUN_KINDS = ("pretrain", "finetune", "bench")

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from salign_cli.bench.few_label import fixed_test_split, score_bundle
 from salign_cli.bundles.card import CardDataset, CardLicence, write_card
-from salign_cli.bundles.contract import CONTRACT_FILE
 from salign_cli.bundles.files import read_contract
+from salign_cli.bundles.layout import CONTRACT_FILE
 from salign_cli.io.atomic import write_json
 from salign_cli.metrics import EvaluationSummary
 from salign_cli.train.engine import RuntimeOptions

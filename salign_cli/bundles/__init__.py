@@ -2,10 +2,11 @@
 
 One job per module, in dependency order (no module imports one listed after it):
 
-- `contract` — `BundleContract`, the typed ``salign.json``; file names and limits.
+- `layout` — the file names of a bundle, and `bundle_folder_in` (a run folder stands for its
+  ``bundle/``); imports nothing.
+- `contract` — `BundleContract`, the typed ``salign.json``; its limits.
 - `registry` — named bundles (``salign_cli/_weights/registry.json``), torch-free.
-- `files` — reading a bundle's files safely: `read_contract`, `verify_weights`,
-  `bundle_folder_in` (a run folder stands for its ``bundle/``).
+- `files` — reading a bundle's files safely: `read_contract`, `verify_weights`.
 - `card` — the Hub model card generated from the contract.
 - `hub_paths` — the Hub's environment settings, read at call time.
 - `spec` — what a ``--model``/``--from`` value names (`parse_spec`), `ResolvedBundle`.

@@ -11,10 +11,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from salign_cli.bundles.contract import BUNDLE_FILES, CONTRACT_FILE
 from salign_cli.bundles.files import file_sha256, read_contract, verify_weights
 from salign_cli.bundles.hub import cached_snapshot, check_registry_pin
 from salign_cli.bundles.hub_paths import hub_cache_dir
+from salign_cli.bundles.layout import BUNDLE_FILES, CONTRACT_FILE
 from salign_cli.bundles.registry import COMMIT_PATTERN, load_registry
 from salign_cli.bundles.spec import ModelSpec, ResolvedBundle, parse_spec
 from salign_cli.errors import InputError, SalignError

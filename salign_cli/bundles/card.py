@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from salign_cli.bundles.contract import CARD_FILE, BundleContract
+from salign_cli.bundles.contract import BundleContract
 from salign_cli.bundles.files import read_contract
+from salign_cli.bundles.layout import CARD_FILE
 from salign_cli.io.atomic import atomic_path
 
 

@@ -8,7 +8,7 @@ classes the rest of salign uses (`UNetConfig`, `PreprocessConfig`, `InferenceDef
 schema version 1, so every bundle written before still loads.
 
 The config classes live beside the tensor code that uses them, so parsing a contract imports
-torch; the file names and limits here do not.
+torch; the limits here do not.
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ if TYPE_CHECKING:
     from salign_cli.train.recipe import FinetuneRecipe
 
 SCHEMA_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONTRACT_FILE = "salign.json"
-CARD_FILE = "README.md"
-BUNDLE_FILES = (CONTRACT_FILE, CARD_FILE, WEIGHTS_FILE)
-RUN_BUNDLE_FOLDER = "bundle"  # a run folder's finished bundle: runs/<kind>-<time>/bundle
 KINDS = ("pretrained", "finetuned")
 MODALITIES = ("CT", "MR")
 # Limits a bundle from the Hub must respect before anything is read whole or allocated: a

@@ -12,28 +12,11 @@ import json
 from pathlib import Path
 
 from salign_cli import __version__
-from salign_cli.bundles.contract import (
-    BUNDLE_FILES,
-    CARD_FILE,
-    CONTRACT_FILE,
-    LIMITS,
-    RUN_BUNDLE_FOLDER,
-    SCHEMA_VERSION,
-    WEIGHTS_FILE,
-    BundleContract,
-)
+from salign_cli.bundles.contract import LIMITS, SCHEMA_VERSION, BundleContract
+from salign_cli.bundles.layout import BUNDLE_FILES, CARD_FILE, CONTRACT_FILE, WEIGHTS_FILE
 from salign_cli.errors import InputError, SalignError
 
 _HASH_CHUNK_BYTES = 1 << 20
-
-
-def bundle_folder_in(path: Path) -> Path | None:
-    """``path`` itself when it holds a bundle, else a run folder's finished ``bundle/``, else
-    ``None``: the one rule for "a run folder stands for its bundle"."""
-    for candidate in (path, path / RUN_BUNDLE_FOLDER):
-        if (candidate / CONTRACT_FILE).is_file():
-            return candidate
-    return None
 
 
 def file_sha256(path: Path) -> str:

@@ -26,15 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from salign_cli import __version__
-from salign_cli.bundles.contract import BUNDLE_FILES, CARD_FILE, CONTRACT_FILE, WEIGHTS_FILE
 from salign_cli.bundles.files import (
-    bundle_folder_in,
     file_sha256,
     read_contract,
     verify_weights,
     weights_mismatch_error,
 )
 from salign_cli.bundles.hub_paths import hub_cache_dir, hub_endpoint, hub_offline, hub_token
+from salign_cli.bundles.layout import (
+    BUNDLE_FILES,
+    CARD_FILE,
+    CONTRACT_FILE,
+    WEIGHTS_FILE,
+    bundle_folder_in,
+)
 from salign_cli.bundles.registry import COMMIT_PATTERN
 from salign_cli.bundles.spec import ModelSpec, Source, valid_repo_id, valid_revision
 from salign_cli.errors import InputError, SalignError

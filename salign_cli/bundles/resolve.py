@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from salign_cli.bundles.contract import RUN_BUNDLE_FOLDER
 from salign_cli.bundles.hub import fetch_bundle
+from salign_cli.bundles.layout import RUN_BUNDLE_FOLDER
 from salign_cli.bundles.spec import ResolvedBundle, parse_spec
 from salign_cli.errors import InputError
 

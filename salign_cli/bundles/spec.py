@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from salign_cli.bundles.files import bundle_folder_in
+from salign_cli.bundles.layout import bundle_folder_in
 from salign_cli.bundles.registry import Registry, RegistryEntry, load_registry
 from salign_cli.errors import InputError
 

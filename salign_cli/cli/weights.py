@@ -142,8 +142,8 @@ def info(
 
     Example: salign weights info org/name@v1 --json
     """
-    from salign_cli.bundles.contract import WEIGHTS_FILE
     from salign_cli.bundles.files import read_contract, verify_weights
+    from salign_cli.bundles.layout import WEIGHTS_FILE
     from salign_cli.bundles.registry import load_registry
     from salign_cli.bundles.resolve import open_bundle
 
