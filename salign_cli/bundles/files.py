@@ -1,4 +1,4 @@
-"""Reading a bundle's files safely, torch-free: the contract, the weights' hash, the limits.
+"""Reading a bundle's files safely: the contract, the weights' hash, the limits.
 
 Every file is checked before it is read (a regular file inside the bundle, within its size
 limit), and the weights are hashed from the very bytes that will be parsed. Nothing here
@@ -82,7 +82,7 @@ def bundle_file(folder: Path, name: str, limit_key: str) -> Path | None:
 
 
 def read_contract(folder: Path) -> BundleContract:
-    """Read and validate ``folder/salign.json`` (torch-free).
+    """Read and validate ``folder/salign.json`` into a typed `BundleContract`.
 
     Raises ``SalignError`` when the bundle was written by a newer salign (schema version), and
     ``InputError`` naming the file for anything else that is wrong (including a contract that
