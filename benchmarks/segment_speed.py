@@ -56,7 +56,7 @@ def make_ct_volume(path: Path) -> Path:
 
 
 def make_bundle(folder: Path, modality: str, classes: tuple[str, ...]) -> Path:
-    from salign_cli.model.bundle import untrained_bundle
+    from salign_cli.bundles.store import untrained_bundle
     from salign_cli.model.unet import UNetConfig
 
     # the default width-32, depth-4 U-Net: speed does not depend on the (random) weights

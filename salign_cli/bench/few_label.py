@@ -545,11 +545,10 @@ def score_bundle(
     score several bundles on the same cases: the scans are then read once per recipe (context
     only changes the network input, so it is no part of the key).
     """
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     bundle = load_bundle(bundle_dir)
-    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
+    preprocess = bundle.contract.preprocessing
     key = repr(sorted(preprocess.to_dict().items()))
     cache = {} if prepared is None else prepared
     if key not in cache:

@@ -54,7 +54,7 @@ def info(
 
     Example: salign info --no-device   (skips importing torch, answers instantly)
     """
-    from salign_cli.hub_paths import hub_cache_dir
+    from salign_cli.bundles.hub_paths import hub_cache_dir
 
     ws = Workspace.resolve(workspace)
     table = Table(title=f"salign {__version__}", show_header=False)

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 
 def _model_name(model: ModelInfo) -> str:
-    if model.repo_id:
-        return f"{model.repo_id}@{model.revision} ({(model.commit or '')[:12]})"
-    return str(model.folder)
+    resolved = model.origin.resolved
+    if resolved.repo_id:
+        return f"{resolved.repo_id}@{resolved.revision} ({(resolved.commit or '')[:12]})"
+    return str(resolved.folder)
 
 
 def _print_summary(summary: SegmentSummary, quiet: bool) -> None:

@@ -1,7 +1,7 @@
 """`salign weights ...`: list, download, inspect, import and publish model bundles.
 
-Parsing and rendering only; the work is in :mod:`salign_cli.hub` and
-:mod:`salign_cli.model.bundle`. None of these commands imports torch.
+Parsing and rendering only; the work is in :mod:`salign_cli.bundles`. ``list`` and
+``download`` do not import torch; commands that parse a contract do (its typed sections).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from rich.table import Table
 from salign_cli.cli.common import console, err_console, reports_errors
 
 if TYPE_CHECKING:
-    from salign_cli.hub import ResolvedBundle
-    from salign_cli.registry import RegistryEntry
+    from salign_cli.bundles.registry import RegistryEntry
+    from salign_cli.bundles.spec import ResolvedBundle
 
 weights_app = typer.Typer(
     help="List, download, inspect, import and publish model bundles.",
@@ -55,9 +55,9 @@ def list_bundles() -> None:
 
     Example: salign weights list
     """
-    from salign_cli.hub import cached_bundles
-    from salign_cli.hub_paths import hub_cache_dir
-    from salign_cli.registry import load_registry
+    from salign_cli.bundles.cache import cached_bundles
+    from salign_cli.bundles.hub_paths import hub_cache_dir
+    from salign_cli.bundles.registry import load_registry
 
     registry = load_registry()
     cached = cached_bundles()
@@ -104,9 +104,9 @@ def download(
 
     Example: salign weights download salign/sal-unet2d-hippocampus
     """
-    from salign_cli.hub import resolve
+    from salign_cli.bundles.resolve import open_bundle
 
-    resolved = resolve(model, force=force, report=_note)
+    resolved = open_bundle(model, force=force, report=_note)
     verb = {"hub": "downloaded", "cache": "already cached:", "local": "local folder:"}[
         resolved.source
     ]
@@ -142,15 +142,16 @@ def info(
 
     Example: salign weights info org/name@v1 --json
     """
-    from salign_cli.hub import resolve
-    from salign_cli.model.bundle import WEIGHTS_FILE, read_contract, verify_weights
-    from salign_cli.registry import load_registry
+    from salign_cli.bundles.files import read_contract, verify_weights
+    from salign_cli.bundles.layout import WEIGHTS_FILE
+    from salign_cli.bundles.registry import load_registry
+    from salign_cli.bundles.resolve import open_bundle
 
     entry = load_registry().get(model)
     if entry is not None and not entry.published:
         _registry_only(entry)
         return
-    resolved = resolve(model, contract_only=True, report=_note)
+    resolved = open_bundle(model, contract_only=True, report=_note)
     contract = read_contract(resolved.folder)
     if as_json:
         console.print_json(json.dumps(contract.to_dict()))
@@ -188,7 +189,7 @@ def import_folder(
 
     Example: salign weights import /media/usb/sal-unet2d-hippocampus
     """
-    from salign_cli.hub import import_bundle
+    from salign_cli.bundles.cache import import_bundle
 
     resolved = import_bundle(folder, as_spec)
     console.print(f"[green]imported[/] {escape(_describe(resolved))}")
@@ -219,10 +220,10 @@ def push(
 
     Example: salign weights push runs/finetune-20250101-120000 myorg/hippocampus --revision v1
     """
-    from salign_cli.hub import push_bundle
+    from salign_cli.bundles.hub import push_bundle
 
     result = push_bundle(run_dir, repo, private=private, tag=revision, card=card)
     tag = f" (tag {result.tag})" if result.tag else ""
     console.print(f"[green]pushed[/] {result.repo_id} commit {result.commit}{tag}")
-    console.print("registry entry (weights/registry.json):")
+    console.print("registry entry (salign_cli/_weights/registry.json):")
     console.print_json(json.dumps({"<name>": result.registry_entry}))

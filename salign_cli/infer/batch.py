@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -62,6 +62,9 @@ from salign_cli.io.volume import (
     write_labels,
 )
 from salign_cli.workspace import Workspace
+
+if TYPE_CHECKING:
+    from salign_cli.infer.predictor import BundleOrigin
 
 MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
@@ -150,30 +153,24 @@ class FileResult:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which model ran: for the report and the console."""
+    """Which model ran, for the report and the console: where its bundle was found and its
+    contract (``origin``), and the post-processing in effect (bundle default or flag)."""
 
-    spec: str
-    folder: Path
-    source: str
-    repo_id: str | None
-    revision: str | None
-    commit: str | None
-    weights_sha256: str | None
-    modality: str
-    class_names: tuple[str, ...]
-    largest_component: bool = False  # post-processing in effect (bundle default or flag)
+    origin: BundleOrigin
+    largest_component: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        resolved, contract = self.origin.resolved, self.origin.contract
         return {
-            "spec": self.spec,
-            "folder": str(self.folder),
-            "source": self.source,
-            "repo_id": self.repo_id,
-            "revision": self.revision,
-            "commit": self.commit,
-            "weights_sha256": self.weights_sha256,
-            "modality": self.modality,
-            "classes": list(self.class_names),
+            "spec": resolved.spec,
+            "folder": str(resolved.folder),
+            "source": resolved.source,
+            "repo_id": resolved.repo_id,
+            "revision": resolved.revision,
+            "commit": resolved.commit,
+            "weights_sha256": contract.weights_sha256,
+            "modality": contract.modality,
+            "classes": contract.class_names,
             "largest_component": self.largest_component,
         }
 
@@ -422,15 +419,6 @@ def _check_writable(job: Job) -> None:
 # model
 
 
-def no_model_error(workspace: Workspace) -> InputError:
-    """The message for a segment call with no ``--model`` and no fine-tuned run to fall back on."""
-    return InputError(
-        f"no model: the workspace {workspace.root} has no fine-tuned bundle; fine-tune one "
-        "(salign pretrain SCANS, then salign finetune --labels N), or pass --model with a "
-        "bundle folder or a Hub id org/name[@revision] (see salign weights list)"
-    )
-
-
 def load_predictor(
     model: str | None,
     workspace: Workspace,
@@ -440,26 +428,17 @@ def load_predictor(
     """Resolve ``--model`` (or the newest fine-tuned run) with :meth:`Predictor.from_bundle`."""
     from salign_cli.infer.predictor import Predictor
 
-    if model is None:
-        run = workspace.latest_run("finetune")
-        if run is None:
-            raise no_model_error(workspace)
-        model = str(run / "bundle")
     predictor = Predictor.from_bundle(
-        model, device=options.device, batch_size=options.batch_size, tta=options.tta, note=note
+        model,
+        workspace=workspace,
+        device=options.device,
+        batch_size=options.batch_size,
+        tta=options.tta,
+        note=note,
     )
     assert predictor.origin is not None  # from_bundle always records it
-    resolved, contract = predictor.origin.resolved, predictor.origin.contract
     info = ModelInfo(
-        spec=model,
-        folder=resolved.folder,
-        source=resolved.source,
-        repo_id=resolved.repo_id,
-        revision=resolved.revision,
-        commit=resolved.commit,
-        weights_sha256=contract.weights_sha256,
-        modality=contract.modality,
-        class_names=tuple(contract.class_names),
+        predictor.origin,
         largest_component=(
             predictor.default_largest_component
             if options.largest_component is None
@@ -561,7 +540,8 @@ def verify_dicom_seg(path: Path, series_folder: Path) -> None:
 
 def seg_model_name(model: ModelInfo) -> str:
     """How a DICOM-SEG names its model: the Hub id and revision, else what ``--model`` said."""
-    return f"{model.repo_id}@{model.revision}" if model.repo_id else model.spec
+    resolved = model.origin.resolved
+    return f"{resolved.repo_id}@{resolved.revision}" if resolved.repo_id else resolved.spec
 
 
 def _write(
@@ -592,9 +572,9 @@ def _write(
                 labels,
                 volume,
                 job.output,
-                class_names=model.class_names,
+                class_names=model.origin.contract.class_names,
                 model_name=seg_model_name(model),
-                weights_sha256=model.weights_sha256,
+                weights_sha256=model.origin.contract.weights_sha256,
             )
         else:
             write_labels(labels, like=volume, path=job.output)
@@ -710,12 +690,16 @@ def _run(
         ThreadPoolExecutor(1, thread_name_prefix="salign-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="salign-write") as writer,
     ):
-        next_load: Future[_Loaded] = reader.submit(_load, jobs[0], predictor, model.modality)
+        next_load: Future[_Loaded] = reader.submit(
+            _load, jobs[0], predictor, model.origin.contract.modality
+        )
         in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None = None
         for index, job in enumerate(jobs):
             load = next_load
             if index + 1 < len(jobs):
-                next_load = reader.submit(_load, jobs[index + 1], predictor, model.modality)
+                next_load = reader.submit(
+                    _load, jobs[index + 1], predictor, model.origin.contract.modality
+                )
             result = FileResult(job.input, job.output, "written")
             try:
                 _check_writable(job)
@@ -729,7 +713,7 @@ def _run(
                 )
                 result.seconds["predict"] = predict_s
                 result.volumes_ml = label_volumes_ml(
-                    labels, loaded.volume.affine, list(model.class_names)
+                    labels, loaded.volume.affine, model.origin.contract.class_names
                 )
                 write = writer.submit(
                     _write, job, loaded.volume, labels, probabilities, options, model

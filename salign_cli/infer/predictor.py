@@ -45,8 +45,9 @@ from salign_cli.errors import InputError
 from salign_cli.io.volume import Volume, to_canonical
 
 if TYPE_CHECKING:
-    from salign_cli.hub import ResolvedBundle
-    from salign_cli.model.bundle import BundleContract
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.spec import ResolvedBundle
+    from salign_cli.workspace import Workspace
 
 # ``on_progress(done, total)``: slices segmented so far out of the scan's slices.
 SliceProgress = Callable[[int, int], None]
@@ -106,9 +107,9 @@ class Prediction:
 @dataclass(frozen=True, eq=False)
 class BundleOrigin:
     """Where a :meth:`Predictor.from_bundle` model came from: the spec as given, the resolved
-    folder and Hub revision, and the bundle's contract (classes, modality, inference defaults)."""
+    folder and Hub revision (``resolved``), and the bundle's contract (classes, modality,
+    inference defaults)."""
 
-    spec: str
     resolved: ResolvedBundle
     contract: BundleContract
 
@@ -154,8 +155,9 @@ class Predictor:
     @classmethod
     def from_bundle(
         cls,
-        spec: str,
+        spec: str | None,
         *,
+        workspace: Workspace | None = None,
         device: torch.device | str = "auto",
         batch_size: int | None = None,
         tta: bool | None = None,
@@ -164,7 +166,8 @@ class Predictor:
         """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
 
         ``spec``: a bundle folder, a run folder (its ``bundle/``), a registry name (``"hippocampus"``
-        ships with salign and needs no network) or a Hub id ``org/name[@revision]``. The weights
+        ships with salign and needs no network) or a Hub id ``org/name[@revision]``; ``None``:
+        the newest fine-tuned run in ``workspace`` (see `open_bundle`). The weights
         are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
         default, and the TTA mirror always comes from the bundle. ``note`` receives one-line notes
         (e.g. a Hub fallback to the cache). ``.origin`` says what was loaded. Raises
@@ -172,13 +175,11 @@ class Predictor:
 
         >>> predictor = Predictor.from_bundle("hippocampus", device="cpu")   # doctest: +SKIP
         """
-        from salign_cli.hub import resolve
-        from salign_cli.model.bundle import build_model, load_bundle
+        from salign_cli.bundles.store import build_model, load_bundle
 
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        resolved = resolve(spec, report=note)
-        bundle = load_bundle(resolved.folder, report=note)
-        contract = bundle.contract
+        bundle = load_bundle(spec, workspace, run_kind="finetune", report=note)
+        contract, spec = bundle.contract, bundle.resolved.spec
         if contract.kind != "finetuned":
             raise InputError(
                 f"--model {spec}: a {contract.kind} bundle has no trained segmentation head; "
@@ -187,13 +188,13 @@ class Predictor:
         defaults = contract.inference_defaults
         predictor = cls(
             build_model(bundle).eval(),
-            PreprocessConfig.from_dict(contract.preprocessing),
+            contract.preprocessing,
             device=device,
             batch_size=batch_size,
             tta=defaults.tta if tta is None else tta,
             mirror=defaults.mirror,
         )
-        predictor.origin = BundleOrigin(spec, resolved, contract)
+        predictor.origin = BundleOrigin(bundle.resolved, contract)
         return predictor
 
     @property

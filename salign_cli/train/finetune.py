@@ -34,6 +34,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
+from salign_cli.bundles.resolve import latest_bundle_spec
 from salign_cli.data.augment import AugmentConfig
 from salign_cli.data.preprocess import (
     PreparedScan,
@@ -434,25 +435,6 @@ def resolve_unlabelled_scans(
 # the starting network
 
 
-def base_bundle_spec(base: str | None, workspace: Workspace) -> str:
-    """``--from`` → something `load_bundle` takes; ``None`` = the newest pre-training run.
-
-    A run folder (``runs/pretrain-…``) means its ``bundle/``.
-    """
-    if base is None:
-        run = workspace.latest_run("pretrain")
-        if run is None:
-            raise InputError(
-                f"{workspace.runs_dir}: no finished pre-training run; run `salign pretrain "
-                "SCANS` first, or pass --from scratch (or --from a bundle / org/name)"
-            )
-        return str(run / "bundle")
-    candidate = Path(base).expanduser()
-    if (candidate / "bundle" / "salign.json").is_file():
-        return str(candidate / "bundle")
-    return base
-
-
 def initial_network(
     base: str,
     num_classes: int,
@@ -477,7 +459,7 @@ def initial_network(
         model = UNet2D(UNetConfig(num_classes=num_classes, width=width, in_channels=in_channels))
         preprocess = dataclasses.replace(preprocess_config_for(cases), context=context)  # type: ignore[arg-type]
         return model, preprocess, {"base_model": None, "pretraining": None}
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     bundle = load_bundle(base, report=notify)
     contract = bundle.contract
@@ -500,8 +482,7 @@ def initial_network(
         "base_weights_sha256": contract.weights_sha256,
         "pretraining": contract.pretraining,
     }
-    preprocess = PreprocessConfig.from_dict(contract.preprocessing)
-    return model, dataclasses.replace(preprocess, context=context), provenance
+    return model, dataclasses.replace(contract.preprocessing, context=context), provenance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -711,7 +692,7 @@ def finetune(
         recipe = dataclasses.replace(
             recipe, mirror=resolve_mirror(recipe.mirror, list(class_names.values()))
         )
-        base_spec = SCRATCH if base == SCRATCH else base_bundle_spec(base, space)
+        base_spec = base or latest_bundle_spec(space, "pretrain")
         model, preprocess, origin = initial_network(
             base_spec,
             len(class_names),
@@ -946,17 +927,18 @@ def _write_bundle(
     evaluation: dict[str, Any] | None,
     inference: InferenceDefaults,
 ) -> Path:
-    from salign_cli.model.bundle import BundleContract, save_bundle
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.store import save_bundle
 
     contract = BundleContract(
         kind="finetuned",
-        architecture=model.config.to_dict(),
+        architecture=model.config,
         modality=preprocess.modality,
         classes={str(k): v for k, v in class_names.items()},
-        preprocessing=preprocess.to_dict(),
+        preprocessing=preprocess,
         pretraining=finetuning.get("pretraining"),
         finetuning={k: v for k, v in finetuning.items() if k != "pretraining"},
         evaluation=evaluation,
-        inference=inference.to_dict(),
+        inference=inference,
     )
     return save_bundle(folder, model.state_dict(), contract)

@@ -433,18 +433,14 @@ def load_base(spec: str, network: SALNetwork, notify: Callable[[str], None] | No
     The U-Net must have the same architecture; pre-training heads are loaded when the bundle
     carries matching ones. Returns the spec recorded as ``base_model``.
     """
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
 
-    candidate = Path(spec).expanduser()
-    if (candidate / "bundle" / "salign.json").is_file():
-        candidate = candidate / "bundle"
-    bundle = load_bundle(candidate if candidate.is_dir() else spec, report=notify)
-    expected = network.unet.config.to_dict()
-    found = {**expected, **bundle.contract.architecture}
-    if found != expected:
+    bundle = load_bundle(spec, report=notify)
+    expected = network.unet.config
+    if bundle.contract.architecture != expected:
         raise InputError(
-            f"--from {spec}: its U-Net {bundle.contract.architecture} differs from this run's "
-            f"{expected}; drop --width/--norm or pass the bundle's values"
+            f"--from {spec}: its U-Net {bundle.contract.architecture.to_dict()} differs from this "
+            f"run's {expected.to_dict()}; drop --width/--norm or pass the bundle's values"
         )
     tensors = bundle.state_dict
     network.unet.load_state_dict({k: tensors[k] for k in network.unet.state_dict()})
@@ -461,7 +457,8 @@ def write_pretrained_bundle(
     folder: Path, network: SALNetwork, preprocess: PreprocessConfig, provenance: dict[str, Any]
 ) -> Path:
     """Save the U-Net (plus the heads under ``sal_heads.``) as a bundle of kind "pretrained"."""
-    from salign_cli.model.bundle import BundleContract, save_bundle
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.store import save_bundle
 
     state = dict(network.unet.state_dict())
     state.update(
@@ -473,10 +470,10 @@ def write_pretrained_bundle(
     )
     contract = BundleContract(
         kind="pretrained",
-        architecture=network.unet.config.to_dict(),
+        architecture=network.unet.config,
         modality=preprocess.modality,
         classes={"0": "background"},
-        preprocessing=preprocess.to_dict(),
+        preprocessing=preprocess,
         pretraining=provenance,
     )
     return save_bundle(folder, state, contract)

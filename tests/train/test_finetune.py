@@ -139,7 +139,7 @@ def test_score_labels_is_dice_per_class() -> None:
 
 
 def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_path: Path) -> None:
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     result = finetune(
         [synthetic],
@@ -185,7 +185,7 @@ def test_resume_continues_with_the_stored_cases(synthetic: Path, tmp_path: Path)
 
 
 def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: Path) -> None:
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
     from salign_cli.train.pretrain import PretrainOptions, pretrain
 
     workspace = tmp_path / "ws"
@@ -209,7 +209,7 @@ def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: P
 
 
 def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> None:
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
 
     folder = make_bundle(kind="pretrained", classes=("background", "foreground"))
     case = LabelledCase("a", "a.nii.gz", "a_seg.nii.gz", "h", "MR", (1.0, 1.0, 1.0))

@@ -11,9 +11,9 @@ import pytest
 import torch
 from tiny_training import make_tiny_task
 
+from salign_cli.bundles.store import build_model, load_bundle
 from salign_cli.data.synthetic import make_case
 from salign_cli.errors import InputError
-from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
 TINY = ("--steps", "3", "--batch-size", "4", "--size", "16", "--width", "4", "-q")
@@ -52,11 +52,11 @@ def test_cli_writes_a_pretrained_bundle_and_resumes(cli, tiny_scans, tmp_path):
     bundle = load_bundle(run_dir / "bundle")
     contract = bundle.contract
     assert contract.kind == "pretrained" and contract.modality == "MR"
-    assert contract.architecture["width"] == 4
+    assert contract.architecture.width == 4
     assert contract.pretraining["method"] == "sal" and contract.pretraining["steps"] == 3
     assert sorted(contract.pretraining["case_ids"]) == ["case_0", "case_1", "case_2"]
     assert contract.pretraining["options"]["window_radius"] == 3
-    assert contract.preprocessing["target_spacing_mm"] == [1.0, 1.0]
+    assert contract.preprocessing.target_spacing_mm == (1.0, 1.0)
     assert build_model(bundle)(torch.zeros(1, 1, 20, 24)).shape == (1, 2, 20, 24)
 
     again = cli("pretrain", "--resume", str(run_dir), "--workspace", str(workspace), "-q")
