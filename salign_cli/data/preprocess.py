@@ -393,7 +393,7 @@ class SliceCache:
         (the index's fast header hash never keys training data): an edited file — even in the
         middle, with its size and mtime kept — gets a new entry instead of stale slices.
         """
-        from salign_cli.data.index import whole_content_hash
+        from salign_cli.io.hashing import whole_content_hash
 
         label_hash = whole_content_hash(label_path) if label_path is not None else None
         key = self.key(whole_content_hash(image_path), config, label_hash)

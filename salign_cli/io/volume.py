@@ -192,6 +192,12 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def is_dicom_scan(path: Path) -> bool:
+    """A DICOM scan as the index lists it: a series folder, or the file that stands for one
+    series of a folder holding several."""
+    return path.is_dir() or is_dicom_file(path)
+
+
 @dataclass(frozen=True)
 class DicomSeries:
     """One DICOM series in a folder: its UID, its files in slice order, its series number."""

@@ -415,7 +415,7 @@ def test_truncated_plain_nifti_and_valid_nifti2_and_header_extensions(
 def test_an_unforeseen_reader_failure_costs_one_scan_not_the_run(
     tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from salign_cli.data import index as index_module
+    from salign_cli.data.index import checks as index_module
 
     write_nifti(tmp_path / "s" / "a.nii.gz")
     write_nifti(tmp_path / "s" / "b.nii.gz", np.ones(SHAPE, np.int16))
