@@ -38,12 +38,12 @@ from salign_cli.hub_paths import (
     hub_token,
 )
 from salign_cli.io.atomic import atomic_path
+from salign_cli.io.hashing import file_sha256
 from salign_cli.model.bundle import (
     BUNDLE_FILES,
     CARD_FILE,
     CONTRACT_FILE,
     WEIGHTS_FILE,
-    file_sha256,
     read_contract,
     verify_weights,
     weights_mismatch_error,

@@ -47,6 +47,7 @@ from salign_cli.io.atomic import (
     write_json,
 )
 from salign_cli.io.dicom_seg import SEG_ENDING, dicom_seg_problem, write_dicom_seg
+from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
 from salign_cli.io.naming import (
     MASK_SUFFIX,
     SCAN_SUFFIXES,
@@ -67,8 +68,6 @@ MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
 PREVIEW_TAG = "_preview"
 _GLOB_CHARACTERS = frozenset("*?[")
-# A CT scan nearly always holds air (about -1000 HU); an MR scan rarely holds values below 0.
-CT_AIR_THRESHOLD_HU = -500.0
 AFFINE_TOLERANCE_MM = 1e-4
 PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
 # no space left, file size limit, quota: the disk is full for this user, not the folder wrong

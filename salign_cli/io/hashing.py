@@ -19,8 +19,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from salign_cli.io.volume import is_dicom_scan, series_files
-
 HASH_CHUNK_BYTES = 1 << 20  # content hash = size + first MiB + last MiB; files read in MiBs
 _BLAKE2B_BYTES = 16  # 128 bits: no collision among any number of scans one person holds
 
@@ -36,8 +34,8 @@ def content_hash(path: Path | str) -> str:
     """
     path = Path(path)
     digest = hashlib.blake2b(digest_size=_BLAKE2B_BYTES)
-    if is_dicom_scan(path):
-        files = _series_files_by_name(path)
+    files = _dicom_files(path)
+    if files is not None:
         for file in files:
             digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
         if files:
@@ -57,7 +55,7 @@ def whole_content_hash(path: Path | str) -> str:
     """
     path = Path(path)
     digest = hashlib.blake2b(digest_size=_BLAKE2B_BYTES)
-    files = _series_files_by_name(path) if is_dicom_scan(path) else [path]
+    files = _dicom_files(path) or [path]
     for file in files:
         digest.update(f"{file.name}\0".encode())
         _update_from_file(digest, file)
@@ -81,9 +79,13 @@ def bytes_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _series_files_by_name(path: Path) -> list[Path]:
-    """The files of a DICOM scan's series, sorted by name: an order that needs no tag read."""
-    return sorted(series_files(path))
+def _dicom_files(path: Path) -> list[Path] | None:
+    """A DICOM scan's series files sorted by name (an order that needs no tag read); ``None``
+    for any other scan."""
+    # imported here: bundles and the registry hash weights without loading nibabel
+    from salign_cli.io.volume import is_dicom_scan, series_files
+
+    return sorted(series_files(path)) if is_dicom_scan(path) else None
 
 
 def _update_from_file(digest: Any, path: Path) -> None:

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +31,8 @@ from salign_cli import __version__
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.hashing import bytes_sha256, file_sha256
+from salign_cli.io.modality import MODALITIES
 
 if TYPE_CHECKING:
     import torch
@@ -45,9 +46,7 @@ CONTRACT_FILE = "salign.json"
 CARD_FILE = "README.md"
 BUNDLE_FILES = (CONTRACT_FILE, CARD_FILE, WEIGHTS_FILE)
 KINDS = ("pretrained", "finetuned")
-MODALITIES = ("CT", "MR")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HASH_CHUNK_BYTES = 1 << 20
 # Limits a bundle from the Hub must respect before anything is read whole or allocated: a
 # hostile salign.json could otherwise ask for a network of terabytes, and a hostile safetensors
 # header for gigabytes of JSON. Generous next to any real salign model (width 32: 7.8M weights).
@@ -248,15 +247,6 @@ class Bundle:
     state_dict: dict[str, torch.Tensor]
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (weights can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _redownload_hint(source: str | None) -> str:
     if source:
         return f"re-download with salign weights download {source} --force"
@@ -361,7 +351,7 @@ def verify_weights(folder: Path, contract: BundleContract, source: str | None = 
             f"{folder / CONTRACT_FILE}: weights_sha256 is missing; re-export the bundle"
         )
     data = weights.read_bytes()
-    if hashlib.sha256(data).hexdigest() != contract.weights_sha256:
+    if bytes_sha256(data) != contract.weights_sha256:
         raise weights_mismatch_error(weights, CONTRACT_FILE, source)
     return data
 

@@ -50,10 +50,8 @@ from salign_cli.data.index.records import IndexResult, Problem, ScanRecord
 from salign_cli.data.index.stage import index_folders
 from salign_cli.data.index.store import SCHEMA_VERSION, load_datasets, load_index
 from salign_cli.data.index.summary import IndexSummary, summarise
-from salign_cli.io.hashing import HASH_CHUNK_BYTES, content_hash
 
 __all__ = [
-    "HASH_CHUNK_BYTES",
     "SCHEMA_VERSION",
     "DatasetInfo",
     "IndexResult",
@@ -61,7 +59,6 @@ __all__ = [
     "Problem",
     "ScanRecord",
     "assign_case_ids",
-    "content_hash",
     "index_folders",
     "labelled_scans",
     "load_datasets",
