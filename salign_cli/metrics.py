@@ -40,7 +40,7 @@ from salign_cli.data.dataset_json import find_dataset_json, read_dataset_json
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.io.naming import MASK_SUFFIX, case_name, is_scan_path, scan_name, without_channel
-from salign_cli.io.volume import Volume, read_volume
+from salign_cli.io.volume import Volume, read_volume, same_grid
 
 EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
@@ -50,7 +50,6 @@ EMPTY_MASK_RULE = (
     "n_empty_both), 0 when exactly one is."
 )
 SUMMARY_NAME = "summary.json"
-GEOMETRY_ATOL = 1e-4  # affine tolerance (mm): float32 headers round-trip to about 1e-5 mm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,13 +425,13 @@ def label_array(volume: Volume) -> np.ndarray:
 
 
 def require_same_grid(prediction: Volume, reference: Volume) -> None:
-    """Raise :class:`InputError` unless both volumes share shape and affine (atol 1e-4 mm)."""
+    """Raise :class:`InputError` unless both volumes are on one grid (:func:`same_grid`)."""
+    if same_grid(prediction, reference):
+        return
     if prediction.shape != reference.shape:
         difference = f"shape {prediction.shape} vs {reference.shape}"
-    elif not np.allclose(prediction.affine, reference.affine, atol=GEOMETRY_ATOL):
-        difference = "affine (voxel-to-world) differs"
     else:
-        return
+        difference = "affine (voxel-to-world) differs"
     raise InputError(
         f"{prediction.path}: not on the grid of the reference {reference.path} ({difference}); "
         "resample the prediction onto the reference's grid (salign segment writes masks on "

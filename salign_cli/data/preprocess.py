@@ -33,8 +33,10 @@ from salign_cli.io.modality import CT_WINDOW_HU, MODALITIES, MR_PERCENTILES, Mod
 from salign_cli.io.volume import (
     Volume,
     from_canonical,
+    label_dtype,
     read_volume,
     require_finite,
+    same_grid,
     to_canonical,
 )
 
@@ -227,7 +229,7 @@ def _resize_slices(stack: np.ndarray, shape: tuple[int, int], *, nearest: bool) 
 
 
 def _check_label_geometry(volume: Volume, labels: Volume) -> None:
-    if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
+    if not same_grid(labels, volume):
         raise InputError(
             f"{labels.path}: label geometry (shape {labels.shape}, orientation {labels.orientation}) "
             f"does not match its image {volume.path} (shape {volume.shape}, orientation "
@@ -411,9 +413,9 @@ class SliceCache:
         with atomic_path(slices_path) as temporary:
             np.save(temporary, prepared.slices.astype(np.float16))
         if prepared.labels is not None:
-            label_dtype = np.uint8 if prepared.labels.max(initial=0) <= 255 else np.uint16
+            stored_as = label_dtype(int(prepared.labels.max(initial=0)))
             with atomic_path(labels_path) as temporary:
-                np.save(temporary, prepared.labels.astype(label_dtype))
+                np.save(temporary, prepared.labels.astype(stored_as))
         write_json(
             meta_path,
             {

@@ -19,18 +19,19 @@ from salign_cli.errors import InputError
 from salign_cli.io.hashing import HASH_CHUNK_BYTES, content_hash
 from salign_cli.io.naming import NIFTI_SUFFIXES, is_hidden
 from salign_cli.io.volume import (
+    MAX_LABEL_VALUE,
+    Volume,
     VolumeHeader,
+    grid_shape,
     is_dicom_scan,
-    orientation_code,
     read_header,
     read_volume,
     require_finite,
+    same_grid,
     sample_voxels,
 )
 
 ANISOTROPY_LIMIT = 3.0  # largest / smallest voxel size above this earns a warning
-AFFINE_ATOL_MM = 1e-3  # label and image affines must agree this closely
-MAX_LABEL_VALUE = 65535  # what salign writes (uint16); more means it is not a label map
 _USUAL_DTYPES = frozenset(
     np.dtype(t).name
     for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
@@ -193,38 +194,39 @@ def _label_facts(
     """Hash, values and grid match of a label (voxels decoded only when ``read_values``)."""
     facts: dict[str, Any] = {"label_hash": content_hash(label)}
     problems: list[Problem] = []
+    grid: Volume | VolumeHeader
     try:
         if read_values:
-            volume = read_volume(label)
-            shape, affine = volume.shape, volume.affine
-            facts["label_values"], problems = _label_value_problems(label, volume.array)
+            grid = read_volume(label)
+            facts["label_values"], problems = _label_value_problems(label, grid.array)
         else:
-            header = read_header(label)
-            shape, affine = header.spatial_shape, header.affine
+            grid = read_header(label)
+            grid.spatial_shape  # raises for true 4D  # noqa: B018
     except InputError as error:
         return facts, [Problem("error", label, str(error))]
     if image_header is None:
         return facts, problems
-    image_shape = image_header.spatial_shape
-    mismatch = None
-    if tuple(shape) != tuple(image_shape):
-        mismatch = (
-            f"label shape {tuple(shape)} differs from its image {image_header.path} "
-            f"(shape {tuple(image_shape)}); re-export the label on the image's grid"
+    facts["label_matches"] = same_grid(grid, image_header)
+    if facts["label_matches"]:
+        return facts, problems
+    return facts, [*problems, error_at(label, _grid_mismatch(grid, image_header))]
+
+
+def _grid_mismatch(label: Volume | VolumeHeader, image: VolumeHeader) -> str:
+    """How a label's grid differs from its image's, and the fix."""
+    if grid_shape(label) != image.spatial_shape:
+        return (
+            f"label shape {grid_shape(label)} differs from its image {image.path} "
+            f"(shape {image.spatial_shape}); re-export the label on the image's grid"
         )
-    elif not np.allclose(affine, image_header.affine, atol=AFFINE_ATOL_MM):
-        offset = float(np.abs(np.asarray(affine) - image_header.affine).max())
-        orientations = (orientation_code(affine), image_header.orientation)
-        turned = (
-            " (orientation {} vs {})".format(*orientations) if len(set(orientations)) > 1 else ""
-        )
-        mismatch = (
-            f"label affine differs from its image {image_header.path} by up to {offset:.3g} "
-            f"mm{turned}; re-export the label on the image's grid, or copy the image's header "
-            "into it if only the header is wrong"
-        )
-    facts["label_matches"] = mismatch is None
-    return facts, problems + ([error_at(label, mismatch)] if mismatch else [])
+    offset = float(np.abs(np.asarray(label.affine) - image.affine).max())
+    orientations = (label.orientation, image.orientation)
+    turned = " (orientation {} vs {})".format(*orientations) if len(set(orientations)) > 1 else ""
+    return (
+        f"label affine differs from its image {image.path} by up to {offset:.3g} "
+        f"mm{turned}; re-export the label on the image's grid, or copy the image's header "
+        "into it if only the header is wrong"
+    )
 
 
 def _intensity_facts(path: Path) -> tuple[tuple[float, float] | None, list[Problem]]:
