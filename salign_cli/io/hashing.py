@@ -82,8 +82,8 @@ def bytes_sha256(data: bytes) -> str:
 def _dicom_files(path: Path) -> list[Path] | None:
     """A DICOM scan's series files sorted by name (an order that needs no tag read); ``None``
     for any other scan."""
-    # imported here: bundles and the registry hash weights without loading nibabel
-    from salign_cli.io.volume import is_dicom_scan, series_files
+    # imported here: bundles and the registry hash weights without loading SimpleITK
+    from salign_cli.io.dicom import is_dicom_scan, series_files
 
     return sorted(series_files(path)) if is_dicom_scan(path) else None
 

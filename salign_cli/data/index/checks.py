@@ -16,6 +16,7 @@ import numpy as np
 from salign_cli.data.index.discovery import Candidate
 from salign_cli.data.index.records import Problem, ScanRecord, error_at, warning_at
 from salign_cli.errors import InputError
+from salign_cli.io.dicom import is_dicom_scan
 from salign_cli.io.hashing import HASH_CHUNK_BYTES, content_hash
 from salign_cli.io.naming import NIFTI_SUFFIXES, is_hidden
 from salign_cli.io.volume import (
@@ -23,7 +24,6 @@ from salign_cli.io.volume import (
     Volume,
     VolumeHeader,
     grid_shape,
-    is_dicom_scan,
     read_header,
     read_volume,
     require_finite,

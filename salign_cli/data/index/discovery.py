@@ -15,6 +15,7 @@ import numpy as np
 from salign_cli.data.dataset_json import DATASET_JSON, DatasetInfo, read_dataset_json
 from salign_cli.data.index.records import Problem, warning_at
 from salign_cli.errors import InputError
+from salign_cli.io.dicom import dicom_series, is_dicom_file
 from salign_cli.io.naming import (
     CHANNEL_NAME,
     DICOM_SUFFIXES,
@@ -23,7 +24,7 @@ from salign_cli.io.naming import (
     is_hidden,
     scan_name,
 )
-from salign_cli.io.volume import dicom_series, is_dicom_file, read_header, sample_voxels
+from salign_cli.io.volume import read_header, sample_voxels
 
 # A label map has at most this many distinct values in its voxel sample (TotalSegmentator's
 # largest task has 117 classes); a CT or MR sample has hundreds to thousands.
