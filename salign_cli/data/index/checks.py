@@ -50,9 +50,6 @@ def fingerprint(path: Path) -> tuple[int, int]:
     return status.st_size, status.st_mtime_ns
 
 
-# ---------------------------------------------------------------------------------------------
-
-
 def _nifti_truncation(path: Path, size_bytes: int) -> Problem | None:
     """An error when a NIfTI file holds fewer voxel bytes than its header declares.
 
@@ -356,6 +353,3 @@ def unexpected_failure(
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
-
-
-# ---------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def _collection_problems(
 
 
 def orientation_note(records: Sequence[ScanRecord], roots: Sequence[Path]) -> list[Problem]:
+    """A warning when usable scans come in several orientations (labels exported wrongly?)."""
     counts = Counter(r.orientation for r in records if r.orientation)
     if len(counts) < 2:
         return []
@@ -73,6 +74,7 @@ def orientation_note(records: Sequence[ScanRecord], roots: Sequence[Path]) -> li
 
 
 def default_modality_note(records: Sequence[ScanRecord], roots: Sequence[Path]) -> list[Problem]:
+    """A warning counting scans whose modality nothing told: they were assumed MR."""
     guessed = sum(1 for r in records if r.modality_source == "default")
     if not guessed:
         return []
@@ -109,6 +111,3 @@ def finish_records(
             )
         )
     return finished
-
-
-# ---------------------------------------------------------------------------------------------

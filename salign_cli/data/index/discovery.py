@@ -42,6 +42,8 @@ _LABEL_WORD = re.compile(rf"(?:^|_)(?:{'|'.join(LABEL_NAME_SUFFIXES)})(?:_|$)", 
 
 @dataclass(frozen=True)
 class Candidate:
+    """A scan found on disk, paired with its label, before any of it is read."""
+
     image_path: Path
     label_path: Path | None
     case_name: str
@@ -288,7 +290,3 @@ def discover(
         name = series_names.get(image) or case_name(image)
         candidates.append(Candidate(image, label, name, dataset_root))
     return candidates, notes, datasets, orphans
-
-
-# ---------------------------------------------------------------------------------------------
-# reading one scan (runs in worker threads)

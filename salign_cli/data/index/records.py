@@ -34,10 +34,12 @@ class Problem:
 
 
 def error_at(path: Path, what: str) -> Problem:
+    """An error about ``path``; ``what`` says what is wrong and the fix."""
     return Problem("error", path, f"{path}: {what}")
 
 
 def warning_at(path: Path, what: str) -> Problem:
+    """A warning about ``path``; ``what`` says what is odd and what to do."""
     return Problem("warning", path, f"{path}: {what}")
 
 
@@ -162,7 +164,3 @@ class IndexResult:
     @property
     def has_errors(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
-
-
-# ---------------------------------------------------------------------------------------------
-# public query helpers

@@ -178,7 +178,3 @@ def _read_all(
             if on_progress is not None:
                 on_progress(done, len(candidates))
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# summary for display

@@ -36,6 +36,7 @@ def load_datasets(workspace: Workspace | Path | str | None = None) -> dict[Path,
 
 
 def index_path_of(workspace: Workspace | Path | str | None) -> Path:
+    """The workspace's ``index.sqlite`` (a folder or ``None`` resolves the workspace)."""
     resolved = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     return resolved.index_path
 
@@ -120,6 +121,7 @@ def _record_from_row(row: Sequence[Any]) -> ScanRecord:
 
 
 def stored_datasets(connection: sqlite3.Connection) -> dict[Path, DatasetInfo]:
+    """``dataset.json`` facts stored per dataset root."""
     rows = connection.execute("SELECT root, name, modality, label_names FROM datasets")
     return {Path(root): _dataset_from_row(root, n, m, labels) for root, n, m, labels in rows}
 
@@ -145,6 +147,7 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
 
 
 def stored_records(connection: sqlite3.Connection) -> dict[Path, ScanRecord]:
+    """Every stored row, by image path."""
     return {
         r.image_path: r
         for r in (
@@ -182,6 +185,3 @@ def save_records(
             for d in datasets
         ],
     )
-
-
-# ---------------------------------------------------------------------------------------------
