@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from salign_cli.io.dicom import is_dicom_scan, series_files
+
 HASH_CHUNK_BYTES = 1 << 20  # content hash = size + first MiB + last MiB; files read in MiBs
 _BLAKE2B_BYTES = 16  # 128 bits: no collision among any number of scans one person holds
 
@@ -82,9 +84,6 @@ def bytes_sha256(data: bytes) -> str:
 def _dicom_files(path: Path) -> list[Path] | None:
     """A DICOM scan's series files sorted by name (an order that needs no tag read); ``None``
     for any other scan."""
-    # imported here: bundles and the registry hash weights without loading SimpleITK
-    from salign_cli.io.dicom import is_dicom_scan, series_files
-
     return sorted(series_files(path)) if is_dicom_scan(path) else None
 
 
