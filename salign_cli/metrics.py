@@ -28,7 +28,6 @@ defined classes, then takes mean ± sd across cases, so the sd reflects case-to-
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from salign_cli.data.dataset_json import find_dataset_json, read_dataset_json
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.io.naming import MASK_SUFFIX, case_name, is_scan_path, scan_name, without_channel
-from salign_cli.io.volume import Volume, read_volume
+from salign_cli.io.volume import Volume, read_volume, same_grid
 
 EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
@@ -50,8 +50,6 @@ EMPTY_MASK_RULE = (
     "n_empty_both), 0 when exactly one is."
 )
 SUMMARY_NAME = "summary.json"
-GEOMETRY_ATOL = 1e-4  # affine tolerance (mm): float32 headers round-trip to about 1e-5 mm
-DATASET_JSON = "dataset.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,13 +425,13 @@ def label_array(volume: Volume) -> np.ndarray:
 
 
 def require_same_grid(prediction: Volume, reference: Volume) -> None:
-    """Raise :class:`InputError` unless both volumes share shape and affine (atol 1e-4 mm)."""
+    """Raise :class:`InputError` unless both volumes are on one grid (:func:`same_grid`)."""
+    if same_grid(prediction, reference):
+        return
     if prediction.shape != reference.shape:
         difference = f"shape {prediction.shape} vs {reference.shape}"
-    elif not np.allclose(prediction.affine, reference.affine, atol=GEOMETRY_ATOL):
-        difference = "affine (voxel-to-world) differs"
     else:
-        return
+        difference = "affine (voxel-to-world) differs"
     raise InputError(
         f"{prediction.path}: not on the grid of the reference {reference.path} ({difference}); "
         "resample the prediction onto the reference's grid (salign segment writes masks on "
@@ -577,34 +575,13 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
 
 
 def class_names_from_dataset_json(labels: Path) -> dict[int, str]:
-    """Label → name from a ``dataset.json`` beside or one level above the labels.
-
-    Reads MSD's ``"labels": {"1": "Anterior"}`` and nnU-Net v2's ``"labels": {"Anterior": 1}``;
-    region entries (lists) are skipped. No file → ``{}``.
+    """Label → name from the ``dataset.json`` beside or one level above the labels (MSD or
+    nnU-Net v2, read by :func:`~salign_cli.data.dataset_json.read_dataset_json`). No file → ``{}``.
     """
-    folder = labels if labels.is_dir() else labels.parent
-    for candidate in (folder / DATASET_JSON, folder.parent / DATASET_JSON):
-        if candidate.is_file():
-            return _parse_label_names(candidate)
-    return {}
-
-
-def _parse_label_names(path: Path) -> dict[int, str]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("labels", {})
-    except (OSError, ValueError, AttributeError) as error:
-        raise InputError(
-            f"{path}: not a readable dataset.json ({error}); fix the JSON or move the file away"
-        ) from None
-    names: dict[int, str] = {}
-    if not isinstance(entries, dict):
-        return names
-    for key, value in entries.items():
-        if isinstance(value, str) and str(key).lstrip("-").isdigit():  # MSD: "1": "Anterior"
-            names[int(key)] = value
-        elif isinstance(value, int) and not isinstance(value, bool):  # nnU-Net v2: "Anterior": 1
-            names[value] = str(key)
-    return names
+    root = find_dataset_json(labels)
+    if root is None:
+        return {}
+    return dict(read_dataset_json(root).label_names or {})
 
 
 def _validated_classes(classes: Iterable[int]) -> tuple[int, ...]:

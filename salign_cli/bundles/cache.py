@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from salign_cli.bundles.files import file_sha256, read_contract, verify_weights
+from salign_cli.bundles.files import read_contract, verify_weights
 from salign_cli.bundles.hub import cached_snapshot, check_registry_pin
 from salign_cli.bundles.hub_paths import hub_cache_dir
 from salign_cli.bundles.layout import BUNDLE_FILES, CONTRACT_FILE
@@ -19,6 +19,7 @@ from salign_cli.bundles.registry import COMMIT_PATTERN, load_registry
 from salign_cli.bundles.spec import ModelSpec, ResolvedBundle, parse_spec
 from salign_cli.errors import InputError, SalignError
 from salign_cli.io.atomic import atomic_path
+from salign_cli.io.hashing import file_sha256
 
 
 @dataclass(frozen=True)

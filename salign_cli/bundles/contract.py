@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from salign_cli import __version__
 from salign_cli.bundles.registry import SHA256_PATTERN
 from salign_cli.infer.defaults import LEGACY, InferenceDefaults
+from salign_cli.io.modality import MODALITIES
 
 if TYPE_CHECKING:
     from salign_cli.data.preprocess import PreprocessConfig
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 KINDS = ("pretrained", "finetuned")
-MODALITIES = ("CT", "MR")
 # Limits a bundle from the Hub must respect before anything is read whole or allocated: a
 # hostile salign.json could otherwise ask for a network of terabytes, and a hostile safetensors
 # header for gigabytes of JSON. Generous next to any real salign model (width 32: 7.8M weights).

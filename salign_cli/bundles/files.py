@@ -7,7 +7,6 @@ handles tensors; only parsing a contract imports the config classes it holds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,17 +14,7 @@ from salign_cli import __version__
 from salign_cli.bundles.contract import LIMITS, SCHEMA_VERSION, BundleContract
 from salign_cli.bundles.layout import BUNDLE_FILES, CARD_FILE, CONTRACT_FILE, WEIGHTS_FILE
 from salign_cli.errors import InputError, SalignError
-
-_HASH_CHUNK_BYTES = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (weights can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from salign_cli.io.hashing import bytes_sha256
 
 
 def _redownload_hint(source: str | None) -> str:
@@ -132,6 +121,6 @@ def verify_weights(folder: Path, contract: BundleContract, source: str | None = 
             f"{folder / CONTRACT_FILE}: weights_sha256 is missing; re-export the bundle"
         )
     data = weights.read_bytes()
-    if hashlib.sha256(data).hexdigest() != contract.weights_sha256:
+    if bytes_sha256(data) != contract.weights_sha256:
         raise weights_mismatch_error(weights, CONTRACT_FILE, source)
     return data

@@ -27,7 +27,6 @@ from typing import Any
 
 from salign_cli import __version__
 from salign_cli.bundles.files import (
-    file_sha256,
     read_contract,
     verify_weights,
     weights_mismatch_error,
@@ -43,6 +42,7 @@ from salign_cli.bundles.layout import (
 from salign_cli.bundles.registry import COMMIT_PATTERN
 from salign_cli.bundles.spec import ModelSpec, Source, valid_repo_id, valid_revision
 from salign_cli.errors import InputError, SalignError
+from salign_cli.io.hashing import file_sha256
 
 
 def _short(error: BaseException) -> str:

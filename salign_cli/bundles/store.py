@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from salign_cli.bundles.card import render_card
 from salign_cli.bundles.contract import LIMITS, BundleContract
-from salign_cli.bundles.files import file_sha256, read_contract, verify_weights
+from salign_cli.bundles.files import read_contract, verify_weights
 from salign_cli.bundles.layout import CARD_FILE, CONTRACT_FILE, WEIGHTS_FILE
 from salign_cli.bundles.resolve import RunKind, open_bundle
 from salign_cli.bundles.spec import ResolvedBundle
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch

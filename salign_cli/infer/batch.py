@@ -41,12 +41,12 @@ from salign_cli.infer.postprocess import label_volumes_ml
 from salign_cli.infer.preview import CONVENTIONS, Convention
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
-    atomic_path,
     full_suffix,
     remove_stale_partials,
     write_json,
 )
 from salign_cli.io.dicom_seg import SEG_ENDING, dicom_seg_problem, write_dicom_seg
+from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
 from salign_cli.io.naming import (
     MASK_SUFFIX,
     SCAN_SUFFIXES,
@@ -59,7 +59,9 @@ from salign_cli.io.volume import (
     read_header,
     read_volume,
     require_finite,
+    same_grid,
     write_labels,
+    write_probabilities,
 )
 from salign_cli.workspace import Workspace
 
@@ -70,10 +72,6 @@ MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
 PREVIEW_TAG = "_preview"
 _GLOB_CHARACTERS = frozenset("*?[")
-# A CT scan nearly always holds air (about -1000 HU); an MR scan rarely holds values below 0.
-CT_AIR_THRESHOLD_HU = -500.0
-AFFINE_TOLERANCE_MM = 1e-4
-PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
 # no space left, file size limit, quota: the disk is full for this user, not the folder wrong
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
@@ -400,9 +398,7 @@ def _is_sound_mask(job: Job, output_type: OutputType) -> bool:
         mask = read_volume(job.output)
     except (SalignError, OSError, ValueError, EOFError):
         return False
-    return tuple(mask.stored_shape or mask.shape) == tuple(source.shape) and bool(
-        np.allclose(mask.affine, source.affine, atol=AFFINE_TOLERANCE_MM)
-    )
+    return tuple(mask.stored_shape or mask.shape) == tuple(source.shape) and same_grid(mask, source)
 
 
 def _check_writable(job: Job) -> None:
@@ -487,38 +483,11 @@ def _load(job: Job, predictor: Any, modality: str) -> _Loaded:
     )
 
 
-def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path) -> Path:
-    """Softmax ``[*like.shape, C]`` as a 5D NIfTI ``[X, Y, Z, 1, C]`` with ``like``'s affine,
-    written atomically.
-
-    Classes run along the 5th dimension with the ``vector`` intent, as the NIfTI standard puts
-    a vector per voxel (the 4th is time, here 1), so ITK and 3D Slicer read one vector image
-    instead of C time points. NIfTI-1 has no float16 type, so values are stored as uint16 with
-    ``scl_slope = 1/65535``: the same size as float16, a finer step (1.5e-5) on [0, 1], and
-    every reader that honours the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets
-    probabilities back.
-    """
-    import nibabel as nib
-
-    quantised = np.rint(np.clip(probabilities, 0.0, 1.0).astype(np.float32) * PROBABILITY_LEVELS)
-    vectors = quantised.astype(np.uint16)[..., None, :]  # [X, Y, Z, 1 (time), C]
-    image = nib.Nifti1Image(vectors, like.affine)
-    image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
-    image.header.set_qform(like.affine, code=1)
-    image.header.set_sform(like.affine, code=1)
-    image.header.set_intent("vector", (), "softmax probabilities")
-    with atomic_path(path) as temporary:
-        nib.save(image, temporary)
-    return path
-
-
 def verify_geometry(path: Path, like: Volume) -> None:
     """Read back a written mask's header: its shape and affine must be the input's."""
     header = read_header(path)
     expected_shape = tuple(like.stored_shape or like.shape)
-    if tuple(header.shape) != expected_shape or not np.allclose(
-        header.affine, like.affine, atol=AFFINE_TOLERANCE_MM
-    ):
+    if tuple(header.shape) != expected_shape or not same_grid(header, like):
         path.unlink(missing_ok=True)
         raise SalignError(
             f"{path}: written mask has shape {tuple(header.shape)} / orientation "

@@ -42,7 +42,7 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
-from salign_cli.io.volume import Volume, to_canonical
+from salign_cli.io.volume import Volume, label_dtype, to_canonical
 
 if TYPE_CHECKING:
     from salign_cli.bundles.contract import BundleContract
@@ -228,7 +228,7 @@ class Predictor:
         )
         probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
         labels = restore_labels(probabilities, prepared, volume)
-        labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
+        labels = labels.astype(label_dtype(self.num_classes - 1))
         restored = None
         if with_probabilities:
             restored = restore_scores(probabilities, prepared, volume).astype(np.float16)

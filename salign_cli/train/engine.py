@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -54,6 +53,7 @@ from salign_cli.data.sampling import StepBatchSampler
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, SalignError
 from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.hashing import file_sha256
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -373,14 +373,6 @@ class Checkpoint:
         return int(self.meta["step"])
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _flatten_state(
     module: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -437,7 +429,7 @@ def save_checkpoint(
         "step": step,
         "tensors_file": tensors_path.name,
         "tensors_size": tensors_path.stat().st_size,
-        "tensors_sha256": _file_sha256(tensors_path),
+        "tensors_sha256": file_sha256(tensors_path),
         "schedule": {
             "next_lr": learning_rate(min(step, config.steps - 1), config),
             "warmup_steps": config.resolved_warmup_steps,
@@ -495,7 +487,7 @@ def _checkpoint_problem(sidecar: Path) -> str | None:
             return "tensors file is missing"
         if tensors_path.stat().st_size != meta["tensors_size"]:
             return "tensors file has the wrong size (truncated?)"
-        if _file_sha256(tensors_path) != meta["tensors_sha256"]:
+        if file_sha256(tensors_path) != meta["tensors_sha256"]:
             return "tensors file does not match its sha256 (corrupt)"
     except (OSError, ValueError, KeyError) as error:
         return f"unreadable sidecar ({error})"
