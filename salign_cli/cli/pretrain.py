@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Optional
@@ -42,27 +40,6 @@ def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
         else:
             arguments.append(f"{param.opts[0]}={value}")
     return [*arguments, f"--run-dir={run_dir}", *folders]
-
-
-def _launch_processes(context: typer.Context, processes: int, workspace: Path) -> int:
-    """Re-run this command under ``torch.distributed.run`` with one process per GPU."""
-    from salign_cli.workspace import Workspace
-
-    run_dir = Workspace(workspace).new_run_dir("pretrain")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "-m",
-        "salign_cli",
-        "pretrain",
-        *_child_arguments(context, run_dir),
-    ]
-    if not context.params.get("quiet"):
-        err_console.print(f"launching {processes} processes (DDP) in {run_dir}")
-    return subprocess.run(command, check=False).returncode
 
 
 def _render_summary(report: Mapping[str, object]) -> None:
@@ -214,17 +191,19 @@ def pretrain(
 
       salign pretrain ./scans --gpus 4                  # DDP on 4 GPUs
     """
-    import os
-
     from salign_cli.errors import InputError
     from salign_cli.io.atomic import write_json
+    from salign_cli.train.distributed import launch, under_torchrun
     from salign_cli.train.engine import RuntimeOptions, TrainConfig
     from salign_cli.train.pretrain import PretrainOptions
     from salign_cli.train.pretrain import pretrain as run_pretrain
 
     space = resolve_workspace(workspace)
-    if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch_processes(ctx, gpus, space.root))
+    if gpus > 1 and not under_torchrun():
+        launch_dir = space.new_run_dir("pretrain")
+        if not quiet:
+            err_console.print(f"launching {gpus} processes (DDP) in {launch_dir}")
+        raise typer.Exit(launch(gpus, ["pretrain", *_child_arguments(ctx, launch_dir)]))
     options = PretrainOptions(
         method=method,  # type: ignore[arg-type]
         size=size,

@@ -50,20 +50,18 @@ from salign_cli.io.atomic import write_json
 from salign_cli.io.volume import Volume, read_volume
 from salign_cli.metrics import (
     CaseResult,
-    ClassResult,
     EvaluationSummary,
-    confusion_counts,
-    dice_from_counts,
     label_array,
+    score_arrays,
     summarise,
 )
 from salign_cli.model.unet import UNet2D, UNetConfig
+from salign_cli.train.checkpoint import latest_checkpoint
 from salign_cli.train.engine import (
     Reporter,
     RuntimeOptions,
     SilentReporter,
     TrainConfig,
-    latest_checkpoint,
     train,
 )
 from salign_cli.train.pretrain import ScanEntry, preprocess_config_for, resolve_scans
@@ -539,30 +537,22 @@ def train_config_for(
 
 @dataclass(frozen=True, eq=False)
 class HeldOutCase:
-    """A held-out scan read once: its volume, reference labels and prepared slices."""
+    """A held-out scan read once: its volume, reference labels (and their file) and prepared
+    slices."""
 
     case_id: str
     volume: Volume
     reference: np.ndarray
     prepared: PreparedScan
+    label_path: Path
 
 
 def load_held_out(case: LabelledCase, preprocess: PreprocessConfig) -> HeldOutCase:
     """Read a labelled scan for scoring (the label on the image's own grid, as written)."""
     volume = read_volume(case.image_path)
     reference = label_array(read_volume(case.label_path))
-    return HeldOutCase(case.case_id, volume, reference, prepare_scan(volume, preprocess))
-
-
-def score_labels(
-    case_id: str, prediction: np.ndarray, reference: np.ndarray, classes: Iterable[int]
-) -> CaseResult:
-    """Dice per class of one case (empty-mask rule of `salign_cli.metrics`)."""
-    results = {}
-    for label in classes:
-        counts = confusion_counts(prediction == label, reference == label)
-        results[label] = ClassResult(counts, dice_from_counts(counts))
-    return CaseResult(case_id, Path(case_id), Path(case_id), results, n_voxels=reference.size)
+    prepared = prepare_scan(volume, preprocess)
+    return HeldOutCase(case.case_id, volume, reference, prepared, Path(case.label_path))
 
 
 def predict_held_out(
@@ -603,9 +593,9 @@ def score_predictions(
     for case, labels in predictions:
         if largest_component:
             labels = keep_largest_component(labels, list(foreground))
-        results.append(score_labels(case.case_id, labels, case.reference, foreground))
-    where = Path("held-out")
-    return summarise(results, dict(foreground), prediction=where, reference=where)
+        scores = score_arrays(labels, case.reference, foreground, case.volume.spacing_mm)
+        results.append(CaseResult(case.case_id, None, case.label_path, scores, labels.size))
+    return summarise(results, dict(foreground), prediction=None, reference=None)
 
 
 def score_model(

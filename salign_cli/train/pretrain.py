@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -55,16 +55,20 @@ from salign_cli.objectives.positional import (
     positional_contrastive_loss,
     relative_position_loss,
 )
+from salign_cli.train.checkpoint import latest_checkpoint
+from salign_cli.train.distributed import (
+    DistributedContext,
+    distributed_from_env,
+    distributed_session,
+    on_main_first,
+    shared_run_dir,
+)
 from salign_cli.train.engine import (
     METRICS_FILE,
-    DistributedContext,
     Reporter,
     RuntimeOptions,
     SilentReporter,
     TrainConfig,
-    distributed_from_env,
-    distributed_session,
-    latest_checkpoint,
     train,
 )
 from salign_cli.workspace import Workspace
@@ -73,7 +77,6 @@ Method = Literal["sal", "pcl", "scratch"]
 METHODS = ("sal", "pcl", "scratch")
 GP_KINDS = ("relative", "absolute", "contrastive", "none")
 HEADS_PREFIX = "sal_heads."  # pre-training heads travel in the bundle under this prefix
-T = TypeVar("T")
 CPU_WIDTH = 16  # default U-Net width off CUDA: about 2x faster than 32 on two cores
 
 
@@ -564,7 +567,7 @@ def _pretrain(
     else:
         options = (options or PretrainOptions()).resolved(device)
         train_config = train_config or TrainConfig(steps=300, batch_size=32)
-        scans = _on_main_first(
+        scans = on_main_first(
             context,
             lambda: resolve_scans(
                 folders,
@@ -574,7 +577,7 @@ def _pretrain(
             ),
         )
         preprocess = preprocess_config_for(scans)
-        run_dir = _shared_run_dir(workspace, run_dir, context, device)
+        run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
         task_config = {
             "options": options.to_dict(),
             "scans": [dataclasses.asdict(s) for s in scans],
@@ -583,7 +586,7 @@ def _pretrain(
         }
 
     cache = SliceCache(workspace.cache_dir)
-    volumes = _on_main_first(
+    volumes = on_main_first(
         context,
         lambda: load_slices(
             scans,
@@ -675,36 +678,3 @@ def _loss_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     picks = {"first": rows[0], "middle": rows[len(rows) // 2], "last": rows[-1]}
     keys = ("step", "loss", "la", "gp", "feature_std", "mean_offdiag_similarity")
     return {name: {k: row[k] for k in keys if k in row} for name, row in picks.items()}
-
-
-def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
-    """Run ``work`` on rank 0 first (it may write the index/cache), then on the other ranks."""
-    if not context.active:
-        return work()
-    import torch.distributed as dist
-
-    if not context.is_main:
-        dist.barrier()
-        return work()
-    value = work()
-    dist.barrier()
-    return value
-
-
-def _shared_run_dir(
-    workspace: Workspace, run_dir: Path | None, context: DistributedContext, device: torch.device
-) -> Path:
-    """A new run folder, created by rank 0 and announced to the others (as UTF-8 bytes)."""
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return Path(run_dir)
-    if not context.active:
-        return workspace.new_run_dir("pretrain")
-    import torch.distributed as dist
-
-    buffer = torch.zeros(4096, dtype=torch.uint8, device=device)
-    if context.is_main:
-        encoded = str(workspace.new_run_dir("pretrain")).encode()
-        buffer[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
-    dist.broadcast(buffer, src=0)
-    return Path(bytes(buffer.cpu().tolist()).rstrip(b"\0").decode())

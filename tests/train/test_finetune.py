@@ -12,16 +12,18 @@ import torch
 
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
+from salign_cli.io.volume import volume_from_array
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import (
     FinetuneOptions,
+    HeldOutCase,
     LabelledCase,
     SegmentationObjective,
     class_names_for,
     finetune,
     initial_network,
     resolve_labelled_cases,
-    score_labels,
+    score_predictions,
     seeded_order,
     split_cases,
 )
@@ -126,12 +128,19 @@ def test_pretrained_layers_get_the_scaled_rate_and_the_head_the_full_one() -> No
     assert len(body["params"]) + len(head["params"]) == len(list(unet.parameters()))
 
 
-def test_score_labels_is_dice_per_class() -> None:
-    prediction = np.array([1, 1, 0, 2, 0])
-    reference = np.array([1, 0, 0, 2, 2])
-    case = score_labels("x", prediction, reference, [1, 2])
-    assert case.classes[1].dice == pytest.approx(2 * 1 / (2 * 1 + 1 + 0))  # TP 1, FP 1
-    assert case.classes[2].dice == pytest.approx(2 * 1 / (2 * 1 + 0 + 1))  # TP 1, FN 1
+def test_validation_scores_foreground_classes_of_predictions_in_memory(tmp_path: Path) -> None:
+    # class 1: TP 1, FP 1 -> Dice 2/3; class 2: TP 1, FN 1 -> 2/3; background is not scored
+    reference = np.array([[[1, 0, 0, 2, 2]]])
+    prediction = np.array([[[1, 1, 0, 2, 0]]])
+    volume = volume_from_array(reference.astype(np.float32), np.eye(4))
+    case = HeldOutCase("x", volume, reference, None, tmp_path / "x_seg.nii.gz")  # type: ignore[arg-type]
+    summary = score_predictions([(case, prediction)], {0: "background", 1: "a", 2: "b"})
+    (result,) = summary.cases
+    assert sorted(result.classes) == [1, 2]
+    assert result.classes[1].dice == pytest.approx(2 / 3)
+    assert result.classes[2].dice == pytest.approx(2 / 3)
+    assert result.prediction is None and result.reference == tmp_path / "x_seg.nii.gz"
+    assert summary.overall_dice.mean == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------------------------------------
