@@ -37,7 +37,6 @@ from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
     SliceCache,
-    median_inplane_spacing,
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
@@ -71,6 +70,7 @@ from salign_cli.train.engine import (
     TrainConfig,
     train,
 )
+from salign_cli.train.scans import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.workspace import Workspace
 
 Method = Literal["sal", "pcl", "scratch"]
@@ -183,22 +183,6 @@ class PretrainReporter(Reporter, Protocol):
 
 
 @dataclass(frozen=True)
-class ScanEntry:
-    """One scan used without its labels (pre-training, semi-supervision): where it is and the
-    hash the cache is keyed by."""
-
-    case_id: str
-    image_path: str
-    content_hash: str
-    modality: str
-    spacing_mm: tuple[float, float, float]
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
-        return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
-
-
-@dataclass(frozen=True)
 class PretrainResult:
     """What a pre-training run produced."""
 
@@ -303,85 +287,7 @@ class PretrainTask:
 
 
 # ---------------------------------------------------------------------------------------------
-# scans and the slice cache
-
-
-def resolve_scans(
-    folders: Sequence[Path],
-    workspace: Workspace,
-    *,
-    index_first: bool = True,
-    notify: Callable[[str], None] | None = None,
-) -> list[ScanEntry]:
-    """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
-
-    Scans the index found errors in are skipped, each with a note through ``notify``. Raises
-    `InputError` for a folder without a readable scan or an empty index.
-    """
-    folders = [Path(f).expanduser().resolve() for f in folders]
-    for folder in folders:
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = _indexed_scans(folders, workspace, index_first, notify)
-    for folder in folders:
-        if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
-            raise InputError(
-                f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
-                "point salign pretrain at a folder of 3D scans"
-            )
-    if not entries:
-        raise InputError(
-            f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass folders"
-        )
-    return entries
-
-
-def _indexed_scans(
-    folders: list[Path],
-    workspace: Workspace,
-    index_first: bool,
-    notify: Callable[[str], None] | None,
-) -> list[ScanEntry]:
-    """Usable scans (no index errors) under ``folders`` (all if none) after indexing them (by
-    rank 0 only under DDP); the others are reported through ``notify``."""
-    from salign_cli.data.index import index_folders, load_index, skipped_scan_notes, usable_scans
-
-    if folders and index_first:
-        records = index_folders(folders, workspace).records
-    else:
-        records = load_index(workspace) if workspace.index_path.is_file() else []
-    records = [
-        record
-        for record in records
-        if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
-    ]
-    if notify:
-        for note in skipped_scan_notes(records):
-            notify(note)
-    return [
-        ScanEntry(
-            case_id=record.case_id,
-            image_path=str(Path(record.image_path).resolve()),
-            content_hash=str(record.content_hash),
-            modality=record.modality,
-            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
-        )
-        for record in usable_scans(records)
-    ]
-
-
-def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
-    """One modality for the whole run and the median in-plane spacing as target spacing."""
-    modalities = sorted({scan.modality for scan in scans})
-    if len(modalities) != 1:
-        raise InputError(
-            f"the scans mix modalities {modalities}; pre-train on one modality at a time "
-            "(pass folders of one modality)"
-        )
-    return PreprocessConfig(
-        modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=median_inplane_spacing([s.spacing_mm for s in scans], None),
-    )
+# the slice cache
 
 
 def load_slices(

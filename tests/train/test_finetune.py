@@ -16,18 +16,19 @@ from salign_cli.io.volume import volume_from_array
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import (
     FinetuneOptions,
-    HeldOutCase,
-    LabelledCase,
     SegmentationObjective,
-    class_names_for,
     finetune,
     initial_network,
+)
+from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
+from salign_cli.train.scans import (
+    LabelledCase,
+    class_names_for,
     resolve_labelled_cases,
-    score_predictions,
     seeded_order,
     split_cases,
 )
-from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
+from salign_cli.train.validation import HeldOutCase, score_predictions
 from salign_cli.workspace import Workspace
 
 CPU = RuntimeOptions(device="cpu")
