@@ -462,7 +462,7 @@ def _train(
                 last_checkpoint = checkpoint_now(step) or last_checkpoint
                 raise TrainingInterrupted(
                     f"interrupted after step {step}/{config.steps}; checkpoint saved in "
-                    f"{run_dir / CHECKPOINT_DIR}; continue with --resume {run_dir}"
+                    f"{run_dir / CHECKPOINT_DIR}; continue with --resume-from {run_dir}"
                 )
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
