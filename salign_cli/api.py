@@ -15,7 +15,7 @@ and importing one stage does not pull in the others (or torch, for the torch-fre
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _EXPORTS: dict[str, str] = {
     # index
@@ -47,9 +47,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:
-    pass
 
 
 def __getattr__(name: str) -> Any:

@@ -234,10 +234,13 @@ class ClassResult:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Every evaluated class of one prediction/reference pair."""
+    """Every evaluated class of one prediction/reference pair.
+
+    ``prediction`` is ``None`` for labels scored in memory, never written (validation).
+    """
 
     case: str
-    prediction: Path
+    prediction: Path | None
     reference: Path
     classes: dict[int, ClassResult]
     n_voxels: int
@@ -245,10 +248,44 @@ class CaseResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case,
-            "prediction": str(self.prediction),
+            "prediction": None if self.prediction is None else str(self.prediction),
             "reference": str(self.reference),
             "metrics": {str(label): result.to_dict() for label, result in self.classes.items()},
         }
+
+
+def score_arrays(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    classes: Iterable[int],
+    spacing_mm: Sequence[float],
+    *,
+    with_hd95: bool = False,
+    nsd_tolerance_mm: float | None = None,
+) -> dict[int, ClassResult]:
+    """Score each class of one case from two same-grid label arrays: class id → `ClassResult`.
+
+    The one place a case is scored, whether its labels came from files (`evaluate_case`) or
+    from a model in memory (fine-tune validation, the benchmark), so every Dice salign reports
+    follows the same empty-mask rule. ``spacing_mm`` (the reference's voxel size) is used only
+    for HD95 (``with_hd95``) and NSD (``nsd_tolerance_mm`` given).
+
+    >>> prediction, reference = np.array([1, 1, 0, 2]), np.array([1, 0, 0, 2])
+    >>> round(score_arrays(prediction, reference, [1], (1.0,))[1].dice, 3)  # 2·1 / (2·1 + 1)
+    0.667
+    """
+    results = {}
+    for label in classes:
+        pred_mask, ref_mask = prediction == label, reference == label
+        counts = confusion_counts(pred_mask, ref_mask)
+        distance = hd95(pred_mask, ref_mask, spacing_mm) if with_hd95 else None
+        surface_dice = (
+            None
+            if nsd_tolerance_mm is None
+            else nsd(pred_mask, ref_mask, spacing_mm, nsd_tolerance_mm)
+        )
+        results[label] = ClassResult(counts, dice_from_counts(counts), distance, surface_dice)
+    return results
 
 
 @dataclass(frozen=True)
@@ -297,10 +334,13 @@ class ClassSummary:
 
 @dataclass(frozen=True)
 class EvaluationSummary:
-    """Everything :func:`evaluate_folders` found; :meth:`to_dict` is what ``summary.json`` holds."""
+    """Everything :func:`evaluate_folders` found; :meth:`to_dict` is what ``summary.json`` holds.
 
-    prediction: Path
-    reference: Path
+    ``prediction``/``reference`` are the folders compared, ``None`` for cases scored in memory.
+    """
+
+    prediction: Path | None
+    reference: Path | None
     cases: tuple[CaseResult, ...]
     classes: tuple[ClassSummary, ...]
     overall_dice: MeanSd
@@ -320,8 +360,8 @@ class EvaluationSummary:
             {} if self.nsd_tolerance_mm is None else {"nsd_tolerance_mm": self.nsd_tolerance_mm}
         )
         return {
-            "prediction": str(self.prediction),
-            "reference": str(self.reference),
+            "prediction": None if self.prediction is None else str(self.prediction),
+            "reference": None if self.reference is None else str(self.reference),
             "empty_mask_rule": EMPTY_MASK_RULE,
             **tolerance,
             "n_cases": len(self.cases),
@@ -377,8 +417,8 @@ def summarise(
     cases: Sequence[CaseResult],
     class_names: dict[int, str],
     *,
-    prediction: Path,
-    reference: Path,
+    prediction: Path | None,
+    reference: Path | None,
     unmatched_predictions: Sequence[Path] = (),
     unmatched_references: Sequence[Path] = (),
     nsd_tolerance_mm: float | None = None,
@@ -464,18 +504,14 @@ def evaluate_case(
     pred_labels, ref_labels = label_array(prediction_volume), label_array(reference_volume)
     if classes is None:
         classes = _foreground_labels(pred_labels, ref_labels)
-    results = {}
-    for label in classes:
-        pred_mask, ref_mask = pred_labels == label, ref_labels == label
-        counts = confusion_counts(pred_mask, ref_mask)
-        spacing = reference_volume.spacing_mm
-        distance = hd95(pred_mask, ref_mask, spacing) if with_hd95 else None
-        surface_dice = (
-            None
-            if nsd_tolerance_mm is None
-            else nsd(pred_mask, ref_mask, spacing, nsd_tolerance_mm)
-        )
-        results[label] = ClassResult(counts, dice_from_counts(counts), distance, surface_dice)
+    results = score_arrays(
+        pred_labels,
+        ref_labels,
+        classes,
+        reference_volume.spacing_mm,
+        with_hd95=with_hd95,
+        nsd_tolerance_mm=nsd_tolerance_mm,
+    )
     return CaseResult(case, prediction, reference, results, n_voxels=int(ref_labels.size))
 
 

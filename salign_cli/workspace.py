@@ -98,7 +98,7 @@ class Workspace:
         if not isinstance(resume, bool):
             folder = Path(resume).expanduser().resolve()
             if not folder.is_dir():
-                raise InputError(f"--resume {resume}: no such run folder")
+                raise InputError(f"--resume-from {resume}: no such run folder; pass a run folder")
             return folder
         latest = self.latest_run(kind, with_bundle=False)
         if latest is None:

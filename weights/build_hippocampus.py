@@ -32,7 +32,8 @@ from salign_cli.bundles.layout import CONTRACT_FILE
 from salign_cli.io.atomic import write_json
 from salign_cli.metrics import EvaluationSummary
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import FinetuneOptions, finetune, resolve_labelled_cases
+from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.scans import resolve_labelled_cases
 from salign_cli.workspace import Workspace
 
 SHIPPED = Path(__file__).resolve().parents[1] / "salign_cli" / "_weights" / "hippocampus"

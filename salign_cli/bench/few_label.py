@@ -9,7 +9,7 @@ On a folder of labelled scans:
    included, as METHOD.md prescribes). ``scratch`` has none: it fine-tunes ``--from scratch``.
 3. **Fine-tuning** for every k and seed with the protocol's `FinetuneRecipe` (the product's
    defaults unless a profile says otherwise): the k labelled scans are the first k of the
-   non-test case ids permuted by the seed (`salign_cli.train.finetune.split_cases`), so every
+   non-test case ids permuted by the seed (`salign_cli.train.scans.split_cases`), so every
    method sees the same scans for a (k, seed) and the scans for k = 1 are among those for
    k = 2. No model selection: the exported weights are scored, with the bundle's inference
    defaults — as `salign segment` would use them. No validation scans are scored (nothing is
@@ -57,19 +57,11 @@ from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.metrics import EvaluationSummary
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
-from salign_cli.train.finetune import (
-    SCRATCH,
-    FinetuneOptions,
-    HeldOutCase,
-    LabelledCase,
-    finetune,
-    load_held_out,
-    resolve_labelled_cases,
-    score_model,
-    seeded_order,
-)
+from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE, FinetuneRecipe
+from salign_cli.train.scans import LabelledCase, resolve_labelled_cases, seeded_order
+from salign_cli.train.validation import HeldOutCase, load_held_out, score_model
 from salign_cli.workspace import Workspace
 
 _METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?(?:\+(?P<semi>[a-z]+))?$")

@@ -34,14 +34,15 @@ from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.objectives.segmentation import segmentation_losses
-from salign_cli.train.finetune import (
-    SCRATCH,
+from salign_cli.train.finetune import SCRATCH
+from salign_cli.train.pretrain import CPU_WIDTH
+from salign_cli.train.scans import (
     class_names_for,
     load_labelled_slices,
+    preprocess_config_for,
     resolve_labelled_cases,
     seeded_order,
 )
-from salign_cli.train.pretrain import CPU_WIDTH, preprocess_config_for
 from salign_cli.workspace import Workspace
 
 _BATCH = 16  # slices per feature pass

@@ -14,16 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from salign_cli.cli.common import console, err_console, reports_errors
+from salign_cli.cli.common import console, err_console, new_app
 
 if TYPE_CHECKING:
     from salign_cli.bundles.registry import RegistryEntry
     from salign_cli.bundles.spec import ResolvedBundle
 
-weights_app = typer.Typer(
-    help="List, download, inspect, import and publish model bundles.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
+weights_app = new_app(
+    help="List, download, inspect, import and publish model bundles.", no_args_is_help=True
 )
 
 ModelArgument = Annotated[
@@ -49,7 +47,6 @@ def _status(entry: RegistryEntry) -> str:
 
 
 @weights_app.command("list")
-@reports_errors
 def list_bundles() -> None:
     """Show the named bundles in salign's registry and the bundles already in the Hub cache.
 
@@ -93,7 +90,6 @@ def _describe(resolved: ResolvedBundle) -> str:
 
 
 @weights_app.command("download")
-@reports_errors
 def download(
     model: ModelArgument,
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
@@ -131,7 +127,6 @@ def _registry_only(entry: RegistryEntry) -> None:
 
 
 @weights_app.command("info")
-@reports_errors
 def info(
     model: ModelArgument,
     as_json: bool = typer.Option(False, "--json", help="Print salign.json as JSON only."),
@@ -171,7 +166,6 @@ def info(
 
 
 @weights_app.command("import")
-@reports_errors
 def import_folder(
     folder: Annotated[
         Path, typer.Argument(help="A bundle folder carried in (e.g. on a USB stick).")
@@ -200,7 +194,6 @@ def import_folder(
 
 
 @weights_app.command("push")
-@reports_errors
 def push(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (its bundle/) or a bundle folder.")],
     repo: Annotated[str, typer.Argument(help="Hub repo id, org/name (created if missing).")],

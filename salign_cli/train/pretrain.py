@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
     SliceCache,
-    median_inplane_spacing,
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
@@ -57,25 +56,29 @@ from salign_cli.objectives.positional import (
     positional_contrastive_loss,
     relative_position_loss,
 )
+from salign_cli.train.checkpoint import latest_checkpoint
+from salign_cli.train.distributed import (
+    DistributedContext,
+    distributed_from_env,
+    distributed_session,
+    on_main_first,
+    shared_run_dir,
+)
 from salign_cli.train.engine import (
     METRICS_FILE,
-    DistributedContext,
     Reporter,
     RuntimeOptions,
     SilentReporter,
     TrainConfig,
-    distributed_from_env,
-    distributed_session,
-    latest_checkpoint,
     train,
 )
+from salign_cli.train.scans import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.workspace import Workspace
 
 Method = Literal["sal", "pcl", "scratch"]
 METHODS = ("sal", "pcl", "scratch")
 GP_KINDS = ("relative", "absolute", "contrastive", "none")
 HEADS_PREFIX = "sal_heads."  # pre-training heads travel in the bundle under this prefix
-T = TypeVar("T")
 CPU_WIDTH = 16  # default U-Net width off CUDA: about 2x faster than 32 on two cores
 
 
@@ -179,22 +182,6 @@ class PretrainReporter(Reporter, Protocol):
     """A `Reporter` that also hears about slice-cache progress."""
 
     def on_cache(self, done: int, total: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class ScanEntry:
-    """One scan used without its labels (pre-training, semi-supervision): where it is and the
-    hash the cache is keyed by."""
-
-    case_id: str
-    image_path: str
-    content_hash: str
-    modality: str
-    spacing_mm: tuple[float, float, float]
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
-        return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
 
 
 @dataclass(frozen=True)
@@ -302,85 +289,7 @@ class PretrainTask:
 
 
 # ---------------------------------------------------------------------------------------------
-# scans and the slice cache
-
-
-def resolve_scans(
-    folders: Sequence[Path],
-    workspace: Workspace,
-    *,
-    index_first: bool = True,
-    notify: Callable[[str], None] | None = None,
-) -> list[ScanEntry]:
-    """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
-
-    Scans the index found errors in are skipped, each with a note through ``notify``. Raises
-    `InputError` for a folder without a readable scan or an empty index.
-    """
-    folders = [Path(f).expanduser().resolve() for f in folders]
-    for folder in folders:
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = _indexed_scans(folders, workspace, index_first, notify)
-    for folder in folders:
-        if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
-            raise InputError(
-                f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
-                "point salign pretrain at a folder of 3D scans"
-            )
-    if not entries:
-        raise InputError(
-            f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass folders"
-        )
-    return entries
-
-
-def _indexed_scans(
-    folders: list[Path],
-    workspace: Workspace,
-    index_first: bool,
-    notify: Callable[[str], None] | None,
-) -> list[ScanEntry]:
-    """Usable scans (no index errors) under ``folders`` (all if none) after indexing them (by
-    rank 0 only under DDP); the others are reported through ``notify``."""
-    from salign_cli.data.index import index_folders, load_index, skipped_scan_notes, usable_scans
-
-    if folders and index_first:
-        records = index_folders(folders, workspace).records
-    else:
-        records = load_index(workspace) if workspace.index_path.is_file() else []
-    records = [
-        record
-        for record in records
-        if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
-    ]
-    if notify:
-        for note in skipped_scan_notes(records):
-            notify(note)
-    return [
-        ScanEntry(
-            case_id=record.case_id,
-            image_path=str(Path(record.image_path).resolve()),
-            content_hash=str(record.content_hash),
-            modality=record.modality,
-            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
-        )
-        for record in usable_scans(records)
-    ]
-
-
-def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
-    """One modality for the whole run and the median in-plane spacing as target spacing."""
-    modalities = sorted({scan.modality for scan in scans})
-    if len(modalities) != 1:
-        raise InputError(
-            f"the scans mix modalities {modalities}; pre-train on one modality at a time "
-            "(pass folders of one modality)"
-        )
-    return PreprocessConfig(
-        modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=median_inplane_spacing([s.spacing_mm for s in scans], None),
-    )
+# the slice cache
 
 
 def load_slices(
@@ -563,7 +472,7 @@ def _pretrain(
     else:
         options = (options or PretrainOptions()).resolved(device)
         train_config = train_config or TrainConfig(steps=300, batch_size=32)
-        scans = _on_main_first(
+        scans = on_main_first(
             context,
             lambda: resolve_scans(
                 folders,
@@ -573,7 +482,7 @@ def _pretrain(
             ),
         )
         preprocess = preprocess_config_for(scans)
-        run_dir = _shared_run_dir(workspace, run_dir, context, device)
+        run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
         task_config = {
             "options": options.to_dict(),
             "scans": [dataclasses.asdict(s) for s in scans],
@@ -582,7 +491,7 @@ def _pretrain(
         }
 
     cache = SliceCache(workspace.cache_dir)
-    volumes = _on_main_first(
+    volumes = on_main_first(
         context,
         lambda: load_slices(
             scans,
@@ -674,36 +583,3 @@ def _loss_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     picks = {"first": rows[0], "middle": rows[len(rows) // 2], "last": rows[-1]}
     keys = ("step", "loss", "la", "gp", "feature_std", "mean_offdiag_similarity")
     return {name: {k: row[k] for k in keys if k in row} for name, row in picks.items()}
-
-
-def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
-    """Run ``work`` on rank 0 first (it may write the index/cache), then on the other ranks."""
-    if not context.active:
-        return work()
-    import torch.distributed as dist
-
-    if not context.is_main:
-        dist.barrier()
-        return work()
-    value = work()
-    dist.barrier()
-    return value
-
-
-def _shared_run_dir(
-    workspace: Workspace, run_dir: Path | None, context: DistributedContext, device: torch.device
-) -> Path:
-    """A new run folder, created by rank 0 and announced to the others (as UTF-8 bytes)."""
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return Path(run_dir)
-    if not context.active:
-        return workspace.new_run_dir("pretrain")
-    import torch.distributed as dist
-
-    buffer = torch.zeros(4096, dtype=torch.uint8, device=device)
-    if context.is_main:
-        encoded = str(workspace.new_run_dir("pretrain")).encode()
-        buffer[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
-    dist.broadcast(buffer, src=0)
-    return Path(bytes(buffer.cpu().tolist()).rstrip(b"\0").decode())
