@@ -86,6 +86,26 @@ def all_reduce(
     return on_device.cpu()
 
 
+def gather_batch(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (batch first) from every process, concatenated in rank order; gradients flow
+    back to each process's own part.
+
+    A loss that compares the samples of a batch with each other (the contrastive GP, PCL) must
+    see the whole global batch: on its local share each process would contrast against half the
+    negatives and train a different objective than one process does. Every process then computes
+    the same global loss; the all-gather's backward sums its gradient over processes (W times
+    one process's) and DDP's averaging divides by W again, so training matches one process. A
+    no-op outside an initialised process group.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor))  # type: ignore[no-untyped-call]  # untyped in torch
+
+
 def any_rank(flag: bool, context: DistributedContext, device: torch.device) -> bool:
     """True when ``flag`` is true on any process (every process must call this together)."""
     if not context.active:

@@ -61,6 +61,7 @@ from salign_cli.train.distributed import (
     DistributedContext,
     distributed_from_env,
     distributed_session,
+    gather_batch,
     on_main_first,
     shared_run_dir,
 )
@@ -219,12 +220,7 @@ class PretrainObjective(nn.Module):
             bottleneck = unet.features(images, up_to="bottleneck").bottleneck
             g = self.network.global_head(bottleneck)
             monitored = g[:, :, None, None]
-            loss = positional_contrastive_loss(
-                g,
-                torch.cat([z_i, z_j]),
-                threshold=self.options.pcl_threshold,
-                temperature=self.options.pcl_temperature,
-            )
+            loss = self._contrastive(g, torch.cat([z_i, z_j]))
             outputs["gp"] = loss.detach()
         else:
             embeddings, g = self.network.embed_levels(images)
@@ -262,8 +258,15 @@ class PretrainObjective(nn.Module):
         z = torch.cat([z_i, z_j])
         if options.gp == "absolute":
             return absolute_position_loss(network.absolute_head(g), z)
+        return self._contrastive(g, z)
+
+    def _contrastive(self, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """PCL's loss over the global batch (every process's slices, see `gather_batch`)."""
         return positional_contrastive_loss(
-            g, z, threshold=options.pcl_threshold, temperature=options.pcl_temperature
+            gather_batch(g),
+            gather_batch(z),
+            threshold=self.options.pcl_threshold,
+            temperature=self.options.pcl_temperature,
         )
 
 
