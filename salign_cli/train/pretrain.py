@@ -37,7 +37,8 @@ from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
     SliceCache,
-    median_inplane_spacing,
+    default_target_spacing,
+    parse_spacing,
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
@@ -114,6 +115,7 @@ class PretrainOptions:
     width: int | None = None
     depth: int = 4
     norm: Literal["batch", "instance"] = "batch"
+    spacing: str | float = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -140,6 +142,7 @@ class PretrainOptions:
             raise InputError("pair scale must lie in [0, 0.5) and pair rotation in [0, 45] degrees")
         if self.width is not None and self.width < 1:
             raise InputError(f"--width must be positive, got {self.width}")
+        parse_spacing(str(self.spacing))
 
     @property
     def la_levels(self) -> tuple[str, ...]:
@@ -367,8 +370,11 @@ def _indexed_scans(
     ]
 
 
-def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
-    """One modality for the whole run and the median in-plane spacing as target spacing."""
+def preprocess_config_for(
+    scans: Sequence[ScanEntry], spacing: str | float = "auto"
+) -> PreprocessConfig:
+    """One modality for the whole run and its target spacing (`default_target_spacing`:
+    ``auto`` = the median in-plane spacing, floored at 1.5 mm for CT)."""
     modalities = sorted({scan.modality for scan in scans})
     if len(modalities) != 1:
         raise InputError(
@@ -377,7 +383,9 @@ def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
         )
     return PreprocessConfig(
         modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=median_inplane_spacing([s.spacing_mm for s in scans], None),
+        target_spacing_mm=default_target_spacing(
+            [s.spacing_mm for s in scans], modalities[0], spacing
+        ),
     )
 
 
@@ -573,7 +581,7 @@ def _pretrain(
                 notify=reporter.on_message if context.is_main else None,
             ),
         )
-        preprocess = preprocess_config_for(scans)
+        preprocess = preprocess_config_for(scans, options.spacing)
         run_dir = _shared_run_dir(workspace, run_dir, context, device)
         task_config = {
             "options": options.to_dict(),
