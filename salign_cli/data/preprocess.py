@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +35,7 @@ from salign_cli.io.volume import (
     from_canonical,
     read_volume,
     require_finite,
+    spacing_from_affine,
     to_canonical,
 )
 
@@ -404,6 +405,29 @@ def default_target_spacing(
     if modality != "CT":
         return median
     return (max(median[0], CT_MIN_SPACING_MM), max(median[1], CT_MIN_SPACING_MM))
+
+
+def coarsened(config: PreprocessConfig, volume: Volume, factor: float) -> PreprocessConfig:
+    """``config`` with its in-plane target spacing ``factor`` times coarser for ``volume``.
+
+    A bundle trained at a fixed spacing gets that spacing times ``factor``; a native-spacing
+    bundle gets the scan's own in-plane spacing times ``factor``. Only the header is read.
+
+    >>> ct = Volume(np.zeros((2, 2, 2)), np.diag([0.8, 0.8, 5.0, 1.0]))
+    >>> coarsened(PreprocessConfig("CT", target_spacing_mm=(1.5, 1.5)), ct, 2).target_spacing_mm
+    (3.0, 3.0)
+    >>> coarsened(PreprocessConfig("CT"), ct, 2).target_spacing_mm
+    (1.6, 1.6)
+    """
+    target = config.target_spacing_mm
+    if target is None:
+        # the canonical spacing depends on the affine alone: a one-voxel stand-in, no copy
+        stand_in = Volume(np.zeros((1, 1, 1), dtype=np.uint8), volume.affine)
+        spacing_mm = spacing_from_affine(to_canonical(stand_in).affine)
+        axis = config.slice_axis if config.slice_axis is not None else choose_slice_axis(spacing_mm)
+        target = tuple(spacing_mm[a] for a in range(3) if a != axis)  # type: ignore[assignment]
+    assert target is not None
+    return replace(config, target_spacing_mm=(target[0] * factor, target[1] * factor))
 
 
 @dataclass(frozen=True, eq=False)

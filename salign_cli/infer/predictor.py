@@ -34,6 +34,7 @@ from torch import nn
 from salign_cli.data.preprocess import (
     PreparedScan,
     PreprocessConfig,
+    coarsened,
     mirror_axes,
     prepare_scan,
     restore_labels,
@@ -116,6 +117,10 @@ class BundleOrigin:
 class Predictor:
     """A model, the preprocessing it was trained with, and a device: volume in, labels out.
 
+    ``spacing_factor`` > 1 runs the network on a coarser in-plane grid than it was trained on
+    (`coarsened`; ``segment --fast``): factor² fewer pixels per slice, labels still on the
+    input's grid, at some cost in accuracy.
+
     Example::
 
         predictor = Predictor(model, PreprocessConfig(modality="CT"), device="cpu")
@@ -136,6 +141,7 @@ class Predictor:
         batch_size: int | None = None,
         tta: bool = False,
         mirror: str = "all",
+        spacing_factor: float = 1.0,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -144,6 +150,7 @@ class Predictor:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 4)
         self.tta = tta
         self.mirror = mirror
+        self.spacing_factor = spacing_factor
         # any module with a UNetConfig-like ``config`` (tests pass small stand-ins)
         self.num_classes = int(cast(Any, model).config.num_classes)
         prepared_model = fold_batch_norm(model).to(self.device)
@@ -159,6 +166,7 @@ class Predictor:
         device: torch.device | str = "auto",
         batch_size: int | None = None,
         tta: bool | None = None,
+        spacing_factor: float = 1.0,
         note: Callable[[str], None] | None = None,
     ) -> Predictor:
         """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
@@ -166,7 +174,8 @@ class Predictor:
         ``spec``: a bundle folder, a run folder (its ``bundle/``), a registry name (``"hippocampus"``
         ships with salign and needs no network) or a Hub id ``org/name[@revision]``. The weights
         are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
-        default, and the TTA mirror always comes from the bundle. ``note`` receives one-line notes
+        default, and the TTA mirror always comes from the bundle; ``spacing_factor`` as in the
+        class (``segment --fast``). ``note`` receives one-line notes
         (e.g. a Hub fallback to the cache). ``.origin`` says what was loaded. Raises
         :class:`InputError` for a bundle without a trained segmentation head.
 
@@ -192,6 +201,7 @@ class Predictor:
             batch_size=batch_size,
             tta=defaults.tta if tta is None else tta,
             mirror=defaults.mirror,
+            spacing_factor=spacing_factor,
         )
         predictor.origin = BundleOrigin(spec, resolved, contract)
         return predictor
@@ -280,10 +290,13 @@ class Predictor:
         return contextlib.nullcontext()
 
     def _config_for(self, volume: Volume) -> PreprocessConfig:
+        config = self.preprocess
         singleton_axes = _singleton_canonical_axes(volume)
         if len(singleton_axes) == 1 and volume.array.size > 1:
-            return dataclasses.replace(self.preprocess, slice_axis=singleton_axes[0])
-        return self.preprocess
+            config = dataclasses.replace(config, slice_axis=singleton_axes[0])
+        if self.spacing_factor != 1.0:
+            config = coarsened(config, volume, self.spacing_factor)
+        return config
 
 
 def _singleton_canonical_axes(volume: Volume) -> list[int]:

@@ -96,6 +96,29 @@ def test_resampled_prediction_has_the_input_shape(fixtures_dir: Path):
     assert agreement > 0.97
 
 
+@pytest.mark.parametrize(
+    ("target_spacing_mm", "expected_mm"), [((1.5, 1.5), (3.0, 3.0)), (None, "twice native")]
+)
+def test_a_spacing_factor_of_two_halves_the_grid_and_keeps_the_input_grid(
+    fixtures_dir: Path, target_spacing_mm, expected_mm
+):
+    volume = read_volume(fixtures_dir / "spleen2_ct.nii.gz")  # 164 x 166 x 26, ~0.79 mm, RAS
+    inplane_mm = volume.spacing_mm[:2]
+    config = PreprocessConfig(modality="CT", target_spacing_mm=target_spacing_mm)
+    fast = Predictor(SignNet(), config, spacing_factor=2.0)
+    prepared = fast.prepare(volume)
+    coarse_mm = (3.0, 3.0) if expected_mm != "twice native" else tuple(2 * s for s in inplane_mm)
+    assert prepared.resampled_shape == ((43, 44) if expected_mm != "twice native" else (82, 83))
+    # the same physical extent on a grid coarse_mm apart: 164 * 0.79 / 3 = 43 (or 82) pixels
+    assert prepared.resampled_shape == tuple(
+        round(volume.shape[axis] * inplane_mm[axis] / coarse_mm[axis]) for axis in (0, 1)
+    )
+    labels = fast.predict(volume, prepared=prepared).labels
+    assert labels.shape == volume.shape
+    clear = np.abs(volume.array) > 300  # far from 0 HU the class survives the coarse grid
+    assert (labels[clear] == (volume.array[clear] > 0)).mean() > 0.95
+
+
 def test_flip_tta_of_a_flip_equivariant_model_changes_nothing(fixtures_dir: Path):
     volume = read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz")
     config = PreprocessConfig(modality="CT")
