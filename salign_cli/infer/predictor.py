@@ -262,18 +262,15 @@ class Predictor:
         slices along the scan's slice axis), so a long scan can show its own progress bar.
         """
         prepared = prepared if prepared is not None else self.prepare(volume)
-        flips = tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
+        flips: list[tuple[int, ...]] = (
+            tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
+        )
         with torch_threads(self._threads_for(prepared)):
-            probabilities = self.slice_probabilities(prepared.slices, flips)
+            probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
             labels = restore_labels(probabilities, prepared, volume)
             restored = None
             if with_probabilities:
                 restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
-        flips: list[tuple[int, ...]] = (
-            tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
-        )
-        probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
-        labels = restore_labels(probabilities, prepared, volume)
         labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
         return Prediction(labels=labels, probabilities=restored)
 
