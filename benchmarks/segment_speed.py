@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's salign, not whichever one is installed
 DEFAULT_HIPPOCAMPUS = REPO.parent / "shared" / "data" / "hippocampus"
 CT_SHAPE = (512, 512, 200)
 CT_SPACING_MM = (0.8, 0.8, 2.5)

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from salign_cli.data.preprocess import PreprocessConfig, prepare_scan, restore_labels
-from salign_cli.io.volume import read_volume
-from salign_cli.metrics import dice
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's salign, not whichever one is installed
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fixtures"
+from salign_cli.data.preprocess import PreprocessConfig, prepare_scan, restore_labels  # noqa: E402 (after the path)
+from salign_cli.io.volume import read_volume  # noqa: E402 (after the path)
+from salign_cli.metrics import dice  # noqa: E402 (after the path)
+
+FIXTURES = REPO.parent / "shared" / "data" / "fixtures"
 
 
 def round_trip_dice(
