@@ -6,7 +6,8 @@ Cases:
   a width-32, depth-4, 2-class U-Net (the GPU recipe's width; the CPU recipe's 16 is ~3x cheaper)
   trained, as the default CT recipe does, at the median in-plane spacing floored at 1.5 mm
   (`default_target_spacing`): the network sees 200 slices of 273 x 273. Run twice: as is, and
-  with ``segment --fast`` (3 mm, 137 x 137). ``--ct-spacing native`` gives the old 512² row;
+  with ``segment --fast`` (3 mm, 137 x 137). ``--ct-spacing native`` gives the old 512² row,
+  ``--ct-width 16`` the CPU recipe's network;
 - ``hippocampus``: the first ``--cases`` MSD hippocampus MRI crops with a width-32, 3-class model.
 
 Each case runs in a fresh child process (``--child``) so that peak RSS is that of one
@@ -63,17 +64,18 @@ def make_bundle(
     modality: str,
     classes: tuple[str, ...],
     target_spacing_mm: tuple[float, float] | None = None,
+    width: int = 32,
 ) -> Path:
     from salign_cli.data.preprocess import PreprocessConfig
     from salign_cli.model.bundle import untrained_bundle
     from salign_cli.model.unet import UNetConfig
 
-    # the default width-32, depth-4 U-Net: speed does not depend on the (random) weights
+    # a depth-4 U-Net (width 32 unless told): speed does not depend on the (random) weights
     return untrained_bundle(
         folder,
         classes,
         modality=modality,
-        architecture=UNetConfig(num_classes=len(classes)),
+        architecture=UNetConfig(num_classes=len(classes), width=width),
         preprocessing=PreprocessConfig(modality, target_spacing_mm=target_spacing_mm),  # type: ignore[arg-type]
     )
 
@@ -179,6 +181,9 @@ def main() -> None:
     parser.add_argument("--skip-ct512", action="store_true")
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--ct-width", type=int, default=32, help="ct512 U-Net width (the CPU recipe's is 16)"
+    )
+    parser.add_argument(
         "--ct-spacing",
         default="auto",
         help="ct512 model spacing: auto (the CT default, 1.5 mm here), native or mm",
@@ -199,12 +204,15 @@ def main() -> None:
         cases = []
         if not args.skip_ct512:
             spacing = ct_recipe_spacing(args.ct_spacing)
-            ct_bundle = make_bundle(work / "ct-bundle", "CT", ("background", "organ"), spacing)
+            ct_bundle = make_bundle(
+                work / "ct-bundle", "CT", ("background", "organ"), spacing, args.ct_width
+            )
             ct = [make_ct_volume(work / "ct512.nii.gz")]
             at = "native" if spacing is None else f"{spacing[0]:g} mm"
-            cases.append((f"ct512 (512x512x200) @ {at}", ct, ct_bundle, False))
+            name = f"ct512 w{args.ct_width}"
+            cases.append((f"{name} @ {at}", ct, ct_bundle, False))
             if spacing is not None:
-                cases.append((f"ct512 --fast @ {2 * spacing[0]:g} mm", ct, ct_bundle, True))
+                cases.append((f"{name} --fast @ {2 * spacing[0]:g} mm", ct, ct_bundle, True))
         images = sorted((args.hippocampus / "imagesTr").glob("*.nii.gz"))[: args.cases]
         if images:
             mr_bundle = make_bundle(
