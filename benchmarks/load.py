@@ -45,7 +45,7 @@ def write_scans(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def write_bundle(folder: Path) -> Path:
-    from salign_cli.model.bundle import untrained_bundle
+    from salign_cli.bundles.store import untrained_bundle
 
     return untrained_bundle(folder, ("background", "foreground"))
 

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import default_collate
 
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
-from salign_cli.train.engine import resolve_device
+from salign_cli.device import resolve_device
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
 

@@ -66,8 +66,8 @@ def make_bundle(
     target_spacing_mm: tuple[float, float] | None = None,
     width: int = 32,
 ) -> Path:
+    from salign_cli.bundles.store import untrained_bundle
     from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import untrained_bundle
     from salign_cli.model.unet import UNetConfig
 
     # a depth-4 U-Net (width 32 unless told): speed does not depend on the (random) weights

@@ -15,7 +15,7 @@ and importing one stage does not pull in the others (or torch, for the torch-fre
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _EXPORTS: dict[str, str] = {
     # index
@@ -35,9 +35,9 @@ _EXPORTS: dict[str, str] = {
     "Predictor": "salign_cli.infer.predictor",
     "evaluate_folders": "salign_cli.metrics",
     # bundles and the Hub
-    "load_bundle": "salign_cli.model.bundle",
-    "build_model": "salign_cli.model.bundle",
-    "resolve_bundle": "salign_cli.hub",
+    "open_bundle": "salign_cli.bundles.resolve",
+    "load_bundle": "salign_cli.bundles.store",
+    "build_model": "salign_cli.bundles.store",
     # volumes
     "read_volume": "salign_cli.io.volume",
     "write_labels": "salign_cli.io.volume",
@@ -47,9 +47,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:
-    pass
 
 
 def __getattr__(name: str) -> Any:

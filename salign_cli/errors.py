@@ -17,7 +17,3 @@ class InputError(SalignError):
     """Bad arguments or bad input data: unreadable scan, wrong dimensions, missing labels (exit 2)."""
 
     exit_code = 2
-
-
-class NotImplementedYetError(SalignError):
-    """A command registered in the CLI whose capability has not landed yet (exit 1)."""

@@ -28,7 +28,6 @@ defined classes, then takes mean ± sd across cases, so the sd reflects case-to-
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from salign_cli.data.dataset_json import find_dataset_json, read_dataset_json
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.io.naming import MASK_SUFFIX, case_name, is_scan_path, scan_name, without_channel
-from salign_cli.io.volume import Volume, read_volume
+from salign_cli.io.volume import Volume, read_volume, same_grid
 
 EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
@@ -50,8 +50,6 @@ EMPTY_MASK_RULE = (
     "n_empty_both), 0 when exactly one is."
 )
 SUMMARY_NAME = "summary.json"
-GEOMETRY_ATOL = 1e-4  # affine tolerance (mm): float32 headers round-trip to about 1e-5 mm
-DATASET_JSON = "dataset.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,10 +234,13 @@ class ClassResult:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Every evaluated class of one prediction/reference pair."""
+    """Every evaluated class of one prediction/reference pair.
+
+    ``prediction`` is ``None`` for labels scored in memory, never written (validation).
+    """
 
     case: str
-    prediction: Path
+    prediction: Path | None
     reference: Path
     classes: dict[int, ClassResult]
     n_voxels: int
@@ -247,10 +248,44 @@ class CaseResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case,
-            "prediction": str(self.prediction),
+            "prediction": None if self.prediction is None else str(self.prediction),
             "reference": str(self.reference),
             "metrics": {str(label): result.to_dict() for label, result in self.classes.items()},
         }
+
+
+def score_arrays(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    classes: Iterable[int],
+    spacing_mm: Sequence[float],
+    *,
+    with_hd95: bool = False,
+    nsd_tolerance_mm: float | None = None,
+) -> dict[int, ClassResult]:
+    """Score each class of one case from two same-grid label arrays: class id → `ClassResult`.
+
+    The one place a case is scored, whether its labels came from files (`evaluate_case`) or
+    from a model in memory (fine-tune validation, the benchmark), so every Dice salign reports
+    follows the same empty-mask rule. ``spacing_mm`` (the reference's voxel size) is used only
+    for HD95 (``with_hd95``) and NSD (``nsd_tolerance_mm`` given).
+
+    >>> prediction, reference = np.array([1, 1, 0, 2]), np.array([1, 0, 0, 2])
+    >>> round(score_arrays(prediction, reference, [1], (1.0,))[1].dice, 3)  # 2·1 / (2·1 + 1)
+    0.667
+    """
+    results = {}
+    for label in classes:
+        pred_mask, ref_mask = prediction == label, reference == label
+        counts = confusion_counts(pred_mask, ref_mask)
+        distance = hd95(pred_mask, ref_mask, spacing_mm) if with_hd95 else None
+        surface_dice = (
+            None
+            if nsd_tolerance_mm is None
+            else nsd(pred_mask, ref_mask, spacing_mm, nsd_tolerance_mm)
+        )
+        results[label] = ClassResult(counts, dice_from_counts(counts), distance, surface_dice)
+    return results
 
 
 @dataclass(frozen=True)
@@ -299,10 +334,13 @@ class ClassSummary:
 
 @dataclass(frozen=True)
 class EvaluationSummary:
-    """Everything :func:`evaluate_folders` found; :meth:`to_dict` is what ``summary.json`` holds."""
+    """Everything :func:`evaluate_folders` found; :meth:`to_dict` is what ``summary.json`` holds.
 
-    prediction: Path
-    reference: Path
+    ``prediction``/``reference`` are the folders compared, ``None`` for cases scored in memory.
+    """
+
+    prediction: Path | None
+    reference: Path | None
     cases: tuple[CaseResult, ...]
     classes: tuple[ClassSummary, ...]
     overall_dice: MeanSd
@@ -322,8 +360,8 @@ class EvaluationSummary:
             {} if self.nsd_tolerance_mm is None else {"nsd_tolerance_mm": self.nsd_tolerance_mm}
         )
         return {
-            "prediction": str(self.prediction),
-            "reference": str(self.reference),
+            "prediction": None if self.prediction is None else str(self.prediction),
+            "reference": None if self.reference is None else str(self.reference),
             "empty_mask_rule": EMPTY_MASK_RULE,
             **tolerance,
             "n_cases": len(self.cases),
@@ -379,8 +417,8 @@ def summarise(
     cases: Sequence[CaseResult],
     class_names: dict[int, str],
     *,
-    prediction: Path,
-    reference: Path,
+    prediction: Path | None,
+    reference: Path | None,
     unmatched_predictions: Sequence[Path] = (),
     unmatched_references: Sequence[Path] = (),
     nsd_tolerance_mm: float | None = None,
@@ -427,13 +465,13 @@ def label_array(volume: Volume) -> np.ndarray:
 
 
 def require_same_grid(prediction: Volume, reference: Volume) -> None:
-    """Raise :class:`InputError` unless both volumes share shape and affine (atol 1e-4 mm)."""
+    """Raise :class:`InputError` unless both volumes are on one grid (:func:`same_grid`)."""
+    if same_grid(prediction, reference):
+        return
     if prediction.shape != reference.shape:
         difference = f"shape {prediction.shape} vs {reference.shape}"
-    elif not np.allclose(prediction.affine, reference.affine, atol=GEOMETRY_ATOL):
-        difference = "affine (voxel-to-world) differs"
     else:
-        return
+        difference = "affine (voxel-to-world) differs"
     raise InputError(
         f"{prediction.path}: not on the grid of the reference {reference.path} ({difference}); "
         "resample the prediction onto the reference's grid (salign segment writes masks on "
@@ -466,18 +504,14 @@ def evaluate_case(
     pred_labels, ref_labels = label_array(prediction_volume), label_array(reference_volume)
     if classes is None:
         classes = _foreground_labels(pred_labels, ref_labels)
-    results = {}
-    for label in classes:
-        pred_mask, ref_mask = pred_labels == label, ref_labels == label
-        counts = confusion_counts(pred_mask, ref_mask)
-        spacing = reference_volume.spacing_mm
-        distance = hd95(pred_mask, ref_mask, spacing) if with_hd95 else None
-        surface_dice = (
-            None
-            if nsd_tolerance_mm is None
-            else nsd(pred_mask, ref_mask, spacing, nsd_tolerance_mm)
-        )
-        results[label] = ClassResult(counts, dice_from_counts(counts), distance, surface_dice)
+    results = score_arrays(
+        pred_labels,
+        ref_labels,
+        classes,
+        reference_volume.spacing_mm,
+        with_hd95=with_hd95,
+        nsd_tolerance_mm=nsd_tolerance_mm,
+    )
     return CaseResult(case, prediction, reference, results, n_voxels=int(ref_labels.size))
 
 
@@ -577,34 +611,13 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
 
 
 def class_names_from_dataset_json(labels: Path) -> dict[int, str]:
-    """Label → name from a ``dataset.json`` beside or one level above the labels.
-
-    Reads MSD's ``"labels": {"1": "Anterior"}`` and nnU-Net v2's ``"labels": {"Anterior": 1}``;
-    region entries (lists) are skipped. No file → ``{}``.
+    """Label → name from the ``dataset.json`` beside or one level above the labels (MSD or
+    nnU-Net v2, read by :func:`~salign_cli.data.dataset_json.read_dataset_json`). No file → ``{}``.
     """
-    folder = labels if labels.is_dir() else labels.parent
-    for candidate in (folder / DATASET_JSON, folder.parent / DATASET_JSON):
-        if candidate.is_file():
-            return _parse_label_names(candidate)
-    return {}
-
-
-def _parse_label_names(path: Path) -> dict[int, str]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("labels", {})
-    except (OSError, ValueError, AttributeError) as error:
-        raise InputError(
-            f"{path}: not a readable dataset.json ({error}); fix the JSON or move the file away"
-        ) from None
-    names: dict[int, str] = {}
-    if not isinstance(entries, dict):
-        return names
-    for key, value in entries.items():
-        if isinstance(value, str) and str(key).lstrip("-").isdigit():  # MSD: "1": "Anterior"
-            names[int(key)] = value
-        elif isinstance(value, int) and not isinstance(value, bool):  # nnU-Net v2: "Anterior": 1
-            names[value] = str(key)
-    return names
+    root = find_dataset_json(labels)
+    if root is None:
+        return {}
+    return dict(read_dataset_json(root).label_names or {})
 
 
 def _validated_classes(classes: Iterable[int]) -> tuple[int, ...]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from salign_cli.bundles.layout import bundle_folder_in
+
 ENV_VAR = "SALIGN_HOME"
 RUN_KINDS = ("pretrain", "finetune", "bench")
 
@@ -96,7 +98,7 @@ class Workspace:
         if not isinstance(resume, bool):
             folder = Path(resume).expanduser().resolve()
             if not folder.is_dir():
-                raise InputError(f"--resume {resume}: no such run folder")
+                raise InputError(f"--resume-from {resume}: no such run folder; pass a run folder")
             return folder
         latest = self.latest_run(kind, with_bundle=False)
         if latest is None:
@@ -106,6 +108,6 @@ class Workspace:
     def latest_run(self, kind: str, *, with_bundle: bool = True) -> Path | None:
         """The newest run of ``kind``; with ``with_bundle`` only runs that finished a bundle."""
         for run in reversed(self.runs(kind)):
-            if not with_bundle or (run / "bundle" / "salign.json").is_file():
+            if not with_bundle or bundle_folder_in(run) is not None:
                 return run
         return None

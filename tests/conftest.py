@@ -93,8 +93,8 @@ def make_bundle(tmp_path: Path):
         seed: int = 0,
         name: str | None = None,
     ) -> Path:
+        from salign_cli.bundles.store import untrained_bundle
         from salign_cli.data.preprocess import PreprocessConfig
-        from salign_cli.model.bundle import untrained_bundle
         from salign_cli.model.unet import UNetConfig
 
         return untrained_bundle(

@@ -144,18 +144,19 @@ def write_tiny_bundle(folder: Path, seed: int = 0, kind: str = "finetuned") -> P
     """A real, loadable bundle with a width-8, depth-2 U-Net (about 30k weights, ~0.1 s)."""
     import torch
 
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.store import save_bundle
     from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import BundleContract, save_bundle
     from salign_cli.model.unet import UNet2D, UNetConfig
 
     torch.manual_seed(seed)
     config = UNetConfig(in_channels=1, num_classes=3, width=8, depth=2)
     contract = BundleContract(
         kind=kind,
-        architecture=config.to_dict(),
+        architecture=config,
         modality="MR",
         classes={"0": "background", "1": "anterior", "2": "posterior"},
-        preprocessing=PreprocessConfig(modality="MR", target_spacing_mm=(1.0, 1.0)).to_dict(),
+        preprocessing=PreprocessConfig(modality="MR", target_spacing_mm=(1.0, 1.0)),
         pretraining={"method": "SAL", "steps": 10, "data": "tiny synthetic"},
         finetuning={"labelled_case_ids": ["hippocampus_001"], "seed": seed},
         evaluation={"per_class_dice": {"anterior": 0.5, "posterior": 0.25}},

@@ -20,6 +20,7 @@ from salign_cli.metrics import (
     hd95,
     match_cases,
     nsd,
+    score_arrays,
     surface_distances,
     write_summary,
 )
@@ -90,6 +91,32 @@ def test_mean_sd_skips_undefined_values() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # HD95
+
+
+def test_score_arrays_is_dice_per_class_of_two_label_arrays() -> None:
+    # class 1: TP 1 (index 0), FP 1 (index 1) -> 2/3; class 2: TP 1 (index 3), FN 1 (index 4) -> 2/3
+    # class 3: absent from both -> NaN (empty-mask rule); class 4 only predicted -> 0
+    prediction = np.array([1, 1, 0, 2, 0, 4])
+    reference = np.array([1, 0, 0, 2, 2, 0])
+    scores = score_arrays(prediction, reference, [1, 2, 3, 4], (1.0,))
+    assert scores[1].dice == pytest.approx(2 / 3)
+    assert scores[1].counts == ConfusionCounts(tp=1, fp=1, fn=0, tn=4)
+    assert scores[2].dice == pytest.approx(2 / 3)
+    assert math.isnan(scores[3].dice) and scores[3].counts.empty_both
+    assert scores[4].dice == 0.0
+    assert all(r.hd95_mm is None and r.nsd is None for r in scores.values())
+
+
+def test_score_arrays_measures_distances_in_the_given_spacing() -> None:
+    # one voxel 3 apart along the last axis at 2 mm: HD95 = 6 mm; NSD within 5 mm = 0, 7 mm = 1
+    prediction = np.zeros((1, 1, 6), dtype=np.uint8)
+    reference = np.zeros((1, 1, 6), dtype=np.uint8)
+    prediction[0, 0, 0], reference[0, 0, 3] = 1, 1
+    spacing = (2.0, 2.0, 2.0)
+    near = score_arrays(prediction, reference, [1], spacing, with_hd95=True, nsd_tolerance_mm=5)
+    far = score_arrays(prediction, reference, [1], spacing, nsd_tolerance_mm=7)
+    assert near[1].dice == 0.0 and near[1].hd95_mm == pytest.approx(6.0)
+    assert near[1].nsd == 0.0 and far[1].nsd == 1.0 and far[1].hd95_mm is None
 
 
 def test_hd95_single_voxels_three_apart() -> None:

@@ -26,17 +26,14 @@ import time
 from pathlib import Path
 
 from salign_cli.bench.few_label import fixed_test_split, score_bundle
+from salign_cli.bundles.card import CardDataset, CardLicence, write_card
+from salign_cli.bundles.files import read_contract
+from salign_cli.bundles.layout import CONTRACT_FILE
 from salign_cli.io.atomic import write_json
 from salign_cli.metrics import EvaluationSummary
-from salign_cli.model.bundle import (
-    CONTRACT_FILE,
-    CardDataset,
-    CardLicence,
-    read_contract,
-    write_card,
-)
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import FinetuneOptions, finetune, resolve_labelled_cases
+from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.scans import resolve_labelled_cases
 from salign_cli.workspace import Workspace
 
 SHIPPED = Path(__file__).resolve().parents[1] / "salign_cli" / "_weights" / "hippocampus"

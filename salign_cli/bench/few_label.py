@@ -9,7 +9,7 @@ On a folder of labelled scans:
    included, as METHOD.md prescribes). ``scratch`` has none: it fine-tunes ``--from scratch``.
 3. **Fine-tuning** for every k and seed with the protocol's `FinetuneRecipe` (the product's
    defaults unless a profile says otherwise): the k labelled scans are the first k of the
-   non-test case ids permuted by the seed (`salign_cli.train.finetune.split_cases`), so every
+   non-test case ids permuted by the seed (`salign_cli.train.scans.split_cases`), so every
    method sees the same scans for a (k, seed) and the scans for k = 1 are among those for
    k = 2. No model selection: the exported weights are scored, with the bundle's inference
    defaults — as `salign segment` would use them. No validation scans are scored (nothing is
@@ -37,6 +37,7 @@ benchmark keeps what it measured), ``table.md`` and ``few_label.png``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -56,19 +57,11 @@ from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.metrics import EvaluationSummary
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
-from salign_cli.train.finetune import (
-    SCRATCH,
-    FinetuneOptions,
-    HeldOutCase,
-    LabelledCase,
-    finetune,
-    load_held_out,
-    resolve_labelled_cases,
-    score_model,
-    seeded_order,
-)
+from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE, FinetuneRecipe
+from salign_cli.train.scans import LabelledCase, resolve_labelled_cases, seeded_order
+from salign_cli.train.validation import HeldOutCase, load_held_out, score_model
 from salign_cli.workspace import Workspace
 
 _METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?(?:\+(?P<semi>[a-z]+))?$")
@@ -409,6 +402,9 @@ def run_few_label(
     return save()
 
 
+PRETRAINING_SUMMARY = "pretraining.json"
+
+
 def _pretrain_method(
     spec: MethodSpec,
     protocol: FewLabelProtocol,
@@ -423,19 +419,24 @@ def _pretrain_method(
         width=protocol.finetune.width,
         **spec.overrides,
     )
+    train_config = TrainConfig(
+        steps=protocol.pretrain_steps,
+        batch_size=protocol.pretrain_batch_size,
+        lr=protocol.pretrain_lr,
+        checkpoint_every=protocol.pretrain_steps,
+    )
+    run_dir = output / f"pretrain-{_slug(spec.label)}"
     started = time.perf_counter()
+    finished = finished_pretraining(run_dir, options, train_config)
+    if finished is not None:
+        return finished
     result = pretrain(
         [Path(data_dir)],
         workspace=workspace,
         options=options,
-        train_config=TrainConfig(
-            steps=protocol.pretrain_steps,
-            batch_size=protocol.pretrain_batch_size,
-            lr=protocol.pretrain_lr,
-            checkpoint_every=protocol.pretrain_steps,
-        ),
+        train_config=train_config,
         runtime=runtime,
-        run_dir=output / f"pretrain-{_slug(spec.label)}",
+        run_dir=run_dir,
     )
     assert result.bundle_dir is not None
     summary = {
@@ -444,7 +445,33 @@ def _pretrain_method(
         "final_metrics": result.report.get("final_metrics", {}),
         "options": options.to_dict(),
     }
+    (run_dir / PRETRAINING_SUMMARY).write_text(json.dumps(summary, indent=1))
     return result.bundle_dir, summary
+
+
+def finished_pretraining(
+    run_dir: Path, options: PretrainOptions, train_config: TrainConfig
+) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle and summary of a pre-training ``run_dir`` already holds for exactly these
+    options and training settings, else ``None``.
+
+    Pre-training does not depend on the fine-tuning seed, so a run per seed (or a rerun after an
+    interruption) may point ``-o`` at a folder holding it and skip the most expensive step.
+    """
+    summary_path = run_dir / PRETRAINING_SUMMARY
+    if not summary_path.is_file():
+        return None
+    bundle = run_dir / "bundle"
+    try:
+        summary = json.loads(summary_path.read_text())
+        recorded = json.loads((bundle / "salign.json").read_text())["pretraining"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if recorded.get("options") != options.to_dict() or recorded.get("train") != (
+        train_config.to_dict()
+    ):
+        return None
+    return bundle, {**summary, "reused": True}
 
 
 def _finetune_and_score(
@@ -510,11 +537,10 @@ def score_bundle(
     score several bundles on the same cases: the scans are then read once per recipe (context
     only changes the network input, so it is no part of the key).
     """
-    from salign_cli.data.preprocess import PreprocessConfig
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     bundle = load_bundle(bundle_dir)
-    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
+    preprocess = bundle.contract.preprocessing
     key = repr(sorted(preprocess.to_dict().items()))
     cache = {} if prepared is None else prepared
     if key not in cache:

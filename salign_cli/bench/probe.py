@@ -34,15 +34,15 @@ from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.objectives.segmentation import segmentation_losses
-from salign_cli.train.finetune import (
-    SCRATCH,
-    base_bundle_spec,
+from salign_cli.train.finetune import SCRATCH
+from salign_cli.train.pretrain import CPU_WIDTH
+from salign_cli.train.scans import (
     class_names_for,
     load_labelled_slices,
+    preprocess_config_for,
     resolve_labelled_cases,
     seeded_order,
 )
-from salign_cli.train.pretrain import CPU_WIDTH, preprocess_config_for
 from salign_cli.workspace import Workspace
 
 _BATCH = 16  # slices per feature pass
@@ -80,12 +80,11 @@ def frozen_network(
     if model == SCRATCH:
         torch.manual_seed(seed)
         return UNet2D(UNetConfig(width=CPU_WIDTH)), preprocess_config_for(cases)
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
-    bundle = load_bundle(base_bundle_spec(model, workspace))
+    bundle = load_bundle(model, workspace, run_kind="pretrain")
     unet = build_model(bundle)
-    preprocess = PreprocessConfig.from_dict(bundle.contract.preprocessing)
-    return unet, dataclasses.replace(preprocess, context=0)
+    return unet, dataclasses.replace(bundle.contract.preprocessing, context=0)
 
 
 def hypercolumns(unet: UNet2D, slices: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -11,6 +11,7 @@ import typer
 
 from salign_cli import __version__
 from salign_cli.cli import bench, demo, evaluate, finetune, index, info, pretrain, segment, weights
+from salign_cli.cli.common import new_app
 
 HELP = """\
 Few-label 3D CT/MRI segmentation with Self-Supervised Alignment Learning (SAL).
@@ -27,11 +28,10 @@ Everything salign makes lives in one workspace folder (--workspace, else $SALIGN
 else the user data folder). Exit codes: 0 ok, 1 runtime failure, 2 bad arguments or input.
 """
 
-app = typer.Typer(
+app = new_app(
     add_completion=False,
     name="salign",
     help=HELP,
-    rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

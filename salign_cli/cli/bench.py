@@ -8,12 +8,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from salign_cli.cli.common import WorkspaceOption, console, err_console, reports_errors
+from salign_cli.cli.common import (
+    DeviceOption,
+    QuietOption,
+    SeedOption,
+    WorkspaceOption,
+    console,
+    err_console,
+    new_app,
+)
 from salign_cli.errors import InputError
 
-bench_app = typer.Typer(
-    help="Reproducible benchmarks (the few-label protocol).", rich_markup_mode="rich"
-)
+bench_app = new_app(help="Reproducible benchmarks (the few-label protocol).")
 
 
 def _numbers(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -42,7 +48,6 @@ def _methods(text: str | None) -> tuple[str, ...] | None:
 
 
 @bench_app.command("few-label")
-@reports_errors
 def few_label(
     data: Annotated[
         Path, typer.Argument(help="Folder of labelled scans (e.g. MSD imagesTr/ + labelsTr/).")
@@ -79,13 +84,13 @@ def few_label(
     finetune_steps: Annotated[
         Optional[int], typer.Option("--finetune-steps", help="Fine-tuning steps per run.")  # noqa: UP045
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    device: DeviceOption = "auto",
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="Folder for results.json, table.md, few_label.png."),
     ] = None,
     workspace: WorkspaceOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final table.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Pre-train once per method, fine-tune with k labelled scans x seeds, score a fixed test split.
 
@@ -141,7 +146,6 @@ def few_label(
 
 
 @bench_app.command("probe")
-@reports_errors
 def probe(
     model: Annotated[
         str,
@@ -154,14 +158,14 @@ def probe(
         typer.Option("--data", help="Folder of labelled scans (e.g. MSD imagesTr/ + labelsTr/)."),
     ],
     labels: Annotated[int, typer.Option("--labels", min=1, help="Labelled scans to fit on.")] = 1,
-    seed: Annotated[int, typer.Option(help="Chooses the labelled and validation scans.")] = 0,
+    seed: SeedOption = 0,
     validation: Annotated[
         int, typer.Option("--validation", min=1, help="Validation scans scored.")
     ] = 20,
     test_cases: Annotated[
         int, typer.Option("--test-cases", help="Size of the test split, never touched.")
     ] = 50,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
+    device: DeviceOption = "auto",
     workspace: WorkspaceOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

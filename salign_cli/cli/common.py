@@ -1,8 +1,14 @@
-"""What every command shares: console output, the workspace option, and error-to-exit-code mapping.
+"""What every command shares: console output, the options several commands take, the app
+factory, and error-to-exit-code mapping.
 
 Commands never print tracebacks for expected failures: a :class:`~salign_cli.errors.SalignError`
 becomes one red line on stderr and its exit code (1 runtime, 2 bad input). ``salign --debug``
-re-raises instead, so the full traceback is there when it is wanted.
+re-raises instead, so the full traceback is there when it is wanted. That mapping is applied in
+one place, `new_app`: every command registered on an app it makes is wrapped by
+`reports_errors`, so no command can forget it.
+
+An option that several commands take is declared once here (``DeviceOption``, ``QuietOption``,
+...), so its name and help read the same in every command.
 """
 
 from __future__ import annotations
@@ -34,6 +40,53 @@ WorkspaceOption = Annotated[
 ReportOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--report", help="Also write a machine-readable JSON report to this file."),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps."),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bars or summaries; errors, warnings and results print."
+    ),
+]
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        "--seed", help="Seed for every random choice: which scans, initialisation and data order."
+    ),
+]
+BatchSizeOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--batch-size",
+        min=1,
+        show_default=False,
+        help="Samples per step (all GPUs together) or slices per forward pass (segment). "
+        "Default: pretrain 32 slice pairs; finetune as many slices as fit the profile's pixel "
+        "budget; segment 32 on CUDA, 8 on MPS, 4 on CPU.",
+    ),
+]
+CompileOption = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the training step (slow start, then faster)."),
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the newest run of this command exactly, with the options and scans it "
+        "stored; other options are ignored.",
+    ),
+]
+ResumeFromOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--resume-from",
+        metavar="RUN_DIR",
+        help="Continue this run folder exactly (implies --resume).",
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -95,6 +148,35 @@ def reports_errors(command: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ReportingTyper(typer.Typer):
+    """A Typer app whose every command goes through `reports_errors` (see `new_app`)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: F) -> F:
+            register(reports_errors(function))
+            return function
+
+        return decorator
+
+
+def new_app(**settings: Any) -> typer.Typer:
+    """A Typer app (the root or a command group) with salign's settings and error reporting.
+
+    ``settings`` are Typer's (``help``, ``name``, ``no_args_is_help``, ...); Rich markup in help
+    texts is on. Commands registered with ``app.command(...)`` report `SalignError` as one red
+    line and its exit code.
+    """
+    return _ReportingTyper(rich_markup_mode="rich", **settings)
+
+
+def resume_target(resume: bool, resume_from: Path | None) -> Path | bool:
+    """``--resume`` / ``--resume-from RUN_DIR`` → what the stages take: a run folder, ``True``
+    (the newest run) or ``False`` (a new run)."""
+    return resume_from if resume_from is not None else resume
 
 
 def resolve_workspace(workspace: Path | None) -> Workspace:

@@ -9,15 +9,16 @@ import typer
 from rich.markup import escape
 
 from salign_cli.cli.common import (
+    DeviceOption,
+    QuietOption,
     ReportOption,
+    SeedOption,
     WorkspaceOption,
     console,
-    reports_errors,
     resolve_workspace,
 )
 
 
-@reports_errors
 def demo(
     data: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional on Python 3.10
@@ -29,11 +30,11 @@ def demo(
     labels: Annotated[int, typer.Option(help="Labelled scans to fine-tune with.")] = 2,
     pretrain_steps: Annotated[int, typer.Option(help="Pre-training steps.")] = 60,
     finetune_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 150,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] | mps.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for data, sampling and the labelled pick.")] = 0,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     report: ReportOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run index → pretrain → finetune → segment → evaluate end to end and print held-out Dice.
 

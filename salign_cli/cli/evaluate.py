@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from salign_cli.cli.common import console, err_console, reports_errors
+from salign_cli.cli.common import console, err_console
 from salign_cli.cli.tables import dice_table, format_number
 from salign_cli.errors import InputError
 
@@ -62,7 +62,6 @@ def _warn_unmatched(paths: tuple[Path, ...], what: str) -> None:
     )
 
 
-@reports_errors
 def evaluate(
     pred: Annotated[
         Path,

@@ -8,11 +8,18 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from salign_cli.cli.common import (
+    BatchSizeOption,
+    CompileOption,
+    DeviceOption,
+    QuietOption,
     ReportOption,
+    ResumeFromOption,
+    ResumeOption,
+    SeedOption,
     WorkspaceOption,
     console,
-    reports_errors,
     resolve_workspace,
+    resume_target,
 )
 from salign_cli.cli.progress import TrainingProgress
 from salign_cli.errors import InputError
@@ -42,7 +49,6 @@ def _render(result: FinetuneResult) -> None:
     console.print(f"bundle: {result.bundle_dir}  (salign segment uses it by default)")
 
 
-@reports_errors
 def finetune(
     labels: Annotated[
         Optional[int],  # noqa: UP045 - typer needs Optional on Python 3.10
@@ -62,9 +68,7 @@ def finetune(
             "unlabelled data. id,id,...",
         ),
     ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Seed for choosing scans, initialisation and data.")
-    ] = 0,
+    seed: SeedOption = 0,
     from_bundle: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -90,14 +94,7 @@ def finetune(
         Optional[int],  # noqa: UP045
         typer.Option(help="Optimiser steps. Default: the profile's (cpu 1000, gpu 2000)."),
     ] = None,
-    batch_size: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--batch-size",
-            help="Slices per step. Default: as many as fit the profile's pixel budget "
-            "(32 hippocampus slices on cpu).",
-        ),
-    ] = None,
+    batch_size: BatchSizeOption = None,
     lr: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(help="Peak learning rate (AdamW, 10 % warm-up + cosine). Default: 1e-3."),
@@ -158,26 +155,13 @@ def finetune(
             help="Score at most N validation scans, drawn with --seed (0 = none). Default: 25.",
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    compile_model: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the training step.")
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue the newest fine-tuning run exactly; other options are ignored.",
-        ),
-    ] = False,
-    resume_from: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--resume-from", help="Continue this run folder exactly (implies --resume)."),
-    ] = None,
+    device: DeviceOption = "auto",
+    compile_model: CompileOption = False,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     workspace: WorkspaceOption = None,
     report: ReportOption = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar or table (errors still print).")
-    ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Fine-tune with a [bold]few labelled scans[/]; every other labelled scan is validation.
 
@@ -206,7 +190,7 @@ def finetune(
     from salign_cli.train.finetune import finetune as run_finetune
 
     space = resolve_workspace(workspace)
-    resume_run: Path | bool = resume_from or resume
+    resume_run = resume_target(resume, resume_from)
     options = None
     if not resume_run:
         if labels is None and not cases:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from salign_cli.cli.common import WorkspaceOption, console, err_console, reports_errors
+from salign_cli.cli.common import QuietOption, WorkspaceOption, console, err_console
 
 if TYPE_CHECKING:
     from salign_cli.data.index import IndexResult, IndexSummary, Problem
@@ -88,7 +88,6 @@ def _print_problems(problems: list[Problem], quiet: bool) -> None:
         )
 
 
-@reports_errors
 def index(
     folders: Annotated[
         list[Path],
@@ -125,9 +124,7 @@ def index(
         Optional[int],  # noqa: UP045
         typer.Option("--workers", min=1, help="Threads reading headers.", show_default=False),
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar or table; errors only.")
-    ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Find scans, pair images with labels, check them and record them in the workspace index.
 

@@ -9,7 +9,7 @@ import platform
 from rich.table import Table
 
 from salign_cli import __version__
-from salign_cli.cli.common import WorkspaceOption, console, reports_errors
+from salign_cli.cli.common import WorkspaceOption, console
 from salign_cli.workspace import Workspace
 
 PACKAGES = (
@@ -45,7 +45,6 @@ def _device_summary() -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-@reports_errors
 def info(
     workspace: WorkspaceOption = None,
     device: bool = True,
@@ -54,7 +53,7 @@ def info(
 
     Example: salign info --no-device   (skips importing torch, answers instantly)
     """
-    from salign_cli.hub_paths import hub_cache_dir
+    from salign_cli.bundles.hub_paths import hub_cache_dir
 
     ws = Workspace.resolve(workspace)
     table = Table(title=f"salign {__version__}", show_header=False)

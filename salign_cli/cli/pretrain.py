@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,16 +10,23 @@ import typer
 from rich.table import Table
 
 from salign_cli.cli.common import (
+    BatchSizeOption,
+    CompileOption,
+    DeviceOption,
+    QuietOption,
     ReportOption,
+    ResumeFromOption,
+    ResumeOption,
+    SeedOption,
     WorkspaceOption,
     console,
     err_console,
-    reports_errors,
     resolve_workspace,
+    resume_target,
 )
 from salign_cli.cli.progress import TrainingProgress
 
-_QUIET_HELP = "No progress bar or summary table (errors and warnings still print)."
+DEFAULT_BATCH_SIZE = 32  # slice pairs per step, all GPUs together
 
 
 def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
@@ -42,27 +47,6 @@ def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
         else:
             arguments.append(f"{param.opts[0]}={value}")
     return [*arguments, f"--run-dir={run_dir}", *folders]
-
-
-def _launch_processes(context: typer.Context, processes: int, workspace: Path) -> int:
-    """Re-run this command under ``torch.distributed.run`` with one process per GPU."""
-    from salign_cli.workspace import Workspace
-
-    run_dir = Workspace(workspace).new_run_dir("pretrain")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "-m",
-        "salign_cli",
-        "pretrain",
-        *_child_arguments(context, run_dir),
-    ]
-    if not context.params.get("quiet"):
-        err_console.print(f"launching {processes} processes (DDP) in {run_dir}")
-    return subprocess.run(command, check=False).returncode
 
 
 def _render_summary(report: Mapping[str, object]) -> None:
@@ -87,7 +71,6 @@ def _render_summary(report: Mapping[str, object]) -> None:
         )
 
 
-@reports_errors
 def pretrain(
     ctx: typer.Context,
     folders: Annotated[
@@ -95,9 +78,7 @@ def pretrain(
         typer.Argument(help="Folders of scans (labels are ignored). Default: every indexed scan."),
     ] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Slice pairs per step (all GPUs together).")
-    ] = 32,
+    batch_size: BatchSizeOption = None,
     size: Annotated[
         int, typer.Option("--size", "--crop", help="Training slice size in pixels (crop/pad).")
     ] = 64,
@@ -150,8 +131,12 @@ def pretrain(
         float, typer.Option("--la-weight", help="Weight of LA (0 = GP alone).")
     ] = 1.0,
     gp: Annotated[
-        str, typer.Option(help="Global positional loss: relative | absolute | contrastive | none.")
-    ] = "relative",
+        str,
+        typer.Option(
+            help="Global positional loss: contrastive (slices near in position attract, the "
+            "measured best) | relative | absolute | none."
+        ),
+    ] = "contrastive",
     gp_weight: Annotated[float, typer.Option("--gp-weight", help="λ, the GP loss weight.")] = 1.0,
     width: Annotated[
         Optional[int],  # noqa: UP045
@@ -165,25 +150,17 @@ def pretrain(
             "(each scan's own), or mm (e.g. 1.0).",
         ),
     ] = "auto",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = "auto",
-    compile_model: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the training step.")
-    ] = False,
+    device: DeviceOption = "auto",
+    compile_model: CompileOption = False,
     workers: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
             help="Data-loader worker processes (0 = inline). Default: 0 on CPU, up to 8 on CUDA."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and data.")] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue a run exactly: `--resume [RUN_DIR]` (the newest run if none given); "
-            "the run's own options and scans are used.",
-        ),
-    ] = False,
+    seed: SeedOption = 0,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     rebuild_cache: Annotated[
         bool, typer.Option("--rebuild-cache", help="Re-prepare cached slices.")
     ] = False,
@@ -204,11 +181,11 @@ def pretrain(
     ] = None,
     workspace: WorkspaceOption = None,
     report: ReportOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP)] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Pre-train the segmentation U-Net on [bold]unlabelled[/] scans with Self-Supervised Alignment Learning (SAL).
 
-    Two nearby slices of one scan show almost the same anatomy, slightly displaced. SAL draws such pairs (|i − j| ≤ --pair-distance), gives both the same spatial augmentation, and trains (1) [bold]local alignment[/] (LA): each pixel's embedding must find its match in the other slice, within a (2r+1)² window at --feature-level (WLA, r = --window-radius; 0 = full LA), with the collapse-guarded [italic]sharp[/] variant (softmax, τ = 0.1) unless --la-variant literal; and (2) [bold]global position[/] (GP, weight --gp-weight): the global feature predicts where the slices lie in their scan (relative offset by default). --method pcl trains positional contrastive learning only (the PCL baseline); --method scratch writes an untrained bundle for comparisons.
+    Two nearby slices of one scan show almost the same anatomy, slightly displaced. SAL draws such pairs (|i − j| ≤ --pair-distance), gives both the same spatial augmentation, and trains (1) [bold]local alignment[/] (LA): each pixel's embedding must find its match in the other slice, within a (2r+1)² window at --feature-level (WLA, r = --window-radius; 0 = full LA), with the collapse-guarded [italic]sharp[/] variant (softmax, τ = 0.1) unless --la-variant literal; and (2) [bold]global position[/] (GP, weight --gp-weight): the global feature learns where the slices lie in their scan (by default contrastively: global features of slices at nearby positions attract, others repel; the best of the measured variants, see docs/benchmarks.md). --method pcl trains positional contrastive learning only (the PCL baseline); --method scratch writes an untrained bundle for comparisons.
 
     The bundle lands in runs/pretrain-<time>/bundle, where `salign finetune` finds it. metrics.jsonl logs the loss terms and a collapse monitor (feature spread, mean similarity).
 
@@ -220,19 +197,23 @@ def pretrain(
 
       salign pretrain --resume                          # continue the newest run exactly
 
+      salign pretrain --resume-from runs/pretrain-<time> # continue that run exactly
+
       salign pretrain ./scans --gpus 4                  # DDP on 4 GPUs
     """
-    import os
-
     from salign_cli.errors import InputError
     from salign_cli.io.atomic import write_json
+    from salign_cli.train.distributed import launch, under_torchrun
     from salign_cli.train.engine import RuntimeOptions, TrainConfig
     from salign_cli.train.pretrain import PretrainOptions
     from salign_cli.train.pretrain import pretrain as run_pretrain
 
     space = resolve_workspace(workspace)
-    if gpus > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch_processes(ctx, gpus, space.root))
+    if gpus > 1 and not under_torchrun():
+        launch_dir = space.new_run_dir("pretrain")
+        if not quiet:
+            err_console.print(f"launching {gpus} processes (DDP) in {launch_dir}")
+        raise typer.Exit(launch(gpus, ["pretrain", *_child_arguments(ctx, launch_dir)]))
     options = PretrainOptions(
         method=method,  # type: ignore[arg-type]
         size=size,
@@ -251,15 +232,19 @@ def pretrain(
         spacing=spacing,
     )
     train_config = TrainConfig(
-        steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every
+        steps=steps,
+        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        lr=lr,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
     )
     runtime = RuntimeOptions(device=device, compile=compile_model, workers=workers)
-    resume_from: Path | bool = False
-    if resume:
-        if folders and len(folders) > 1:
-            raise InputError("--resume takes at most one run folder: --resume [RUN_DIR]")
-        resume_from = folders[0] if folders else True
-        folders = []
+    resume_run = resume_target(resume, resume_from)
+    if resume_run is True and folders:
+        # the spelling before --resume-from: `--resume RUN_DIR` (kept so scripts keep working)
+        if len(folders) > 1:
+            raise InputError("--resume continues one run: --resume-from RUN_DIR")
+        resume_run, folders = folders[0], []
     with TrainingProgress(quiet) as reporter:
         reporter.begin("pre-training")
         result = run_pretrain(
@@ -268,7 +253,7 @@ def pretrain(
             options=options,
             train_config=train_config,
             runtime=runtime,
-            resume=resume_from,
+            resume=resume_run,
             rebuild_cache=rebuild_cache,
             base=from_bundle,
             run_dir=run_dir,

@@ -12,11 +12,13 @@ import typer
 from rich.markup import escape
 
 from salign_cli.cli.common import (
+    BatchSizeOption,
+    DeviceOption,
+    QuietOption,
     ReportOption,
     WorkspaceOption,
     console,
     err_console,
-    reports_errors,
 )
 from salign_cli.io.naming import MASK_SUFFIX
 
@@ -26,9 +28,10 @@ if TYPE_CHECKING:
 
 
 def _model_name(model: ModelInfo) -> str:
-    if model.repo_id:
-        return f"{model.repo_id}@{model.revision} ({(model.commit or '')[:12]})"
-    return str(model.folder)
+    resolved = model.origin.resolved
+    if resolved.repo_id:
+        return f"{resolved.repo_id}@{resolved.revision} ({(resolved.commit or '')[:12]})"
+    return str(resolved.folder)
 
 
 def _print_summary(summary: SegmentSummary, quiet: bool) -> None:
@@ -50,7 +53,6 @@ def _print_summary(summary: SegmentSummary, quiet: bool) -> None:
             err_console.print("stopped at the first failure (--fail-fast)")
 
 
-@reports_errors
 def segment(
     inputs: Annotated[
         list[str],
@@ -82,18 +84,8 @@ def segment(
         ),
     ] = None,
     workspace: WorkspaceOption = None,
-    device: Annotated[
-        str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")
-    ] = "auto",
-    batch_size: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            "--batch-size",
-            min=1,
-            help="Slices per forward pass. Default: 32 on CUDA, 8 on MPS, 4 on CPU.",
-            show_default=False,
-        ),
-    ] = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchSizeOption = None,
     tta: Annotated[
         Optional[bool],  # noqa: UP045
         typer.Option(
@@ -162,9 +154,7 @@ def segment(
         bool, typer.Option("--fail-fast", help="Stop at the first bad file.")
     ] = False,
     report: ReportOption = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only errors and warnings.")
-    ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Segment scans with a fine-tuned model; masks keep each input's exact shape and affine.
 

@@ -1,7 +1,7 @@
 """`salign weights ...`: list, download, inspect, import and publish model bundles.
 
-Parsing and rendering only; the work is in :mod:`salign_cli.hub` and
-:mod:`salign_cli.model.bundle`. None of these commands imports torch.
+Parsing and rendering only; the work is in :mod:`salign_cli.bundles`. ``list`` and
+``download`` do not import torch; commands that parse a contract do (its typed sections).
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from salign_cli.cli.common import console, err_console, reports_errors
+from salign_cli.cli.common import console, err_console, new_app
 
 if TYPE_CHECKING:
-    from salign_cli.hub import ResolvedBundle
-    from salign_cli.registry import RegistryEntry
+    from salign_cli.bundles.registry import RegistryEntry
+    from salign_cli.bundles.spec import ResolvedBundle
 
-weights_app = typer.Typer(
-    help="List, download, inspect, import and publish model bundles.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
+weights_app = new_app(
+    help="List, download, inspect, import and publish model bundles.", no_args_is_help=True
 )
 
 ModelArgument = Annotated[
@@ -49,15 +47,14 @@ def _status(entry: RegistryEntry) -> str:
 
 
 @weights_app.command("list")
-@reports_errors
 def list_bundles() -> None:
     """Show the named bundles in salign's registry and the bundles already in the Hub cache.
 
     Example: salign weights list
     """
-    from salign_cli.hub import cached_bundles
-    from salign_cli.hub_paths import hub_cache_dir
-    from salign_cli.registry import load_registry
+    from salign_cli.bundles.cache import cached_bundles
+    from salign_cli.bundles.hub_paths import hub_cache_dir
+    from salign_cli.bundles.registry import load_registry
 
     registry = load_registry()
     cached = cached_bundles()
@@ -93,7 +90,6 @@ def _describe(resolved: ResolvedBundle) -> str:
 
 
 @weights_app.command("download")
-@reports_errors
 def download(
     model: ModelArgument,
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
@@ -104,9 +100,9 @@ def download(
 
     Example: salign weights download salign/sal-unet2d-hippocampus
     """
-    from salign_cli.hub import resolve
+    from salign_cli.bundles.resolve import open_bundle
 
-    resolved = resolve(model, force=force, report=_note)
+    resolved = open_bundle(model, force=force, report=_note)
     verb = {"hub": "downloaded", "cache": "already cached:", "local": "local folder:"}[
         resolved.source
     ]
@@ -131,7 +127,6 @@ def _registry_only(entry: RegistryEntry) -> None:
 
 
 @weights_app.command("info")
-@reports_errors
 def info(
     model: ModelArgument,
     as_json: bool = typer.Option(False, "--json", help="Print salign.json as JSON only."),
@@ -142,15 +137,16 @@ def info(
 
     Example: salign weights info org/name@v1 --json
     """
-    from salign_cli.hub import resolve
-    from salign_cli.model.bundle import WEIGHTS_FILE, read_contract, verify_weights
-    from salign_cli.registry import load_registry
+    from salign_cli.bundles.files import read_contract, verify_weights
+    from salign_cli.bundles.layout import WEIGHTS_FILE
+    from salign_cli.bundles.registry import load_registry
+    from salign_cli.bundles.resolve import open_bundle
 
     entry = load_registry().get(model)
     if entry is not None and not entry.published:
         _registry_only(entry)
         return
-    resolved = resolve(model, contract_only=True, report=_note)
+    resolved = open_bundle(model, contract_only=True, report=_note)
     contract = read_contract(resolved.folder)
     if as_json:
         console.print_json(json.dumps(contract.to_dict()))
@@ -170,7 +166,6 @@ def info(
 
 
 @weights_app.command("import")
-@reports_errors
 def import_folder(
     folder: Annotated[
         Path, typer.Argument(help="A bundle folder carried in (e.g. on a USB stick).")
@@ -188,7 +183,7 @@ def import_folder(
 
     Example: salign weights import /media/usb/sal-unet2d-hippocampus
     """
-    from salign_cli.hub import import_bundle
+    from salign_cli.bundles.cache import import_bundle
 
     resolved = import_bundle(folder, as_spec)
     console.print(f"[green]imported[/] {escape(_describe(resolved))}")
@@ -199,7 +194,6 @@ def import_folder(
 
 
 @weights_app.command("push")
-@reports_errors
 def push(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (its bundle/) or a bundle folder.")],
     repo: Annotated[str, typer.Argument(help="Hub repo id, org/name (created if missing).")],
@@ -219,10 +213,10 @@ def push(
 
     Example: salign weights push runs/finetune-20250101-120000 myorg/hippocampus --revision v1
     """
-    from salign_cli.hub import push_bundle
+    from salign_cli.bundles.hub import push_bundle
 
     result = push_bundle(run_dir, repo, private=private, tag=revision, card=card)
     tag = f" (tag {result.tag})" if result.tag else ""
     console.print(f"[green]pushed[/] {result.repo_id} commit {result.commit}{tag}")
-    console.print("registry entry (weights/registry.json):")
+    console.print("registry entry (salign_cli/_weights/registry.json):")
     console.print_json(json.dumps({"<name>": result.registry_entry}))

@@ -17,12 +17,10 @@ the input's shape, affine and orientation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -30,17 +28,19 @@ import torch.nn.functional as functional
 
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.hashing import text_hash
+from salign_cli.io.modality import CT_WINDOW_HU, MODALITIES, MR_PERCENTILES, Modality
 from salign_cli.io.volume import (
     Volume,
     from_canonical,
+    label_dtype,
     read_volume,
     require_finite,
+    same_grid,
     spacing_from_affine,
     to_canonical,
 )
 
-Modality = Literal["CT", "MR"]
-MODALITIES: tuple[str, ...] = ("CT", "MR")
 PREPROCESS_VERSION = 1  # bump when the recipe changes, so stale cache entries are rebuilt
 # What the network sees where there is no scan: the training canvas around a slice, the U-Net's
 # own padding at inference, neighbour slices beyond the ends of a scan (2.5D context) and the
@@ -68,8 +68,8 @@ class PreprocessConfig:
     modality: Modality = "MR"
     slice_axis: int | None = None
     target_spacing_mm: tuple[float, float] | None = None
-    ct_window: tuple[float, float] = (-1000.0, 1000.0)
-    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: tuple[float, float] = CT_WINDOW_HU
+    mr_percentiles: tuple[float, float] = MR_PERCENTILES
     context: int = 0
 
     def __post_init__(self) -> None:
@@ -104,8 +104,8 @@ class PreprocessConfig:
             modality=str(payload.get("modality", "MR")),  # type: ignore[arg-type]
             slice_axis=None if payload.get("slice_axis") is None else int(payload["slice_axis"]),  # type: ignore[arg-type]
             target_spacing_mm=pair(payload.get("target_spacing_mm")),
-            ct_window=pair(payload.get("ct_window", (-1000.0, 1000.0))),  # type: ignore[arg-type]
-            mr_percentiles=pair(payload.get("mr_percentiles", (0.5, 99.5))),  # type: ignore[arg-type]
+            ct_window=pair(payload.get("ct_window", CT_WINDOW_HU)),  # type: ignore[arg-type]
+            mr_percentiles=pair(payload.get("mr_percentiles", MR_PERCENTILES)),  # type: ignore[arg-type]
             context=int(payload.get("context", 0)),  # type: ignore[call-overload]
         )
 
@@ -230,7 +230,7 @@ def _resize_slices(stack: np.ndarray, shape: tuple[int, int], *, nearest: bool) 
 
 
 def _check_label_geometry(volume: Volume, labels: Volume) -> None:
-    if labels.shape != volume.shape or not np.allclose(labels.affine, volume.affine, atol=1e-3):
+    if not same_grid(labels, volume):
         raise InputError(
             f"{labels.path}: label geometry (shape {labels.shape}, orientation {labels.orientation}) "
             f"does not match its image {volume.path} (shape {volume.shape}, orientation "
@@ -455,7 +455,7 @@ class SliceCache:
         of the whole files, see `get_or_build`)."""
         slices_recipe = {k: v for k, v in config.to_dict().items() if k != "context"}
         recipe = json.dumps({"config": slices_recipe, "labels": label_hash}, sort_keys=True)
-        return hashlib.blake2b(f"{content_hash}|{recipe}".encode(), digest_size=16).hexdigest()
+        return text_hash(f"{content_hash}|{recipe}")
 
     def get_or_build(
         self,
@@ -471,7 +471,7 @@ class SliceCache:
         (the index's fast header hash never keys training data): an edited file — even in the
         middle, with its size and mtime kept — gets a new entry instead of stale slices.
         """
-        from salign_cli.data.index import whole_content_hash
+        from salign_cli.io.hashing import whole_content_hash
 
         label_hash = whole_content_hash(label_path) if label_path is not None else None
         key = self.key(whole_content_hash(image_path), config, label_hash)
@@ -491,9 +491,9 @@ class SliceCache:
         with atomic_path(slices_path) as temporary:
             np.save(temporary, prepared.slices.astype(np.float16))
         if prepared.labels is not None:
-            label_dtype = np.uint8 if prepared.labels.max(initial=0) <= 255 else np.uint16
+            stored_as = label_dtype(int(prepared.labels.max(initial=0)))
             with atomic_path(labels_path) as temporary:
-                np.save(temporary, prepared.labels.astype(label_dtype))
+                np.save(temporary, prepared.labels.astype(stored_as))
         write_json(
             meta_path,
             {

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -41,12 +41,12 @@ from salign_cli.infer.postprocess import label_volumes_ml
 from salign_cli.infer.preview import CONVENTIONS, Convention
 from salign_cli.io.atomic import (
     PARTIAL_MARKER,
-    atomic_path,
     full_suffix,
     remove_stale_partials,
     write_json,
 )
 from salign_cli.io.dicom_seg import SEG_ENDING, dicom_seg_problem, write_dicom_seg
+from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
 from salign_cli.io.naming import (
     MASK_SUFFIX,
     SCAN_SUFFIXES,
@@ -59,18 +59,19 @@ from salign_cli.io.volume import (
     read_header,
     read_volume,
     require_finite,
+    same_grid,
     write_labels,
+    write_probabilities,
 )
 from salign_cli.workspace import Workspace
+
+if TYPE_CHECKING:
+    from salign_cli.infer.predictor import BundleOrigin
 
 MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
 PREVIEW_TAG = "_preview"
 _GLOB_CHARACTERS = frozenset("*?[")
-# A CT scan nearly always holds air (about -1000 HU); an MR scan rarely holds values below 0.
-CT_AIR_THRESHOLD_HU = -500.0
-AFFINE_TOLERANCE_MM = 1e-4
-PROBABILITY_LEVELS = 65535  # uint16 steps of a stored probability
 # --fast: twice the bundle's in-plane spacing, a quarter of the pixels per slice. The CT default
 # of 1.5 mm becomes 3 mm, the spacing of TotalSegmentator's --fast models; more than 2x puts
 # structures at under half the size the network learned them at.
@@ -155,30 +156,24 @@ class FileResult:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which model ran: for the report and the console."""
+    """Which model ran, for the report and the console: where its bundle was found and its
+    contract (``origin``), and the post-processing in effect (bundle default or flag)."""
 
-    spec: str
-    folder: Path
-    source: str
-    repo_id: str | None
-    revision: str | None
-    commit: str | None
-    weights_sha256: str | None
-    modality: str
-    class_names: tuple[str, ...]
-    largest_component: bool = False  # post-processing in effect (bundle default or flag)
+    origin: BundleOrigin
+    largest_component: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        resolved, contract = self.origin.resolved, self.origin.contract
         return {
-            "spec": self.spec,
-            "folder": str(self.folder),
-            "source": self.source,
-            "repo_id": self.repo_id,
-            "revision": self.revision,
-            "commit": self.commit,
-            "weights_sha256": self.weights_sha256,
-            "modality": self.modality,
-            "classes": list(self.class_names),
+            "spec": resolved.spec,
+            "folder": str(resolved.folder),
+            "source": resolved.source,
+            "repo_id": resolved.repo_id,
+            "revision": resolved.revision,
+            "commit": resolved.commit,
+            "weights_sha256": contract.weights_sha256,
+            "modality": contract.modality,
+            "classes": contract.class_names,
             "largest_component": self.largest_component,
         }
 
@@ -408,9 +403,7 @@ def _is_sound_mask(job: Job, output_type: OutputType) -> bool:
         mask = read_volume(job.output)
     except (SalignError, OSError, ValueError, EOFError):
         return False
-    return tuple(mask.stored_shape or mask.shape) == tuple(source.shape) and bool(
-        np.allclose(mask.affine, source.affine, atol=AFFINE_TOLERANCE_MM)
-    )
+    return tuple(mask.stored_shape or mask.shape) == tuple(source.shape) and same_grid(mask, source)
 
 
 def _check_writable(job: Job) -> None:
@@ -427,15 +420,6 @@ def _check_writable(job: Job) -> None:
 # model
 
 
-def no_model_error(workspace: Workspace) -> InputError:
-    """The message for a segment call with no ``--model`` and no fine-tuned run to fall back on."""
-    return InputError(
-        f"no model: the workspace {workspace.root} has no fine-tuned bundle; fine-tune one "
-        "(salign pretrain SCANS, then salign finetune --labels N), or pass --model with a "
-        "bundle folder or a Hub id org/name[@revision] (see salign weights list)"
-    )
-
-
 def load_predictor(
     model: str | None,
     workspace: Workspace,
@@ -445,13 +429,9 @@ def load_predictor(
     """Resolve ``--model`` (or the newest fine-tuned run) with :meth:`Predictor.from_bundle`."""
     from salign_cli.infer.predictor import Predictor
 
-    if model is None:
-        run = workspace.latest_run("finetune")
-        if run is None:
-            raise no_model_error(workspace)
-        model = str(run / "bundle")
     predictor = Predictor.from_bundle(
         model,
+        workspace=workspace,
         device=options.device,
         batch_size=options.batch_size,
         tta=options.tta,
@@ -459,17 +439,8 @@ def load_predictor(
         note=note,
     )
     assert predictor.origin is not None  # from_bundle always records it
-    resolved, contract = predictor.origin.resolved, predictor.origin.contract
     info = ModelInfo(
-        spec=model,
-        folder=resolved.folder,
-        source=resolved.source,
-        repo_id=resolved.repo_id,
-        revision=resolved.revision,
-        commit=resolved.commit,
-        weights_sha256=contract.weights_sha256,
-        modality=contract.modality,
-        class_names=tuple(contract.class_names),
+        predictor.origin,
         largest_component=(
             predictor.default_largest_component
             if options.largest_component is None
@@ -518,38 +489,11 @@ def _load(job: Job, predictor: Any, modality: str) -> _Loaded:
     )
 
 
-def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path) -> Path:
-    """Softmax ``[*like.shape, C]`` as a 5D NIfTI ``[X, Y, Z, 1, C]`` with ``like``'s affine,
-    written atomically.
-
-    Classes run along the 5th dimension with the ``vector`` intent, as the NIfTI standard puts
-    a vector per voxel (the 4th is time, here 1), so ITK and 3D Slicer read one vector image
-    instead of C time points. NIfTI-1 has no float16 type, so values are stored as uint16 with
-    ``scl_slope = 1/65535``: the same size as float16, a finer step (1.5e-5) on [0, 1], and
-    every reader that honours the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) gets
-    probabilities back.
-    """
-    import nibabel as nib
-
-    quantised = np.rint(np.clip(probabilities, 0.0, 1.0).astype(np.float32) * PROBABILITY_LEVELS)
-    vectors = quantised.astype(np.uint16)[..., None, :]  # [X, Y, Z, 1 (time), C]
-    image = nib.Nifti1Image(vectors, like.affine)
-    image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
-    image.header.set_qform(like.affine, code=1)
-    image.header.set_sform(like.affine, code=1)
-    image.header.set_intent("vector", (), "softmax probabilities")
-    with atomic_path(path) as temporary:
-        nib.save(image, temporary)
-    return path
-
-
 def verify_geometry(path: Path, like: Volume) -> None:
     """Read back a written mask's header: its shape and affine must be the input's."""
     header = read_header(path)
     expected_shape = tuple(like.stored_shape or like.shape)
-    if tuple(header.shape) != expected_shape or not np.allclose(
-        header.affine, like.affine, atol=AFFINE_TOLERANCE_MM
-    ):
+    if tuple(header.shape) != expected_shape or not same_grid(header, like):
         path.unlink(missing_ok=True)
         raise SalignError(
             f"{path}: written mask has shape {tuple(header.shape)} / orientation "
@@ -571,7 +515,8 @@ def verify_dicom_seg(path: Path, series_folder: Path) -> None:
 
 def seg_model_name(model: ModelInfo) -> str:
     """How a DICOM-SEG names its model: the Hub id and revision, else what ``--model`` said."""
-    return f"{model.repo_id}@{model.revision}" if model.repo_id else model.spec
+    resolved = model.origin.resolved
+    return f"{resolved.repo_id}@{resolved.revision}" if resolved.repo_id else resolved.spec
 
 
 def _write(
@@ -602,9 +547,9 @@ def _write(
                 labels,
                 volume,
                 job.output,
-                class_names=model.class_names,
+                class_names=model.origin.contract.class_names,
                 model_name=seg_model_name(model),
-                weights_sha256=model.weights_sha256,
+                weights_sha256=model.origin.contract.weights_sha256,
             )
         else:
             write_labels(labels, like=volume, path=job.output)
@@ -720,12 +665,16 @@ def _run(
         ThreadPoolExecutor(1, thread_name_prefix="salign-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="salign-write") as writer,
     ):
-        next_load: Future[_Loaded] = reader.submit(_load, jobs[0], predictor, model.modality)
+        next_load: Future[_Loaded] = reader.submit(
+            _load, jobs[0], predictor, model.origin.contract.modality
+        )
         in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None = None
         for index, job in enumerate(jobs):
             load = next_load
             if index + 1 < len(jobs):
-                next_load = reader.submit(_load, jobs[index + 1], predictor, model.modality)
+                next_load = reader.submit(
+                    _load, jobs[index + 1], predictor, model.origin.contract.modality
+                )
             result = FileResult(job.input, job.output, "written")
             try:
                 _check_writable(job)
@@ -739,7 +688,7 @@ def _run(
                 )
                 result.seconds["predict"] = predict_s
                 result.volumes_ml = label_volumes_ml(
-                    labels, loaded.volume.affine, list(model.class_names)
+                    labels, loaded.volume.affine, model.origin.contract.class_names
                 )
                 write = writer.submit(
                     _write, job, loaded.volume, labels, probabilities, options, model

@@ -123,7 +123,7 @@ def segment_image(
         )
         ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
         predictor, info = load_predictor(model, ws, options, note)
-        chosen, modality = info.largest_component, info.modality
+        chosen, modality = info.largest_component, info.origin.contract.modality
     warning = modality_warning(volume, modality)
     if warning and note:
         note(warning)

@@ -43,11 +43,12 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
-from salign_cli.io.volume import Volume, to_canonical
+from salign_cli.io.volume import Volume, label_dtype, to_canonical
 
 if TYPE_CHECKING:
-    from salign_cli.hub import ResolvedBundle
-    from salign_cli.model.bundle import BundleContract
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.spec import ResolvedBundle
+    from salign_cli.workspace import Workspace
 
 # ``on_progress(done, total)``: slices segmented so far out of the scan's slices.
 SliceProgress = Callable[[int, int], None]
@@ -134,9 +135,9 @@ class Prediction:
 @dataclass(frozen=True, eq=False)
 class BundleOrigin:
     """Where a :meth:`Predictor.from_bundle` model came from: the spec as given, the resolved
-    folder and Hub revision, and the bundle's contract (classes, modality, inference defaults)."""
+    folder and Hub revision (``resolved``), and the bundle's contract (classes, modality,
+    inference defaults)."""
 
-    spec: str
     resolved: ResolvedBundle
     contract: BundleContract
 
@@ -191,8 +192,9 @@ class Predictor:
     @classmethod
     def from_bundle(
         cls,
-        spec: str,
+        spec: str | None,
         *,
+        workspace: Workspace | None = None,
         device: torch.device | str = "auto",
         batch_size: int | None = None,
         tta: bool | None = None,
@@ -202,7 +204,8 @@ class Predictor:
         """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
 
         ``spec``: a bundle folder, a run folder (its ``bundle/``), a registry name (``"hippocampus"``
-        ships with salign and needs no network) or a Hub id ``org/name[@revision]``. The weights
+        ships with salign and needs no network) or a Hub id ``org/name[@revision]``; ``None``:
+        the newest fine-tuned run in ``workspace`` (see `open_bundle`). The weights
         are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
         default, and the TTA mirror always comes from the bundle; ``spacing_factor`` as in the
         class (``segment --fast``). ``note`` receives one-line notes
@@ -211,13 +214,11 @@ class Predictor:
 
         >>> predictor = Predictor.from_bundle("hippocampus", device="cpu")   # doctest: +SKIP
         """
-        from salign_cli.hub import resolve
-        from salign_cli.model.bundle import build_model, load_bundle
+        from salign_cli.bundles.store import build_model, load_bundle
 
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        resolved = resolve(spec, report=note)
-        bundle = load_bundle(resolved.folder, report=note)
-        contract = bundle.contract
+        bundle = load_bundle(spec, workspace, run_kind="finetune", report=note)
+        contract, spec = bundle.contract, bundle.resolved.spec
         if contract.kind != "finetuned":
             raise InputError(
                 f"--model {spec}: a {contract.kind} bundle has no trained segmentation head; "
@@ -226,14 +227,14 @@ class Predictor:
         defaults = contract.inference_defaults
         predictor = cls(
             build_model(bundle).eval(),
-            PreprocessConfig.from_dict(contract.preprocessing),
+            contract.preprocessing,
             device=device,
             batch_size=batch_size,
             tta=defaults.tta if tta is None else tta,
             mirror=defaults.mirror,
             spacing_factor=spacing_factor,
         )
-        predictor.origin = BundleOrigin(spec, resolved, contract)
+        predictor.origin = BundleOrigin(bundle.resolved, contract)
         return predictor
 
     @property
@@ -271,7 +272,7 @@ class Predictor:
             restored = None
             if with_probabilities:
                 restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
-        labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16)
+        labels = labels.astype(label_dtype(self.num_classes - 1))
         return Prediction(labels=labels, probabilities=restored)
 
     def slice_probabilities(

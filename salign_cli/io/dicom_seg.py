@@ -25,7 +25,8 @@ import numpy as np
 from salign_cli import __version__
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path
-from salign_cli.io.volume import Volume, series_files
+from salign_cli.io.dicom import series_files
+from salign_cli.io.volume import Volume
 
 if TYPE_CHECKING:
     from pydicom import Dataset

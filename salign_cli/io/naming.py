@@ -15,6 +15,11 @@ CHANNEL_NAME = re.compile(r"^(?P<base>.+)_(?P<channel>\d{4})$")  # nnU-Net: case
 MASK_SUFFIX = "_seg"  # `salign segment` writes <case>_seg.nii.gz beside each input by default
 
 
+def is_hidden(name: str) -> bool:
+    """Dot files: never scans (macOS ``._x.nii.gz`` shadows, salign's ``.x.partial-*`` temporaries)."""
+    return name.startswith(".")
+
+
 def is_scan_path(path: Path) -> bool:
     """True for file names salign reads as scans (NIfTI, NRRD, MHA/MHD)."""
     return path.name.lower().endswith(SCAN_SUFFIXES)

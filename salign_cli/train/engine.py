@@ -12,11 +12,8 @@ sample ``index`` is a pure function of the index (see `salign_cli.data.sampling`
   may split its parameters into groups with an ``lr_scale`` (`ParameterGroups`: pre-trained
   layers slower than a new head) and ask to be told after every update (`StepHook`: weight
   averages, mean teachers);
-- checkpoints every N steps and at the end: ``checkpoints/step-XXXXXXXX.safetensors`` (model and
-  optimizer tensors) + ``.json`` sidecar (step, schedule, RNG states, sampler position, config,
-  size and sha256 of the tensors file). Both are written atomically and the sidecar last, so a
-  sidecar vouches for a complete file; the newest two are kept; loading verifies size and hash
-  and falls back to the previous checkpoint with a warning. No pickles anywhere;
+- checkpoints every N steps and at the end (the newest two are kept; format and verification
+  in `salign_cli.train.checkpoint`), with the schedule, sampler position and configs;
 - ``resume=True`` continues exactly: same weights, optimizer moments, step, learning rate, RNG
   and data (the sampler position is the step);
 - ``metrics.jsonl``: one JSON line per logged step (loss terms, collapse monitor, lr, slices/s,
@@ -25,27 +22,24 @@ sample ``index`` is a pure function of the index (see `salign_cli.data.sampling`
   raises `TrainingInterrupted` (a second Ctrl-C aborts at once); a non-finite loss stops with
   `NonFiniteLossError` naming the step and keeps the last good checkpoint; GPU out-of-memory
   becomes a `SalignError` suggesting a smaller ``--batch-size``;
-- DDP when started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``): NCCL on CUDA, Gloo
-  on the CPU; rank 0 alone writes files; each rank takes its block of every global batch.
+- DDP when started by ``torchrun`` (`salign_cli.train.distributed`): rank 0 alone writes
+  files; each rank takes its block of every global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import random
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -53,10 +47,21 @@ from torch.utils.data import DataLoader, Dataset
 from salign_cli.data.sampling import StepBatchSampler
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, SalignError
-from salign_cli.io.atomic import atomic_path, write_json
+from salign_cli.io.atomic import atomic_path
+from salign_cli.train.checkpoint import (
+    CHECKPOINT_DIR,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from salign_cli.train.distributed import (
+    DistributedContext,
+    all_reduce,
+    any_rank,
+    distributed_from_env,
+    distributed_session,
+)
 
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -214,78 +219,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# device and distributed set-up
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """This process's place in a DDP job (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-
-def distributed_from_env() -> DistributedContext:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by ``torchrun``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistributedContext()
-    return DistributedContext(
-        rank=int(os.environ["RANK"]),
-        world_size=world,
-        local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
-    )
-
-
-@contextlib.contextmanager
-def distributed_session(context: DistributedContext, device: torch.device) -> Iterator[None]:
-    """Initialise the process group for a DDP job (NCCL on CUDA, Gloo otherwise) and tear it down."""
-    import torch.distributed as dist
-
-    if not context.active or dist.is_initialized():
-        yield
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=context.rank, world_size=context.world_size)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def _all_reduce(
-    values: torch.Tensor, op: str, context: DistributedContext, device: torch.device
-) -> torch.Tensor:
-    """All-reduce a small CPU tensor across processes (on ``device``: NCCL needs CUDA tensors)."""
-    if not context.active:
-        return values
-    import torch.distributed as dist
-
-    on_device = values.to(device)
-    dist.all_reduce(on_device, op=getattr(dist.ReduceOp, op))
-    return on_device.cpu()
-
-
-def _any_rank(flag: bool, context: DistributedContext, device: torch.device) -> bool:
-    """True when ``flag`` is true on any process (every process must call this together)."""
-    if not context.active:
-        return flag
-    return bool(_all_reduce(torch.tensor([float(flag)]), "MAX", context, device).item())
-
-
-# ---------------------------------------------------------------------------------------------
-# schedule, optimizer, RNG
+# schedule and optimizer
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -322,199 +256,6 @@ def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optim
             weight_decay=config.weight_decay,
         )
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state as JSON-ready lists and ints (no pickles)."""
-    # the legacy tuple form (name, keys, pos, has_gauss, cached_gaussian)
-    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state().tolist(),
-        "numpy": [
-            numpy_state[0],
-            numpy_state[1].tolist(),
-            int(numpy_state[2]),
-            int(numpy_state[3]),
-            float(numpy_state[4]),
-        ],
-        "python": [version, list(internal), gauss],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A verified checkpoint on disk: its tensors file, its sidecar payload and its step."""
-
-    tensors_path: Path
-    meta: dict[str, Any]
-
-    @property
-    def step(self) -> int:
-        return int(self.meta["step"])
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _flatten_state(
-    module: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Model and optimizer state → (tensors for safetensors, JSON-ready rest)."""
-    tensors = {
-        f"model/{name}": value.detach().to("cpu").contiguous().clone()
-        for name, value in module.state_dict().items()
-    }
-    optimizer_state = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entries in optimizer_state["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer/{index}/{key}"] = value.detach().to("cpu").contiguous().clone()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": optimizer_state["param_groups"], "state_scalars": scalars}
-
-
-def _unflatten_optimizer(
-    tensors: Mapping[str, torch.Tensor], saved: Mapping[str, Any]
-) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/", 2)
-            state.setdefault(int(index), {})[key] = value
-    for index, entries in saved["state_scalars"].items():
-        state.setdefault(int(index), {}).update(entries)
-    return {"state": state, "param_groups": saved["param_groups"]}
-
-
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    task_config: Mapping[str, Any],
-    keep: int,
-) -> Path:
-    """Write checkpoint ``step`` atomically (tensors first, sidecar last); prune old ones."""
-    from safetensors.torch import save_file
-
-    folder = run_dir / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"step-{step:08d}"
-    tensors_path = folder / f"{stem}.safetensors"
-    tensors, optimizer_meta = _flatten_state(module, optimizer)
-    with atomic_path(tensors_path) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "step": step,
-        "tensors_file": tensors_path.name,
-        "tensors_size": tensors_path.stat().st_size,
-        "tensors_sha256": _file_sha256(tensors_path),
-        "schedule": {
-            "next_lr": learning_rate(min(step, config.steps - 1), config),
-            "warmup_steps": config.resolved_warmup_steps,
-            "total_steps": config.steps,
-        },
-        "sampler": {"position": step, "global_batch_size": config.batch_size},
-        "rng": rng_state(),
-        "optimizer": optimizer_meta,
-        "train_config": config.to_dict(),
-        "task_config": dict(task_config),
-    }
-    write_json(folder / f"{stem}.json", meta)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        for path in (old, old.with_suffix(".safetensors")):
-            path.unlink(missing_ok=True)
-    return tensors_path
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Sidecar files of a run, oldest first (names sort by step)."""
-    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step-*.json"))
-
-
-def latest_checkpoint(run_dir: Path, notify: Callable[[str], None] | None = None) -> Checkpoint:
-    """The newest checkpoint whose tensors file matches its sidecar's size and sha256.
-
-    A corrupt or incomplete one is reported through ``notify`` and the previous one is tried.
-    Raises `InputError` when the run has no usable checkpoint.
-    """
-    sidecars = list_checkpoints(run_dir)
-    if not sidecars:
-        raise InputError(f"{run_dir}: no checkpoint to resume from; start a new run instead")
-    for sidecar in reversed(sidecars):
-        problem = _checkpoint_problem(sidecar)
-        if problem is None:
-            meta = json.loads(sidecar.read_text())
-            return Checkpoint(sidecar.with_name(meta["tensors_file"]), meta)
-        if notify:
-            notify(
-                f"{sidecar.with_suffix('.safetensors')}: {problem}; using the previous checkpoint"
-            )
-    raise InputError(
-        f"{run_dir / CHECKPOINT_DIR}: every checkpoint is corrupt; start a new run instead"
-    )
-
-
-def _checkpoint_problem(sidecar: Path) -> str | None:
-    """Why this checkpoint cannot be trusted, or ``None`` when it is intact."""
-    try:
-        meta = json.loads(sidecar.read_text())
-        tensors_path = sidecar.with_name(meta["tensors_file"])
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            return f"unknown checkpoint format {meta.get('format')!r}"
-        if not tensors_path.is_file():
-            return "tensors file is missing"
-        if tensors_path.stat().st_size != meta["tensors_size"]:
-            return "tensors file has the wrong size (truncated?)"
-        if _file_sha256(tensors_path) != meta["tensors_sha256"]:
-            return "tensors file does not match its sha256 (corrupt)"
-    except (OSError, ValueError, KeyError) as error:
-        return f"unreadable sidecar ({error})"
-    return None
-
-
-def load_checkpoint(
-    checkpoint: Checkpoint, module: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> None:
-    """Load weights (and optimizer state) from a verified checkpoint and restore the RNG states."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(checkpoint.tensors_path))
-    module.load_state_dict(
-        {name[len("model/") :]: t for name, t in tensors.items() if name.startswith("model/")}
-    )
-    if optimizer is not None:
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, checkpoint.meta["optimizer"]))
-    set_rng_state(checkpoint.meta["rng"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,17 +447,22 @@ def _train(
         if not context.is_main:
             return None
         return save_checkpoint(
-            run_dir, at_step, module, optimizer, config, task_config, config.keep_checkpoints
+            run_dir,
+            at_step,
+            module,
+            optimizer,
+            extra=_checkpoint_extra(at_step, config, task_config),
+            keep=config.keep_checkpoints,
         )
 
     module.train()
     with _StopRequest() as stop:
         for batch in loader:
-            if _any_rank(stop.requested, context, device):
+            if any_rank(stop.requested, context, device):
                 last_checkpoint = checkpoint_now(step) or last_checkpoint
                 raise TrainingInterrupted(
                     f"interrupted after step {step}/{config.steps}; checkpoint saved in "
-                    f"{run_dir / CHECKPOINT_DIR}; continue with --resume {run_dir}"
+                    f"{run_dir / CHECKPOINT_DIR}; continue with --resume-from {run_dir}"
                 )
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
@@ -725,7 +471,7 @@ def _train(
                 outputs = forward(_to_device(batch, device, channels_last))
             loss = outputs["loss"]
             loss_value = _as_float(loss)
-            if _any_rank(not math.isfinite(loss_value), context, device):
+            if any_rank(not math.isfinite(loss_value), context, device):
                 raise _non_finite_error(step, outputs, lr, last_checkpoint)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -769,6 +515,22 @@ def _train(
     )
 
 
+def _checkpoint_extra(
+    step: int, config: TrainConfig, task_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the loop adds to a checkpoint's sidecar: schedule, sampler position and configs."""
+    return {
+        "schedule": {
+            "next_lr": learning_rate(min(step, config.steps - 1), config),
+            "warmup_steps": config.resolved_warmup_steps,
+            "total_steps": config.steps,
+        },
+        "sampler": {"position": step, "global_batch_size": config.batch_size},
+        "train_config": config.to_dict(),
+        "task_config": dict(task_config),
+    }
+
+
 def _log_metrics(
     outputs: Mapping[str, torch.Tensor | float],
     context: DistributedContext,
@@ -782,7 +544,7 @@ def _log_metrics(
     """Loss terms averaged over processes, plus lr, throughput and GPU memory."""
     names = sorted(outputs)
     values = torch.tensor([_as_float(outputs[name]) for name in names], dtype=torch.float64)
-    values = _all_reduce(values, "SUM", context, device) / context.world_size
+    values = all_reduce(values, "SUM", context, device) / context.world_size
     metrics: dict[str, float] = {"step": step, "lr": lr}
     metrics.update({name: float(v) for name, v in zip(names, values.tolist(), strict=True)})
     metrics["slices_per_s"] = slices_per_s

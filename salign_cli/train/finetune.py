@@ -8,7 +8,7 @@ AMP, checkpoints, exact resume, metrics) as the `~salign_cli.train.recipe.Finetu
 foreground-oversampled patches, batched augmentation on the device, cross-entropy + Dice, an
 EMA of the weights. The exported weights (the EMA by default) are not selected on anything;
 they are scored on the validation scans at full resolution on each scan's own grid
-(`salign_cli.infer.predictor.Predictor`, with the recipe's test-time mirroring), so the
+(`salign_cli.train.validation`, with the recipe's test-time mirroring), so the
 validation Dice in the bundle is the Dice `salign segment` would reach on those scans. The one
 choice validation makes is whether keeping the largest component of each class helps; the
 bundle records it as an inference default.
@@ -16,17 +16,22 @@ bundle records it as an inference default.
 A run folder ``runs/finetune-<timestamp>/`` holds ``checkpoints/``, ``metrics.jsonl``,
 ``report.json`` and ``bundle/`` (kind ``"finetuned"``), which ``salign segment`` uses by default.
 
-Case selection [ours]: the labelled case ids are sorted, permuted with ``seed`` and the first N
-are taken, so for one seed the cases for N = 1 are among those for N = 2, and so on (a smaller
-labelled set is always a subset of a larger one — Dice against N is then a curve, not noise).
+Case selection [ours] (`salign_cli.train.scans`): the labelled case ids are sorted, permuted
+with ``seed`` and the first N are taken, so for one seed the cases for N = 1 are among those for
+N = 2, and so on (a smaller labelled set is always a subset of a larger one — Dice against N is
+then a curve, not noise).
+
+Why this module is a little over 600 lines: `finetune` tells the stage as one story (choose
+scans → starting network → plan the batch → train → validate → bundle) that a reader should see
+whole; every piece it calls already lives elsewhere (`scans`, `validation`, `recipe`,
+`segmentation`, `engine`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -34,40 +39,24 @@ from typing import Any, Protocol, cast
 import numpy as np
 import torch
 
+from salign_cli.bundles.resolve import latest_bundle_spec
 from salign_cli.data.augment import AugmentConfig
-from salign_cli.data.preprocess import (
-    PreparedScan,
-    PreprocessConfig,
-    SliceCache,
-    mirror_axes,
-    parse_spacing,
-    prepare_scan,
-)
+from salign_cli.data.preprocess import PreprocessConfig, SliceCache, mirror_axes, parse_spacing
 from salign_cli.data.sampling import LabelledAndUnlabelled, LabelledSliceDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import write_json
-from salign_cli.io.volume import Volume, read_volume
-from salign_cli.metrics import (
-    CaseResult,
-    ClassResult,
-    EvaluationSummary,
-    confusion_counts,
-    dice_from_counts,
-    label_array,
-    summarise,
-)
+from salign_cli.metrics import EvaluationSummary
 from salign_cli.model.unet import UNet2D, UNetConfig
+from salign_cli.train.checkpoint import latest_checkpoint
 from salign_cli.train.engine import (
     Reporter,
     RuntimeOptions,
     SilentReporter,
     TrainConfig,
-    latest_checkpoint,
     train,
 )
-from salign_cli.train.pretrain import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.train.recipe import (
     FinetuneRecipe,
     SemiMethod,
@@ -77,7 +66,24 @@ from salign_cli.train.recipe import (
     recipe_for,
     resolve_mirror,
 )
+from salign_cli.train.scans import (
+    LabelledCase,
+    ScanEntry,
+    class_names_for,
+    load_labelled_slices,
+    preprocess_config_for,
+    resolve_labelled_cases,
+    resolve_unlabelled_scans,
+    seeded_order,
+    split_cases,
+)
 from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
+from salign_cli.train.validation import (
+    dice_table,
+    load_held_out,
+    predict_held_out,
+    score_predictions,
+)
 from salign_cli.workspace import Workspace
 
 SCRATCH = "scratch"
@@ -205,29 +211,6 @@ class FinetuneOptions:
 
 
 @dataclass(frozen=True)
-class LabelledCase:
-    """A labelled scan: where its image and label are, and the hash the slice cache is keyed by."""
-
-    case_id: str
-    image_path: str
-    label_path: str
-    content_hash: str
-    modality: str
-    spacing_mm: tuple[float, float, float]
-    label_values: tuple[int, ...] = ()  # classes the index found in the label file
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> LabelledCase:
-        return cls(
-            **{
-                **payload,
-                "spacing_mm": tuple(payload["spacing_mm"]),
-                "label_values": tuple(payload.get("label_values", ())),
-            }
-        )
-
-
-@dataclass(frozen=True)
 class FinetuneResult:
     """What a fine-tuning run produced. ``validation`` is ``None`` when validation was skipped."""
 
@@ -241,221 +224,7 @@ class FinetuneResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# the labelled scans
-
-
-def resolve_labelled_cases(
-    folders: Sequence[Path], workspace: Workspace, notify: Callable[[str], None] | None = None
-) -> tuple[list[LabelledCase], dict[int, str]]:
-    """Labelled scans under ``folders`` (indexed first) or every labelled scan in the index.
-
-    Also returns the class names ``dataset.json`` gives for them (``{}`` when none). Labelled
-    scans with index errors are skipped, each with a note through ``notify``. Raises
-    `InputError` when there is no usable labelled scan.
-    """
-    from salign_cli.data import index as scan_index
-
-    roots = [Path(f).expanduser().resolve() for f in folders]  # as the index stores them
-    for folder in roots:
-        if not folder.is_dir():
-            raise InputError(f"--data {folder}: no such folder; pass a folder of labelled scans")
-    if roots:
-        scan_index.index_folders(roots, workspace)
-    records = [
-        r
-        for r in scan_index.load_index(workspace)
-        if r.is_labelled
-        and (
-            not roots or any(r.image_path == root or root in r.image_path.parents for root in roots)
-        )
-    ]
-    if notify:
-        for note in scan_index.skipped_scan_notes(records):
-            notify(note)
-    records = scan_index.labelled_scans(records)
-    if not records:
-        where = ", ".join(map(str, roots)) or str(workspace.index_path)
-        raise InputError(
-            f"{where}: no usable labelled scan (image with a label file, e.g. imagesTr/ + "
-            "labelsTr/); index labelled data with `salign index DIR` or pass --data DIR"
-        )
-    datasets = scan_index.load_datasets(workspace)
-    names: dict[int, str] = {}
-    for record in records:
-        info = datasets.get(record.dataset_root)
-        if info is not None and info.label_names:
-            names = {**dict(info.label_names), **names}
-    cases = [
-        LabelledCase(
-            case_id=r.case_id,
-            image_path=str(r.image_path),
-            label_path=str(r.label_path),
-            content_hash=str(r.content_hash),
-            modality=r.modality,
-            spacing_mm=tuple(float(s) for s in r.spacing_mm),  # type: ignore[union-attr,arg-type]
-            label_values=tuple(int(v) for v in r.label_values or ()),
-        )
-        for r in records
-    ]
-    return cases, names
-
-
-def seeded_order(case_ids: Iterable[str], seed: int) -> list[str]:
-    """The sorted ids permuted by ``seed``: labelled sets are prefixes of this order."""
-    ordered = sorted(case_ids)
-    permutation = np.random.default_rng(seed).permutation(len(ordered))
-    return [ordered[i] for i in permutation]
-
-
-def split_cases(
-    case_ids: Sequence[str],
-    *,
-    labels: int | None = None,
-    chosen: Sequence[str] = (),
-    seed: int = 0,
-) -> tuple[list[str], list[str]]:
-    """``(labelled, validation)`` ids: N drawn with ``seed`` (or ``chosen``), the rest validation.
-
-    Both lists are sorted. Raises `InputError` for an unknown id or too few cases.
-
-    >>> split_cases(["a", "b", "c"], chosen=["c"])
-    (['c'], ['a', 'b'])
-    """
-    available = set(case_ids)
-    if chosen:
-        unknown = [c for c in chosen if c not in available]
-        if unknown:
-            raise InputError(
-                f"--cases {','.join(unknown)}: not among the {len(available)} labelled scans "
-                f"(e.g. {', '.join(sorted(available)[:3])}); check the ids with `salign index`"
-            )
-        labelled = set(chosen)
-    else:
-        assert labels is not None
-        if labels > len(available):
-            raise InputError(
-                f"--labels {labels}: only {len(available)} labelled scans are available; "
-                "pass a smaller N or index more labelled scans"
-            )
-        labelled = set(seeded_order(available, seed)[:labels])
-    return sorted(labelled), sorted(available - labelled)
-
-
-def class_names_for(
-    label_values: Iterable[int], dataset_names: Mapping[int, str]
-) -> dict[int, str]:
-    """Class id → name for ids 0..max: ``dataset.json``'s names, else ``class_<id>``.
-
-    The number of classes is one more than the largest id seen in the labels or named in
-    ``dataset.json``; id 0 is ``background`` unless ``dataset.json`` says otherwise.
-    """
-    largest = max([0, *label_values, *dataset_names])
-    names = {0: "background"} | {int(k): str(v) for k, v in dataset_names.items()}
-    result = {i: names.get(i) or f"class_{i}" for i in range(largest + 1)}
-    if len(set(result.values())) != len(result):
-        result = {i: f"{name}_{i}" for i, name in result.items()}  # keep names unique
-    if len(result) < 2:
-        raise InputError("every label file is empty (only background); nothing to learn")
-    return result
-
-
-@dataclass(frozen=True, eq=False)
-class LabelledSlices:
-    """Scans as the network sees them: float16 image slices and (labelled scans) integer label
-    slices ``[D, H, W]`` per scan — memory maps from the cache — and each canonical slice axis."""
-
-    images: list[np.ndarray]
-    labels: list[np.ndarray]
-    slice_axes: list[int]
-
-    @property
-    def slice_shapes(self) -> list[tuple[int, int]]:
-        return [(int(v.shape[1]), int(v.shape[2])) for v in self.images]
-
-
-def load_labelled_slices(
-    cases: Sequence[LabelledCase | ScanEntry],
-    config: PreprocessConfig,
-    cache: SliceCache,
-    reporter: FinetuneReporter | None = None,
-) -> LabelledSlices:
-    """Every case from the slice cache (built in threads where missing); labels for the
-    `LabelledCase` ones (a run passes either labelled cases or unlabelled `ScanEntry` ones)."""
-
-    def one(case: LabelledCase | ScanEntry) -> tuple[np.ndarray, np.ndarray | None, int]:
-        label_path = Path(case.label_path) if isinstance(case, LabelledCase) else None
-        cached = cache.get_or_build(Path(case.image_path), config, label_path=label_path)
-        return cached.slices, cached.labels, cached.slice_axis
-
-    loaded = LabelledSlices([], [], [])
-    with ThreadPoolExecutor(max_workers=min(4, max(1, len(cases)))) as pool:
-        for done, (image, label, axis) in enumerate(pool.map(one, cases), start=1):
-            loaded.images.append(image)
-            if label is not None:
-                loaded.labels.append(label)
-            loaded.slice_axes.append(axis)
-            if reporter is not None:
-                reporter.on_cache(done, len(cases))
-    return loaded
-
-
-def resolve_unlabelled_scans(
-    source: str,
-    folders: Sequence[Path],
-    workspace: Workspace,
-    *,
-    held_back: set[str],
-    modality: str,
-    notify: Callable[[str], None] | None = None,
-) -> list[ScanEntry]:
-    """The unlabelled scans of a run (see `FinetuneOptions.unlabelled`).
-
-    ``auto`` takes every usable indexed scan under ``folders`` (the whole index when none)
-    whose case id is not ``held_back`` (the labelled, validation and excluded ids); a folder
-    is indexed and taken whole. Scans of another modality are left out with a note.
-    """
-    if source == "none":
-        return []
-    if source == "auto":
-        scans = resolve_scans(folders, workspace, index_first=False, notify=notify)
-        scans = [scan for scan in scans if scan.case_id not in held_back]
-    else:
-        folder = Path(source).expanduser()
-        if not folder.is_dir():
-            raise InputError(
-                f"--unlabelled {source}: no such folder; pass a folder of scans, auto or none"
-            )
-        scans = resolve_scans([folder], workspace, notify=notify)
-    other = [scan for scan in scans if scan.modality != modality]
-    if other and notify is not None:
-        notify(
-            f"{len(other)} unlabelled scan(s) are not {modality} (e.g. {other[0].image_path}); "
-            "left out of semi-supervision"
-        )
-    return [scan for scan in scans if scan.modality == modality]
-
-
-# ---------------------------------------------------------------------------------------------
 # the starting network
-
-
-def base_bundle_spec(base: str | None, workspace: Workspace) -> str:
-    """``--from`` → something `load_bundle` takes; ``None`` = the newest pre-training run.
-
-    A run folder (``runs/pretrain-…``) means its ``bundle/``.
-    """
-    if base is None:
-        run = workspace.latest_run("pretrain")
-        if run is None:
-            raise InputError(
-                f"{workspace.runs_dir}: no finished pre-training run; run `salign pretrain "
-                "SCANS` first, or pass --from scratch (or --from a bundle / org/name)"
-            )
-        return str(run / "bundle")
-    candidate = Path(base).expanduser()
-    if (candidate / "bundle" / "salign.json").is_file():
-        return str(candidate / "bundle")
-    return base
 
 
 def initial_network(
@@ -483,7 +252,7 @@ def initial_network(
         model = UNet2D(UNetConfig(num_classes=num_classes, width=width, in_channels=in_channels))
         preprocess = dataclasses.replace(preprocess_config_for(cases, spacing), context=context)  # type: ignore[arg-type]
         return model, preprocess, {"base_model": None, "pretraining": None}
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     bundle = load_bundle(base, report=notify)
     contract = bundle.contract
@@ -506,8 +275,7 @@ def initial_network(
         "base_weights_sha256": contract.weights_sha256,
         "pretraining": contract.pretraining,
     }
-    preprocess = PreprocessConfig.from_dict(contract.preprocessing)
-    return model, dataclasses.replace(preprocess, context=context), provenance
+    return model, dataclasses.replace(contract.preprocessing, context=context), provenance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,111 +305,6 @@ def train_config_for(
         seed=seed,
         checkpoint_every=min(checkpoint_every, recipe.steps),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring on the original grid
-
-
-@dataclass(frozen=True, eq=False)
-class HeldOutCase:
-    """A held-out scan read once: its volume, reference labels and prepared slices."""
-
-    case_id: str
-    volume: Volume
-    reference: np.ndarray
-    prepared: PreparedScan
-
-
-def load_held_out(case: LabelledCase, preprocess: PreprocessConfig) -> HeldOutCase:
-    """Read a labelled scan for scoring (the label on the image's own grid, as written)."""
-    volume = read_volume(case.image_path)
-    reference = label_array(read_volume(case.label_path))
-    return HeldOutCase(case.case_id, volume, reference, prepare_scan(volume, preprocess))
-
-
-def score_labels(
-    case_id: str, prediction: np.ndarray, reference: np.ndarray, classes: Iterable[int]
-) -> CaseResult:
-    """Dice per class of one case (empty-mask rule of `salign_cli.metrics`)."""
-    results = {}
-    for label in classes:
-        counts = confusion_counts(prediction == label, reference == label)
-        results[label] = ClassResult(counts, dice_from_counts(counts))
-    return CaseResult(case_id, Path(case_id), Path(case_id), results, n_voxels=reference.size)
-
-
-def predict_held_out(
-    model: UNet2D,
-    preprocess: PreprocessConfig,
-    cases: Iterable[HeldOutCase],
-    *,
-    inference: InferenceDefaults,
-    device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
-) -> list[tuple[HeldOutCase, np.ndarray]]:
-    """Each case segmented at full resolution on its own grid, as `salign segment` would
-    (``inference.tta``/``mirror``; post-processing is left to `score_predictions`)."""
-    from salign_cli.infer.predictor import Predictor
-
-    predictor = Predictor(
-        model.eval(), preprocess, device=device, tta=inference.tta, mirror=inference.mirror
-    )
-    predictions = []
-    for done, case in enumerate(cases, start=1):
-        predictions.append((case, predictor.predict(case.volume, prepared=case.prepared).labels))
-        if progress is not None:
-            progress(done)
-    return predictions
-
-
-def score_predictions(
-    predictions: Sequence[tuple[HeldOutCase, np.ndarray]],
-    class_names: Mapping[int, str],
-    *,
-    largest_component: bool = False,
-) -> EvaluationSummary:
-    """Dice of every foreground class per case; ``largest_component`` post-processes first."""
-    from salign_cli.infer.postprocess import keep_largest_component
-
-    foreground = {label: name for label, name in class_names.items() if label > 0}
-    results = []
-    for case, labels in predictions:
-        if largest_component:
-            labels = keep_largest_component(labels, list(foreground))
-        results.append(score_labels(case.case_id, labels, case.reference, foreground))
-    where = Path("held-out")
-    return summarise(results, dict(foreground), prediction=where, reference=where)
-
-
-def score_model(
-    model: UNet2D,
-    preprocess: PreprocessConfig,
-    cases: Iterable[HeldOutCase],
-    class_names: Mapping[int, str],
-    *,
-    inference: InferenceDefaults,
-    device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
-) -> EvaluationSummary:
-    """Segment each case with the given inference defaults and score its foreground classes.
-
-    Labels are predicted on the scan's own grid (as `salign segment` writes them), so the Dice
-    is the one a user would measure on the written masks.
-    """
-    predictions = predict_held_out(
-        model, preprocess, cases, inference=inference, device=device, progress=progress
-    )
-    return score_predictions(
-        predictions, class_names, largest_component=inference.largest_component
-    )
-
-
-def dice_table(summary: EvaluationSummary) -> dict[str, dict[str, float | int | None]]:
-    """``{class name: {"mean", "sd", "n"}}`` plus ``"mean"`` (per-case mean over classes)."""
-    table = {c.name: c.dice.to_dict() for c in summary.classes}
-    table["mean"] = summary.overall_dice.to_dict()
-    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,7 +380,7 @@ def finetune(
         recipe = dataclasses.replace(
             recipe, mirror=resolve_mirror(recipe.mirror, list(class_names.values()))
         )
-        base_spec = SCRATCH if base == SCRATCH else base_bundle_spec(base, space)
+        base_spec = base or latest_bundle_spec(space, "pretrain")
         model, preprocess, origin = initial_network(
             base_spec,
             len(class_names),
@@ -953,17 +616,18 @@ def _write_bundle(
     evaluation: dict[str, Any] | None,
     inference: InferenceDefaults,
 ) -> Path:
-    from salign_cli.model.bundle import BundleContract, save_bundle
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.store import save_bundle
 
     contract = BundleContract(
         kind="finetuned",
-        architecture=model.config.to_dict(),
+        architecture=model.config,
         modality=preprocess.modality,
         classes={str(k): v for k, v in class_names.items()},
-        preprocessing=preprocess.to_dict(),
+        preprocessing=preprocess,
         pretraining=finetuning.get("pretraining"),
         finetuning={k: v for k, v in finetuning.items() if k != "pretraining"},
         evaluation=evaluation,
-        inference=inference.to_dict(),
+        inference=inference,
     )
     return save_bundle(folder, model.state_dict(), contract)

@@ -8,7 +8,9 @@ Methods (METHOD.md):
 
 - ``sal`` — L = L_(W)LA + λ·L_GP on pairs of nearby slices. Defaults: window LA (r = 3) on the
   1/4-resolution decoder map, the ``sharp`` collapse-guarded variant (τ = 0.1), symmetric, and
-  relative-offset GP with λ = 1 (options: ``absolute``, ``contrastive``, ``none``);
+  contrastive GP with λ = 1 (slices at nearby positions attract in the global feature; the
+  best probe of the ablation in docs/benchmarks.md; options: ``relative``, ``absolute``,
+  ``none``);
 - ``pcl`` — the positional contrastive loss alone on the global feature (the PCL baseline);
 - ``scratch`` — no training: the untrained, seeded network is written as a bundle, so the
   few-label benchmark treats every method alike.
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -37,7 +39,6 @@ from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
     SliceCache,
-    default_target_spacing,
     parse_spacing,
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
@@ -56,25 +57,29 @@ from salign_cli.objectives.positional import (
     positional_contrastive_loss,
     relative_position_loss,
 )
+from salign_cli.train.checkpoint import latest_checkpoint
+from salign_cli.train.distributed import (
+    DistributedContext,
+    distributed_from_env,
+    distributed_session,
+    on_main_first,
+    shared_run_dir,
+)
 from salign_cli.train.engine import (
     METRICS_FILE,
-    DistributedContext,
     Reporter,
     RuntimeOptions,
     SilentReporter,
     TrainConfig,
-    distributed_from_env,
-    distributed_session,
-    latest_checkpoint,
     train,
 )
+from salign_cli.train.scans import ScanEntry, preprocess_config_for, resolve_scans
 from salign_cli.workspace import Workspace
 
 Method = Literal["sal", "pcl", "scratch"]
 METHODS = ("sal", "pcl", "scratch")
 GP_KINDS = ("relative", "absolute", "contrastive", "none")
 HEADS_PREFIX = "sal_heads."  # pre-training heads travel in the bundle under this prefix
-T = TypeVar("T")
 CPU_WIDTH = 16  # default U-Net width off CUDA: about 2x faster than 32 on two cores
 
 
@@ -107,7 +112,7 @@ class PretrainOptions:
     pair_shift: int = 0
     pair_rotation_deg: float = 0.0
     pair_scale: float = 0.0
-    gp: Literal["relative", "absolute", "contrastive", "none"] = "relative"
+    gp: Literal["relative", "absolute", "contrastive", "none"] = "contrastive"
     gp_weight: float = 1.0
     la_weight: float = 1.0
     pcl_threshold: float = 0.1
@@ -180,22 +185,6 @@ class PretrainReporter(Reporter, Protocol):
     """A `Reporter` that also hears about slice-cache progress."""
 
     def on_cache(self, done: int, total: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class ScanEntry:
-    """One scan used without its labels (pre-training, semi-supervision): where it is and the
-    hash the cache is keyed by."""
-
-    case_id: str
-    image_path: str
-    content_hash: str
-    modality: str
-    spacing_mm: tuple[float, float, float]
-
-    @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
-        return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
 
 
 @dataclass(frozen=True)
@@ -303,90 +292,7 @@ class PretrainTask:
 
 
 # ---------------------------------------------------------------------------------------------
-# scans and the slice cache
-
-
-def resolve_scans(
-    folders: Sequence[Path],
-    workspace: Workspace,
-    *,
-    index_first: bool = True,
-    notify: Callable[[str], None] | None = None,
-) -> list[ScanEntry]:
-    """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
-
-    Scans the index found errors in are skipped, each with a note through ``notify``. Raises
-    `InputError` for a folder without a readable scan or an empty index.
-    """
-    folders = [Path(f).expanduser().resolve() for f in folders]
-    for folder in folders:
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = _indexed_scans(folders, workspace, index_first, notify)
-    for folder in folders:
-        if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
-            raise InputError(
-                f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
-                "point salign pretrain at a folder of 3D scans"
-            )
-    if not entries:
-        raise InputError(
-            f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass folders"
-        )
-    return entries
-
-
-def _indexed_scans(
-    folders: list[Path],
-    workspace: Workspace,
-    index_first: bool,
-    notify: Callable[[str], None] | None,
-) -> list[ScanEntry]:
-    """Usable scans (no index errors) under ``folders`` (all if none) after indexing them (by
-    rank 0 only under DDP); the others are reported through ``notify``."""
-    from salign_cli.data.index import index_folders, load_index, skipped_scan_notes, usable_scans
-
-    if folders and index_first:
-        records = index_folders(folders, workspace).records
-    else:
-        records = load_index(workspace) if workspace.index_path.is_file() else []
-    records = [
-        record
-        for record in records
-        if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
-    ]
-    if notify:
-        for note in skipped_scan_notes(records):
-            notify(note)
-    return [
-        ScanEntry(
-            case_id=record.case_id,
-            image_path=str(Path(record.image_path).resolve()),
-            content_hash=str(record.content_hash),
-            modality=record.modality,
-            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
-        )
-        for record in usable_scans(records)
-    ]
-
-
-def preprocess_config_for(
-    scans: Sequence[ScanEntry], spacing: str | float = "auto"
-) -> PreprocessConfig:
-    """One modality for the whole run and its target spacing (`default_target_spacing`:
-    ``auto`` = the median in-plane spacing, floored at 1.5 mm for CT)."""
-    modalities = sorted({scan.modality for scan in scans})
-    if len(modalities) != 1:
-        raise InputError(
-            f"the scans mix modalities {modalities}; pre-train on one modality at a time "
-            "(pass folders of one modality)"
-        )
-    return PreprocessConfig(
-        modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=default_target_spacing(
-            [s.spacing_mm for s in scans], modalities[0], spacing
-        ),
-    )
+# the slice cache
 
 
 def load_slices(
@@ -439,18 +345,14 @@ def load_base(spec: str, network: SALNetwork, notify: Callable[[str], None] | No
     The U-Net must have the same architecture; pre-training heads are loaded when the bundle
     carries matching ones. Returns the spec recorded as ``base_model``.
     """
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
 
-    candidate = Path(spec).expanduser()
-    if (candidate / "bundle" / "salign.json").is_file():
-        candidate = candidate / "bundle"
-    bundle = load_bundle(candidate if candidate.is_dir() else spec, report=notify)
-    expected = network.unet.config.to_dict()
-    found = {**expected, **bundle.contract.architecture}
-    if found != expected:
+    bundle = load_bundle(spec, report=notify)
+    expected = network.unet.config
+    if bundle.contract.architecture != expected:
         raise InputError(
-            f"--from {spec}: its U-Net {bundle.contract.architecture} differs from this run's "
-            f"{expected}; drop --width/--norm or pass the bundle's values"
+            f"--from {spec}: its U-Net {bundle.contract.architecture.to_dict()} differs from this "
+            f"run's {expected.to_dict()}; drop --width/--norm or pass the bundle's values"
         )
     tensors = bundle.state_dict
     network.unet.load_state_dict({k: tensors[k] for k in network.unet.state_dict()})
@@ -467,7 +369,8 @@ def write_pretrained_bundle(
     folder: Path, network: SALNetwork, preprocess: PreprocessConfig, provenance: dict[str, Any]
 ) -> Path:
     """Save the U-Net (plus the heads under ``sal_heads.``) as a bundle of kind "pretrained"."""
-    from salign_cli.model.bundle import BundleContract, save_bundle
+    from salign_cli.bundles.contract import BundleContract
+    from salign_cli.bundles.store import save_bundle
 
     state = dict(network.unet.state_dict())
     state.update(
@@ -479,10 +382,10 @@ def write_pretrained_bundle(
     )
     contract = BundleContract(
         kind="pretrained",
-        architecture=network.unet.config.to_dict(),
+        architecture=network.unet.config,
         modality=preprocess.modality,
         classes={"0": "background"},
-        preprocessing=preprocess.to_dict(),
+        preprocessing=preprocess,
         pretraining=provenance,
     )
     return save_bundle(folder, state, contract)
@@ -572,7 +475,7 @@ def _pretrain(
     else:
         options = (options or PretrainOptions()).resolved(device)
         train_config = train_config or TrainConfig(steps=300, batch_size=32)
-        scans = _on_main_first(
+        scans = on_main_first(
             context,
             lambda: resolve_scans(
                 folders,
@@ -582,7 +485,7 @@ def _pretrain(
             ),
         )
         preprocess = preprocess_config_for(scans, options.spacing)
-        run_dir = _shared_run_dir(workspace, run_dir, context, device)
+        run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
         task_config = {
             "options": options.to_dict(),
             "scans": [dataclasses.asdict(s) for s in scans],
@@ -591,7 +494,7 @@ def _pretrain(
         }
 
     cache = SliceCache(workspace.cache_dir)
-    volumes = _on_main_first(
+    volumes = on_main_first(
         context,
         lambda: load_slices(
             scans,
@@ -683,36 +586,3 @@ def _loss_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     picks = {"first": rows[0], "middle": rows[len(rows) // 2], "last": rows[-1]}
     keys = ("step", "loss", "la", "gp", "feature_std", "mean_offdiag_similarity")
     return {name: {k: row[k] for k in keys if k in row} for name, row in picks.items()}
-
-
-def _on_main_first(context: DistributedContext, work: Callable[[], T]) -> T:
-    """Run ``work`` on rank 0 first (it may write the index/cache), then on the other ranks."""
-    if not context.active:
-        return work()
-    import torch.distributed as dist
-
-    if not context.is_main:
-        dist.barrier()
-        return work()
-    value = work()
-    dist.barrier()
-    return value
-
-
-def _shared_run_dir(
-    workspace: Workspace, run_dir: Path | None, context: DistributedContext, device: torch.device
-) -> Path:
-    """A new run folder, created by rank 0 and announced to the others (as UTF-8 bytes)."""
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return Path(run_dir)
-    if not context.active:
-        return workspace.new_run_dir("pretrain")
-    import torch.distributed as dist
-
-    buffer = torch.zeros(4096, dtype=torch.uint8, device=device)
-    if context.is_main:
-        encoded = str(workspace.new_run_dir("pretrain")).encode()
-        buffer[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
-    dist.broadcast(buffer, src=0)
-    return Path(bytes(buffer.cpu().tolist()).rstrip(b"\0").decode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ from salign_cli.bench.few_label import (
     FewLabelProtocol,
     FewLabelRun,
     curves,
+    finished_pretraining,
     fixed_test_split,
     markdown_table,
     parse_method,
@@ -21,7 +23,8 @@ from salign_cli.bench.few_label import (
 from salign_cli.bench.plot import COLOURS, plot_dice_vs_k
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
-from salign_cli.train.engine import RuntimeOptions
+from salign_cli.train.engine import RuntimeOptions, TrainConfig
+from salign_cli.train.pretrain import PretrainOptions
 from salign_cli.train.recipe import CPU_RECIPE
 
 
@@ -121,3 +124,43 @@ def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
     assert [row["method"] for row in payload["summary"]] == ["scratch", "sal", "plain"]
     assert (tmp_path / "out" / "few_label.png").is_file()
     assert (tmp_path / "out" / "table.md").read_text().startswith("| method | k | seeds |")
+
+
+def test_a_finished_pretraining_in_the_output_folder_is_reused_only_for_the_same_settings(
+    tmp_path: Path,
+) -> None:
+    data = write_dataset(tmp_path / "data", cases=4, test_cases=0)
+    protocol = FewLabelProtocol(
+        methods=("sal",),
+        ks=(1,),
+        seeds=(0,),
+        test_cases=2,
+        finetune=CPU_RECIPE.with_overrides(steps=1, batch_size=2, width=4, patch_size=(32, 32)),
+        pretrain_size=32,
+        pretrain_steps=2,
+        pretrain_batch_size=2,
+    )
+
+    def run(seed: int, proto: FewLabelProtocol = protocol):
+        return run_few_label(
+            data,
+            dataclasses.replace(proto, seeds=(seed,)),
+            workspace=tmp_path / "ws",
+            output_dir=tmp_path / "out",
+            runtime=RuntimeOptions(device="cpu"),
+            references={},
+        )
+
+    first = run(0)
+    assert "reused" not in first.pretraining["sal"]
+    bundle = Path(first.pretraining["sal"]["bundle"])
+    second = run(1)  # another fine-tuning seed: the same pre-training serves
+    assert second.pretraining["sal"]["reused"] is True
+    assert Path(second.pretraining["sal"]["bundle"]) == bundle
+    options = PretrainOptions(method="sal", size=32, width=4)
+    settings = TrainConfig(steps=2, batch_size=2, lr=protocol.pretrain_lr, checkpoint_every=2)
+    assert finished_pretraining(bundle.parent, options, settings) is not None
+    longer = dataclasses.replace(settings, steps=3, checkpoint_every=3)
+    assert finished_pretraining(bundle.parent, options, longer) is None
+    other = dataclasses.replace(options, gp="none")
+    assert finished_pretraining(bundle.parent, other, settings) is None

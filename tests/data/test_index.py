@@ -8,7 +8,6 @@ known before the code runs.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -28,11 +27,9 @@ from index_corpus import (
 )
 
 from salign_cli.data.index import (
-    HASH_CHUNK_BYTES,
     SCHEMA_VERSION,
     ScanRecord,
     assign_case_ids,
-    content_hash,
     index_folders,
     labelled_scans,
     load_datasets,
@@ -51,40 +48,6 @@ def by_name(records: list[ScanRecord]) -> dict[str, ScanRecord]:
 
 def messages(result) -> list[str]:
     return [p.message for p in result.problems]
-
-
-# ---------------------------------------------------------------------------------------------
-# content hash
-
-
-def test_content_hash_of_a_small_file_is_blake2b_of_size_and_bytes(tmp_path: Path) -> None:
-    data = b"salign" * 100
-    path = tmp_path / "a.nii"
-    path.write_bytes(data)
-    expected = hashlib.blake2b(len(data).to_bytes(8, "little") + data, digest_size=16).hexdigest()
-    assert content_hash(path) == expected
-    copy = tmp_path / "sub" / "b.nii"
-    copy.parent.mkdir()
-    copy.write_bytes(data)
-    assert content_hash(copy) == expected  # content, not path
-
-
-def test_content_hash_of_a_large_file_reads_only_the_first_and_last_mib(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    data = bytearray(rng.integers(0, 256, 3 * HASH_CHUNK_BYTES + 17, dtype=np.uint8).tobytes())
-    path = tmp_path / "big.nii"
-    path.write_bytes(bytes(data))
-    mib = HASH_CHUNK_BYTES
-    expected = hashlib.blake2b(
-        len(data).to_bytes(8, "little") + bytes(data[:mib]) + bytes(data[-mib:]), digest_size=16
-    ).hexdigest()
-    assert content_hash(path) == expected
-    data[len(data) // 2] ^= 0xFF  # the middle is not read: documented blind spot
-    path.write_bytes(bytes(data))
-    assert content_hash(path) == expected
-    data[0] ^= 0xFF
-    path.write_bytes(bytes(data))
-    assert content_hash(path) != expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +378,7 @@ def test_truncated_plain_nifti_and_valid_nifti2_and_header_extensions(
 def test_an_unforeseen_reader_failure_costs_one_scan_not_the_run(
     tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from salign_cli.data import index as index_module
+    from salign_cli.data.index import checks as index_module
 
     write_nifti(tmp_path / "s" / "a.nii.gz")
     write_nifti(tmp_path / "s" / "b.nii.gz", np.ones(SHAPE, np.int16))

@@ -257,7 +257,7 @@ def test_a_label_edited_in_the_middle_with_size_and_mtime_kept_is_not_served_sta
     first = cache.get_or_build(image, config, label_path=label)
     assert int(np.asarray(first.labels[60]).max()) == 1
 
-    from salign_cli.data.index import content_hash
+    from salign_cli.io.hashing import content_hash
 
     before = label.stat()
     fast_hash = content_hash(label)

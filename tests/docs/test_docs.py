@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from salign_cli.cli.reference import (
+from tools.cli_reference import (
     REGENERATE,
     escape_markdown,
     help_to_markdown,

@@ -13,22 +13,17 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from salign_cli.bundles.card import CardDataset, CardLicence, write_card
+from salign_cli.bundles.contract import BundleContract
+from salign_cli.bundles.files import read_contract
+from salign_cli.bundles.store import build_model, load_bundle, save_bundle
 from salign_cli.errors import InputError, SalignError
 from salign_cli.infer.defaults import InferenceDefaults
-from salign_cli.model.bundle import (
-    BundleContract,
-    CardDataset,
-    CardLicence,
-    build_model,
-    load_bundle,
-    read_contract,
-    save_bundle,
-    write_card,
-)
 from salign_cli.model.unet import UNet2D, UNetConfig
 
 
 def _contract(**changes: object) -> BundleContract:
+    """A contract parsed from ``salign.json``-shaped sections, as it enters from a file."""
     base = {
         "kind": "finetuned",
         "architecture": UNetConfig(num_classes=2, width=8, depth=2).to_dict(),
@@ -37,7 +32,7 @@ def _contract(**changes: object) -> BundleContract:
         "preprocessing": {"modality": "CT", "slice_axis": 2, "target_spacing_mm": [1.0, 1.0]},
         "finetuning": {"labelled_case_ids": ["case_01"], "seed": 7},
     }
-    return BundleContract(**{**base, **changes})  # type: ignore[arg-type]
+    return BundleContract.from_dict({**base, **changes})
 
 
 def test_save_writes_weights_hash_contract_and_card(tiny_bundle: Path) -> None:
@@ -236,7 +231,7 @@ def test_a_missing_folder_path_is_never_taken_for_a_hub_name(tmp_path: Path) -> 
 
 
 def test_an_untrained_bundle_loads_and_says_it_was_never_trained(tmp_path: Path) -> None:
-    from salign_cli.model.bundle import build_model, load_bundle, untrained_bundle
+    from salign_cli.bundles.store import build_model, load_bundle, untrained_bundle
 
     folder = untrained_bundle(tmp_path / "b", ("background", "organ"), modality="CT")
     bundle = load_bundle(folder)

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from hub_server import FakeHub, publish_bundle, write_tiny_bundle
 
-import salign_cli.registry
+import salign_cli.bundles.registry
+from salign_cli.bundles.cache import cached_bundles, import_bundle
+from salign_cli.bundles.resolve import open_bundle
+from salign_cli.bundles.spec import parse_spec
+from salign_cli.bundles.store import load_bundle
 from salign_cli.errors import InputError, SalignError
-from salign_cli.hub import cached_bundles, import_bundle, parse_spec, resolve
-from salign_cli.model.bundle import load_bundle
 
 
 def _sha256(path: Path) -> str:
@@ -23,7 +25,7 @@ def _use_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bundles: dict
     path = tmp_path / "registry" / "registry.json"
     path.parent.mkdir()
     path.write_text(json.dumps({"schema_version": 1, "bundles": bundles}))
-    monkeypatch.setattr(salign_cli.registry, "registry_path", lambda: path)
+    monkeypatch.setattr(salign_cli.bundles.registry, "registry_path", lambda: path)
 
 
 def _published(repo_id: str, commit: str, sha256: str) -> dict:
@@ -57,7 +59,7 @@ def test_download_lands_in_the_standard_cache(
     loopback_hub: FakeHub, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     commit = publish_bundle(loopback_hub, "org/name", tiny_bundle)
-    resolved = resolve("org/name")
+    resolved = open_bundle("org/name")
     expected = tmp_path / "hf-cache" / "models--org--name" / "snapshots" / commit
     assert (resolved.folder, resolved.source, resolved.commit) == (expected, "hub", commit)
     assert _sha256(expected / "model.safetensors") == _sha256(tiny_bundle / "model.safetensors")
@@ -70,9 +72,9 @@ def test_pinned_revision_wins_over_main(loopback_hub: FakeHub, tmp_path: Path) -
     old_commit = publish_bundle(loopback_hub, "org/name", old, refs=("main", "v1"))
     publish_bundle(loopback_hub, "org/name", new, refs=("main",))
     for spec in (f"org/name@{old_commit}", "org/name@v1"):
-        weights = resolve(spec).folder / "model.safetensors"
+        weights = open_bundle(spec).folder / "model.safetensors"
         assert _sha256(weights) == _sha256(old / "model.safetensors"), spec
-    latest = resolve("org/name").folder / "model.safetensors"
+    latest = open_bundle("org/name").folder / "model.safetensors"
     assert _sha256(latest) == _sha256(new / "model.safetensors")
 
 
@@ -91,13 +93,13 @@ def test_tampered_cache_is_refused_and_force_repairs_it(
 ) -> None:
     commit = publish_bundle(loopback_hub, "org/name", tiny_bundle)
     spec = f"org/name@{commit}"
-    cached = resolve(spec).folder / "model.safetensors"
+    cached = open_bundle(spec).folder / "model.safetensors"
     blob = cached.resolve()
     blob.chmod(0o644)
     blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
     with pytest.raises(InputError, match="do not match the sha256"):
         load_bundle(spec)
-    resolve(spec, force=True)
+    open_bundle(spec, force=True)
     assert load_bundle(spec).contract.kind == "finetuned"
 
 
@@ -105,7 +107,7 @@ def test_pinned_commit_is_reused_offline_with_all_sockets_blocked(
     loopback_hub: FakeHub, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> None:
     commit = publish_bundle(loopback_hub, "org/name", tiny_bundle)
-    resolve(f"org/name@{commit}")
+    open_bundle(f"org/name@{commit}")
     attempts = request.getfixturevalue("block_all_sockets")
     requests_before = len(loopback_hub.requests)
     # A commit never changes, so even without HF_HUB_OFFLINE no request is needed...
@@ -120,10 +122,10 @@ def test_unreachable_hub_falls_back_to_cache_and_says_so(
     loopback_hub: FakeHub, tiny_bundle: Path, request
 ) -> None:
     commit = publish_bundle(loopback_hub, "org/name", tiny_bundle, refs=("main", "v1"))
-    resolve("org/name@v1")
+    open_bundle("org/name@v1")
     request.getfixturevalue("block_all_sockets")
     notes: list[str] = []
-    resolved = resolve("org/name@v1", report=notes.append)
+    resolved = open_bundle("org/name@v1", report=notes.append)
     assert (resolved.source, resolved.commit) == ("cache", commit)
     assert len(notes) == 1
     assert "cannot reach" in notes[0] and "using the cached copy of org/name@v1" in notes[0]
@@ -135,7 +137,7 @@ def test_no_network_and_no_cache_explains_the_offline_recipe(
     request.getfixturevalue("block_all_sockets")
     cache = tmp_path / "hf-cache"
     with pytest.raises(SalignError) as caught:
-        resolve("org/name@v2")
+        open_bundle("org/name@v2")
     message = str(caught.value)
     for needed in (
         "org/name@v2",
@@ -148,18 +150,18 @@ def test_no_network_and_no_cache_explains_the_offline_recipe(
     assert "\n" not in message
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SalignError, match=r"HF_HUB_OFFLINE is set, and it is not in the cache"):
-        resolve("org/name@v2")
+        open_bundle("org/name@v2")
 
 
 def test_hub_answers_become_clear_input_errors(loopback_hub: FakeHub, tiny_bundle: Path) -> None:
     publish_bundle(loopback_hub, "org/name", tiny_bundle)
     with pytest.raises(InputError, match="no such model repository"):
-        resolve("org/other")
+        open_bundle("org/other")
     with pytest.raises(InputError, match="no such revision"):
-        resolve("org/name@v9")
+        open_bundle("org/name@v9")
     loopback_hub.add_commit("org/notabundle", {"README.md": b"hi"})
     with pytest.raises(InputError, match="not a complete salign bundle"):
-        resolve("org/notabundle")
+        open_bundle("org/notabundle")
 
 
 def test_private_repo_needs_hf_token_read_at_call_time(
@@ -167,9 +169,9 @@ def test_private_repo_needs_hf_token_read_at_call_time(
 ) -> None:
     publish_bundle(loopback_hub, "org/private", tiny_bundle, token="hf_secret")
     with pytest.raises(InputError, match="set HF_TOKEN"):
-        resolve("org/private")
+        open_bundle("org/private")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    assert resolve("org/private").source == "hub"
+    assert open_bundle("org/private").source == "hub"
     assert loopback_hub.requests[-1][2] == "Bearer hf_secret"
 
 
@@ -187,9 +189,9 @@ def test_registry_name_fetches_its_pinned_commit_and_checks_its_hash(
             "bad/name": _published("org/model", pinned, "0" * 64),
         },
     )
-    assert resolve("good/name").commit == pinned
+    assert open_bundle("good/name").commit == pinned
     with pytest.raises(InputError, match="sha256 in the salign registry for bad/name"):
-        resolve("bad/name")
+        open_bundle("bad/name")
 
 
 def test_import_makes_a_registry_name_work_offline(
@@ -234,8 +236,8 @@ def test_cached_bundles_lists_what_huggingface_hub_cached(
     full = publish_bundle(loopback_hub, "org/full", tiny_bundle, refs=("main", "v1"))
     contract_only = publish_bundle(loopback_hub, "org/peek", tiny_bundle)
     not_a_bundle = loopback_hub.add_commit("org/other", {"config.json": b"{}"})
-    resolve("org/full@v1")
-    resolve("org/peek", contract_only=True)
+    open_bundle("org/full@v1")
+    open_bundle("org/peek", contract_only=True)
     from huggingface_hub import hf_hub_download
 
     hf_hub_download(

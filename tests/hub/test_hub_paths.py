@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from salign_cli import hub_paths
+from salign_cli.bundles import hub_paths
 
 HF_VARIABLES = (
     "HF_HOME",

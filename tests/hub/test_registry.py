@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from salign_cli.bundles.registry import load_registry, registry_path, safe_join
 from salign_cli.errors import InputError, SalignError
-from salign_cli.registry import load_registry, registry_path, safe_join
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,9 @@ ENTRY = {
 }
 
 
-def test_checkout_reads_the_top_level_registry() -> None:
-    assert registry_path() == REPO_ROOT / "weights" / "registry.json"
+def test_the_registry_has_one_home_inside_the_package() -> None:
+    assert registry_path() == REPO_ROOT / "salign_cli" / "_weights" / "registry.json"
+    assert not (REPO_ROOT / "weights" / "registry.json").exists()
 
 
 def test_shipped_entries_are_consistent_and_cards_exist() -> None:
@@ -42,12 +43,6 @@ def test_shipped_entries_are_consistent_and_cards_exist() -> None:
     for entry in registry.entries.values():
         assert entry.published == (entry.revision is not None) == (entry.sha256 is not None)
         assert registry.card_path(entry) is not None, f"card missing for {entry.name}"
-
-
-def test_package_copy_is_identical_to_the_top_level_registry() -> None:
-    top_level = (REPO_ROOT / "weights" / "registry.json").read_bytes()
-    shipped = (REPO_ROOT / "salign_cli" / "_weights" / "registry.json").read_bytes()
-    assert shipped == top_level, "copy weights/registry.json to salign_cli/_weights/registry.json"
 
 
 @pytest.mark.parametrize("bad", ["../secrets.md", "/etc/passwd", "cards/../../x.md", "C:/x.md", ""])
@@ -75,8 +70,9 @@ def test_published_entry_needs_commit_and_hash(tmp_path: Path) -> None:
 
 def test_registry_hub_and_weights_cli_do_not_import_torch() -> None:
     code = (
-        "import sys, salign_cli.registry, salign_cli.hub, salign_cli.cli.weights;"
-        "from salign_cli.registry import load_registry; load_registry();"
+        "import sys, salign_cli.bundles.registry, salign_cli.bundles.resolve,"
+        " salign_cli.bundles.cache, salign_cli.cli.weights;"
+        "from salign_cli.bundles.registry import load_registry; load_registry();"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
@@ -85,8 +81,8 @@ def test_registry_hub_and_weights_cli_do_not_import_torch() -> None:
 def test_a_bundled_entry_resolves_to_its_shipped_folder_without_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_bundle
 ) -> None:
-    import salign_cli.registry as registry_module
-    from salign_cli.hub import resolve
+    import salign_cli.bundles.registry as registry_module
+    from salign_cli.bundles.resolve import open_bundle
 
     shipped = tmp_path / "_weights"
     shipped.mkdir()
@@ -97,7 +93,7 @@ def test_a_bundled_entry_resolves_to_its_shipped_folder_without_network(
     monkeypatch.setattr(registry_module, "registry_path", lambda: tmp_path / "registry.json")
     entry = load_registry().get("org/x")
     assert entry is not None and entry.bundled_folder == shipped / "tiny"
-    resolved = resolve("org/x")  # unpublished, yet usable: it ships with salign
+    resolved = open_bundle("org/x")  # unpublished, yet usable: it ships with salign
     assert resolved.source == "local" and resolved.folder == shipped / "tiny"
     registry = load_registry()
     assert registry.card_path(entry) == shipped / "tiny" / "README.md"  # its own card serves

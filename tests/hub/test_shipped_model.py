@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from salign_cli.bench.few_label import fixed_test_split
-from salign_cli.registry import load_registry
+from salign_cli.bundles.registry import load_registry
 
 
 def test_the_registry_names_the_shipped_bundle_and_its_hub_repository() -> None:
@@ -30,7 +30,7 @@ def test_the_registry_names_the_shipped_bundle_and_its_hub_repository() -> None:
 def test_the_shipped_card_is_hub_metadata_generated_from_its_contract() -> None:
     from huggingface_hub import ModelCard
 
-    from salign_cli.model.bundle import read_contract
+    from salign_cli.bundles.files import read_contract
 
     entry = load_registry().get("hippocampus")
     assert entry is not None and entry.bundled_folder is not None

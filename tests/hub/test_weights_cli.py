@@ -45,7 +45,7 @@ def test_download_then_offline_use_by_commit(
 
     import torch
 
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     model = build_model(load_bundle(f"org/name@{commit}")).eval()
     with torch.no_grad():

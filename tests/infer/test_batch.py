@@ -365,7 +365,8 @@ def test_the_newest_finetuned_run_is_the_default_model(
     run = Workspace.resolve(workspace).ensure().new_run_dir("finetune")
     shutil.copytree(make_bundle(), run / "bundle")
     summary = segment([write_scan(tmp_path / "a.nii.gz")])
-    assert summary.model is not None and summary.model.folder == (run / "bundle").resolve()
+    assert summary.model is not None
+    assert summary.model.origin.resolved.folder == (run / "bundle").resolve()
 
 
 def test_a_pretrained_bundle_is_refused(tmp_path: Path, make_bundle):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from salign_cli.bundles.store import build_model, load_bundle
 from salign_cli.data.preprocess import OUTSIDE_SCAN, PreprocessConfig, with_context
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
@@ -21,7 +22,6 @@ from salign_cli.infer.predictor import (
     tta_flips,
 )
 from salign_cli.io.volume import Volume, read_volume, to_canonical
-from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.model.unet import UNet2D, UNetConfig
 
 
@@ -155,9 +155,7 @@ def test_segmenting_a_canonical_copy_equals_canonicalising_the_mask(
     copy_path = tmp_path / "canonical.nii.gz"
     nib.save(nib.Nifti1Image(canonical.array, canonical.affine), copy_path)
     bundle = load_bundle(make_bundle(modality="MR", target_spacing_mm=(2.0, 2.5)))
-    predictor = Predictor(
-        build_model(bundle).eval(), PreprocessConfig.from_dict(bundle.contract.preprocessing)
-    )
+    predictor = Predictor(build_model(bundle).eval(), bundle.contract.preprocessing)
     original_mask = predictor.predict(volume).labels
     copy_mask = predictor.predict(read_volume(copy_path)).labels
     assert len(np.unique(original_mask)) > 1  # a non-trivial mask, or the test proves nothing

@@ -15,14 +15,8 @@ from index_corpus import write_dicom_series
 
 from salign_cli.errors import InputError
 from salign_cli.io import volume as volume_module
-from salign_cli.io.volume import (
-    dicom_series,
-    is_dicom_file,
-    read_header,
-    read_volume,
-    sample_voxels,
-    series_files,
-)
+from salign_cli.io.dicom import dicom_series, is_dicom_file, series_files
+from salign_cli.io.volume import read_header, read_volume, sample_voxels
 
 CT_UID = "1.2.826.0.1.3680043.8.498.101"
 MR_UID = "1.2.826.0.1.3680043.8.498.202"

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised fine-tuned MR bundle (width 8, depth 2; background + organ)."""
-    from salign_cli.model.bundle import untrained_bundle
+    from salign_cli.bundles.store import untrained_bundle
 
     return untrained_bundle(tmp_path_factory.mktemp("bundle") / "bundle", ("background", "organ"))
 

@@ -83,7 +83,7 @@ def test_kill_during_pretraining_then_resume_equals_an_uninterrupted_run(dataset
     (run_dir,) = (workspace / "runs").iterdir()
     assert not (run_dir / "bundle").exists(), "killed too late: the run had finished"
 
-    resumed = run_salign("pretrain", "--resume", str(run_dir), "-w", str(workspace), "-q")
+    resumed = run_salign("pretrain", "--resume-from", str(run_dir), "-w", str(workspace), "-q")
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((run_dir / "report.json").read_text())
     assert 6 <= report["resumed_from_step"] < 24 and report["steps"] == 24
@@ -171,7 +171,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
     else:
         newest.unlink()
 
-    result = cli("pretrain", "--resume", str(run_dir), "-w", str(workspace))
+    result = cli("pretrain", "--resume-from", str(run_dir), "-w", str(workspace))
 
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if str(newest) in line]

@@ -18,15 +18,17 @@ from torch.utils.data import Dataset
 
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
+from salign_cli.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    rng_state,
+    set_rng_state,
+)
 from salign_cli.train.engine import (
     NonFiniteLossError,
     TrainConfig,
     TrainingInterrupted,
-    latest_checkpoint,
     learning_rate,
-    list_checkpoints,
-    rng_state,
-    set_rng_state,
     train,
 )
 

@@ -1,4 +1,4 @@
-"""Fine-tuning: case selection, class names, default schedule, scoring, and tiny end-to-end runs."""
+"""Fine-tuning: options, default schedule, the starting network, and tiny end-to-end runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,17 +14,12 @@ from salign_cli.errors import InputError
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import (
     FinetuneOptions,
-    LabelledCase,
     SegmentationObjective,
-    class_names_for,
     finetune,
     initial_network,
-    resolve_labelled_cases,
-    score_labels,
-    seeded_order,
-    split_cases,
 )
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
+from salign_cli.train.scans import LabelledCase
 from salign_cli.workspace import Workspace
 
 CPU = RuntimeOptions(device="cpu")
@@ -38,34 +32,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", cases=4, test_cases=0)
 
 
-# ---------------------------------------------------------------------------------------------
-# selection
-
-
-def test_given_cases_are_labelled_and_the_rest_validate() -> None:
-    assert split_cases(["c", "a", "b", "d"], chosen=["d", "a"]) == (["a", "d"], ["b", "c"])
-
-
-def test_seeded_selection_is_nested_and_reproducible() -> None:
-    ids = [f"case_{i:03d}" for i in range(20)]
-    one, _ = split_cases(ids, labels=1, seed=3)
-    five, rest = split_cases(ids, labels=5, seed=3)
-    assert set(one) <= set(five)  # N = 1 is among N = 5 for the same seed
-    assert len(five) == 5 and len(rest) == 15 and not set(five) & set(rest)
-    assert split_cases(list(reversed(ids)), labels=5, seed=3)[0] == five  # order of input is moot
-    # The rule, stated independently: sorted ids permuted by numpy's seeded generator.
-    permutation = np.random.default_rng(3).permutation(20)
-    assert five == sorted(sorted(ids)[i] for i in permutation[:5])
-    assert seeded_order(ids, 3)[0] == one[0]
-
-
-def test_selection_errors_name_the_problem() -> None:
-    with pytest.raises(InputError, match="zzz"):
-        split_cases(["a", "b"], chosen=["zzz"])
-    with pytest.raises(InputError, match="only 2 labelled"):
-        split_cases(["a", "b"], labels=3)
-
-
 def test_options_need_exactly_one_way_of_choosing() -> None:
     with pytest.raises(InputError, match="exactly one"):
         FinetuneOptions()
@@ -76,23 +42,7 @@ def test_options_need_exactly_one_way_of_choosing() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# classes, schedule, scoring
-
-
-def test_class_names_come_from_dataset_json_else_numbers() -> None:
-    assert class_names_for([0, 1, 2], {0: "background", 1: "Anterior", 2: "Posterior"}) == {
-        0: "background",
-        1: "Anterior",
-        2: "Posterior",
-    }
-    assert class_names_for([0, 3], {}) == {
-        0: "background",
-        1: "class_1",
-        2: "class_2",
-        3: "class_3",
-    }
-    with pytest.raises(InputError, match="only background"):
-        class_names_for([0], {})
+# options, schedule
 
 
 def test_the_profile_picks_the_recipe_and_flags_override_single_fields() -> None:
@@ -126,20 +76,12 @@ def test_pretrained_layers_get_the_scaled_rate_and_the_head_the_full_one() -> No
     assert len(body["params"]) + len(head["params"]) == len(list(unet.parameters()))
 
 
-def test_score_labels_is_dice_per_class() -> None:
-    prediction = np.array([1, 1, 0, 2, 0])
-    reference = np.array([1, 0, 0, 2, 2])
-    case = score_labels("x", prediction, reference, [1, 2])
-    assert case.classes[1].dice == pytest.approx(2 * 1 / (2 * 1 + 1 + 0))  # TP 1, FP 1
-    assert case.classes[2].dice == pytest.approx(2 * 1 / (2 * 1 + 0 + 1))  # TP 1, FN 1
-
-
 # ---------------------------------------------------------------------------------------------
 # end to end
 
 
 def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_path: Path) -> None:
-    from salign_cli.model.bundle import build_model, load_bundle
+    from salign_cli.bundles.store import build_model, load_bundle
 
     result = finetune(
         [synthetic],
@@ -185,7 +127,7 @@ def test_resume_continues_with_the_stored_cases(synthetic: Path, tmp_path: Path)
 
 
 def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: Path) -> None:
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
     from salign_cli.train.pretrain import PretrainOptions, pretrain
 
     workspace = tmp_path / "ws"
@@ -209,7 +151,7 @@ def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: P
 
 
 def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> None:
-    from salign_cli.model.bundle import load_bundle
+    from salign_cli.bundles.store import load_bundle
 
     folder = make_bundle(kind="pretrained", classes=("background", "foreground"))
     case = LabelledCase("a", "a.nii.gz", "a_seg.nii.gz", "h", "MR", (1.0, 1.0, 1.0))
@@ -265,12 +207,3 @@ def test_excluding_an_unknown_case_id_is_an_error_not_a_silent_leak(
         finetune(
             [synthetic], workspace=tmp_path / "ws", base="scratch", options=options, runtime=CPU
         )
-
-
-def test_a_data_folder_given_through_dot_dot_finds_its_labelled_scans(
-    synthetic: Path, tmp_path: Path
-) -> None:
-    (synthetic.parent / "elsewhere").mkdir(exist_ok=True)
-    roundabout = synthetic.parent / "elsewhere" / ".." / synthetic.name
-    cases, _ = resolve_labelled_cases([roundabout], Workspace(tmp_path / "ws").ensure())
-    assert len(cases) == len(list((synthetic / "labelsTr").glob("*.nii.gz")))

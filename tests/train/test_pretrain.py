@@ -11,9 +11,9 @@ import pytest
 import torch
 from tiny_training import make_tiny_task
 
+from salign_cli.bundles.store import build_model, load_bundle
 from salign_cli.data.synthetic import make_case
 from salign_cli.errors import InputError
-from salign_cli.model.bundle import build_model, load_bundle
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
 TINY = ("--steps", "3", "--batch-size", "4", "--size", "16", "--width", "4", "-q")
@@ -52,11 +52,11 @@ def test_cli_writes_a_pretrained_bundle_and_resumes(cli, tiny_scans, tmp_path):
     bundle = load_bundle(run_dir / "bundle")
     contract = bundle.contract
     assert contract.kind == "pretrained" and contract.modality == "MR"
-    assert contract.architecture["width"] == 4
+    assert contract.architecture.width == 4
     assert contract.pretraining["method"] == "sal" and contract.pretraining["steps"] == 3
     assert sorted(contract.pretraining["case_ids"]) == ["case_0", "case_1", "case_2"]
     assert contract.pretraining["options"]["window_radius"] == 3
-    assert contract.preprocessing["target_spacing_mm"] == [1.0, 1.0]
+    assert contract.preprocessing.target_spacing_mm == (1.0, 1.0)
     assert build_model(bundle)(torch.zeros(1, 1, 20, 24)).shape == (1, 2, 20, 24)
 
     again = cli("pretrain", "--resume", str(run_dir), "--workspace", str(workspace), "-q")
@@ -75,7 +75,7 @@ def test_scratch_writes_an_untrained_bundle(cli, tiny_scans, tmp_path):
     assert contract.pretraining["method"] == "scratch" and contract.pretraining["steps"] == 0
 
 
-@pytest.mark.parametrize(("spacing", "expected"), [("native", None), ("2", [2.0, 2.0])])
+@pytest.mark.parametrize(("spacing", "expected"), [("native", None), ("2", (2.0, 2.0))])
 def test_spacing_option_is_recorded_in_the_bundle(cli, tiny_scans, tmp_path, spacing, expected):
     result = cli(
         "pretrain", str(tiny_scans), *TINY, "--method", "scratch", "--spacing", spacing,
@@ -83,7 +83,7 @@ def test_spacing_option_is_recorded_in_the_bundle(cli, tiny_scans, tmp_path, spa
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert load_bundle(run_dir / "bundle").contract.preprocessing["target_spacing_mm"] == expected
+    assert load_bundle(run_dir / "bundle").contract.preprocessing.target_spacing_mm == expected
 
 
 def test_ct_scans_default_to_the_median_spacing_floored_at_one_and_a_half_mm(cli, tmp_path):
@@ -100,7 +100,7 @@ def test_ct_scans_default_to_the_median_spacing_floored_at_one_and_a_half_mm(cli
     (run_dir,) = (tmp_path / "ws" / "runs").iterdir()
     contract = load_bundle(run_dir / "bundle").contract
     assert contract.modality == "CT"
-    assert contract.preprocessing["target_spacing_mm"] == [1.5, 1.5]
+    assert contract.preprocessing.target_spacing_mm == (1.5, 1.5)
 
 
 def test_folder_without_scans_is_an_input_error(cli, tmp_path):

@@ -1,24 +1,17 @@
-"""The torch-free registry of named salign bundles (``weights/registry.json``).
+"""The torch-free registry of named salign bundles (``salign_cli/_weights/registry.json``).
 
 A registry entry maps a short name (``salign/sal-unet2d-mri-base``) to a Hub repository, a pinned
 40-hex commit and the sha256 of the weights at that commit, so that ``--model NAME`` always means
 the same bytes. Entries that are planned but not uploaded say ``"published": false`` and carry no
 revision or hash: the CLI reports them as unpublished instead of pretending they can be fetched.
 
-Where the file is found (decided once, here):
-
-1. ``<repo>/weights/registry.json`` when salign runs from a source checkout or an editable install
-   (the folder beside ``salign_cli/`` holds ``pyproject.toml``): this is the file maintainers edit.
-2. ``salign_cli/_weights/registry.json`` otherwise: a copy shipped inside the package as package
-   data, so an installed wheel answers ``salign weights list`` too. A test keeps the copy
-   byte-identical to the top-level file, so the two cannot drift apart silently.
+The file lives in one place, inside the package (package data), so a checkout and an installed
+wheel read the same registry; maintainers edit it there. Model cards (``card``: a path relative
+to the registry, e.g. ``cards/NAME.md``) sit beside it.
 
 A registry entry may also name a bundle that ships inside the package (``"bundled"``: a folder
 under ``salign_cli/_weights/``), so ``--model hippocampus`` works offline on a fresh install; the
 bundle's own ``salign.json`` pins its weights by sha256, checked when it is loaded.
-
-Model cards (``weights/cards/*.md``) are only needed when publishing, which happens from a checkout,
-so they are not shipped in the wheel; :meth:`Registry.card_path` returns ``None`` when absent.
 """
 
 from __future__ import annotations
@@ -34,7 +27,7 @@ from salign_cli.errors import InputError, SalignError
 REGISTRY_SCHEMA_VERSION = 1
 COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
-_PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "_weights"  # shipped with the package
 _ENTRY_KEYS = {
     "repo_id",
     "revision",
@@ -47,16 +40,11 @@ _ENTRY_KEYS = {
     "description",
     "bundled",
 }
-BUNDLED_DIR = _PACKAGE_DIR / "_weights"  # bundles that ship inside the package
 
 
 def registry_path() -> Path:
-    """The registry file this installation reads (see the module docstring for the order)."""
-    checkout_root = _PACKAGE_DIR.parent
-    top_level = checkout_root / "weights" / "registry.json"
-    if (checkout_root / "pyproject.toml").is_file() and top_level.is_file():
-        return top_level
-    return _PACKAGE_DIR / "_weights" / "registry.json"
+    """The registry file: ``salign_cli/_weights/registry.json``."""
+    return BUNDLED_DIR / "registry.json"
 
 
 def safe_join(base: Path, relative: str, what: str) -> Path:
@@ -162,8 +150,8 @@ class Registry:
         return next((e for e in self.entries.values() if e.sha256 == sha256), None)
 
     def card_path(self, entry: RegistryEntry) -> Path | None:
-        """The entry's model card under ``weights/`` (for a bundled entry without one, the
-        shipped bundle's own ``README.md``), or ``None`` when not shipped here."""
+        """The entry's model card beside the registry (for a bundled entry without one, the
+        shipped bundle's own ``README.md``), or ``None`` when absent."""
         if entry.card is None:
             folder = entry.bundled_folder
             own = None if folder is None else folder / "README.md"

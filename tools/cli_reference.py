@@ -5,9 +5,12 @@ Every command and sub-command is read from the click command tree that Typer bui
 and a table of arguments and options with their types and defaults. Hidden commands and options
 (internal plumbing such as ``pretrain --run-dir``) are left out, as ``--help`` leaves them out.
 
-Regenerate after changing any command::
+Regenerate after changing any command (from the repository root, so this checkout's code is
+the one described)::
 
-    python -m salign_cli.cli.reference > docs/reference/cli.md
+    python -m tools.cli_reference > docs/reference/cli.md
+
+A development tool, kept out of the ``salign_cli`` package so it does not ship in the wheel.
 
 ``tests/docs/test_docs.py`` fails when the committed file differs from :func:`render_cli_reference`.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-REGENERATE = "python -m salign_cli.cli.reference > docs/reference/cli.md"
+REGENERATE = "python -m tools.cli_reference > docs/reference/cli.md"
 _MARKDOWN_SPECIAL = "\\`*_[]<>|"
 _CODE_SPAN = re.compile(r"(`[^`]+`)")
 _TYPE_NAMES = {int: "INTEGER", float: "FLOAT", str: "TEXT", bool: "BOOLEAN"}

@@ -1,0 +1,101 @@
+"""What every command shares: one error mapping applied by the app factory, one declaration of
+each common option, one resume syntax."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+import typer
+import typer.main
+from typer.testing import CliRunner
+
+from salign_cli.cli import common
+from salign_cli.cli.app import app
+from salign_cli.cli.common import new_app, resume_target
+from salign_cli.errors import InputError, SalignError
+
+
+def _app_raising(error: BaseException) -> typer.Typer:
+    demo = new_app(name="demo")
+
+    @demo.command("fail")
+    def fail() -> None:
+        raise error
+
+    @demo.command("other")  # two commands, so Typer keeps the command name on the line
+    def other() -> None:
+        pass
+
+    return demo
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), [(InputError("scan.nii: 4D; split it"), 2), (SalignError("disk full"), 1)]
+)
+def test_every_command_of_a_new_app_reports_salign_errors_as_one_line(error, code):
+    result = CliRunner().invoke(_app_raising(error), ["fail"])
+    assert result.exit_code == code
+    assert result.output.strip() == f"error: {error}"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_bug_is_not_turned_into_a_one_line_error():
+    result = CliRunner().invoke(_app_raising(ZeroDivisionError("bug")), ["fail"])
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_resume_target_maps_the_two_flags_to_what_the_stages_take(tmp_path: Path):
+    assert resume_target(False, None) is False
+    assert resume_target(True, None) is True
+    assert resume_target(False, tmp_path) == tmp_path  # --resume-from implies --resume
+    assert resume_target(True, tmp_path) == tmp_path
+
+
+def _shared_help() -> dict[str, str]:
+    """``--option`` → the help text declared once in cli/common.py."""
+    aliases = {
+        "--device": common.DeviceOption,
+        "--quiet": common.QuietOption,
+        "--seed": common.SeedOption,
+        "--batch-size": common.BatchSizeOption,
+        "--compile": common.CompileOption,
+    }
+    return {option: typing.get_args(alias)[1].help for option, alias in aliases.items()}
+
+
+def _commands(command, path=()):
+    if hasattr(command, "commands"):
+        for name, child in command.commands.items():
+            yield from _commands(child, (*path, name))
+    else:
+        yield path, command
+
+
+def test_every_command_declares_the_shared_options_alike():
+    shared = _shared_help()
+    seen = {option: 0 for option in shared}
+    for path, command in _commands(typer.main.get_command(app)):
+        for parameter in command.params:
+            if getattr(parameter, "secondary_opts", None):
+                continue  # a switch of another meaning: info's --device/--no-device
+            for option in set(parameter.opts) & set(shared):
+                assert parameter.help == shared[option], f"salign {' '.join(path)} {option}"
+                seen[option] += 1
+    # device: pretrain, finetune, segment, demo, bench few-label, bench probe
+    assert seen == {"--device": 6, "--quiet": 6, "--seed": 4, "--batch-size": 3, "--compile": 2}
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_both_training_commands_resume_a_named_run_with_resume_from(cli, workspace, command):
+    missing = workspace / "runs" / "nowhere"
+    result = cli(command, "--resume-from", str(missing))
+    assert result.exit_code == 2
+    assert "--resume-from" in result.output and "no such run folder" in result.output
+
+
+def test_pretrain_still_takes_the_old_resume_spelling(cli, workspace):
+    missing = workspace / "runs" / "nowhere"
+    result = cli("pretrain", "--resume", str(missing))
+    assert result.exit_code == 2 and "no such run folder" in result.output
