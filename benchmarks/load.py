@@ -4,8 +4,10 @@ Writes ``--index-count`` tiny NIfTI scans (8 x 8 x 4 int16) and a tiny fine-tune
 (width 8, depth 2) to a temporary folder, then runs each phase in a fresh child process, so that
 its peak RSS (``resource.getrusage``) is its own: ``index`` over a tenth of the scans and over all
 of them, ``segment`` over ``--segment-count / 10`` files and over ``--segment-count`` files.
-Bounded memory shows as a peak RSS that does not grow with the number of files. Prints a table;
-nothing is kept. This is a benchmark, not a timed test.
+Bounded memory shows as a peak RSS that does not grow with the number of files; ``s/file`` of
+the segment rows is the per-file cost of the batch (target <= 0.1 s on 2 cores, issue 14: the
+predictor runs such tiny volumes on one torch thread, see `cpu_threads_for`). Prints a table,
+then one JSON line; nothing is kept. This is a benchmark, not a timed test.
 
     python benchmarks/load.py                                  # 10 000 scans, segment 1 000
     python benchmarks/load.py --index-count 2000 --segment-count 200
@@ -25,6 +27,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's salign, not whichever one is installed
 SHAPE = (8, 8, 4)
 
 
@@ -105,7 +109,7 @@ def main() -> None:
         table = Table(
             title=f"salign under load: {SHAPE} int16 scans, generated in {generated_s:.0f} s"
         )
-        for column in ("phase", "files", "seconds", "files/s", "peak RSS (MiB)"):
+        for column in ("phase", "files", "seconds", "files/s", "s/file", "peak RSS (MiB)"):
             table.add_column(column, justify="left" if column == "phase" else "right")
         rows = [
             ("index (a tenth)", phase_in_child("index", shards[0], root / "ws_tenth")),
@@ -123,9 +127,22 @@ def main() -> None:
                 str(phase["files"]),
                 f"{phase['seconds']:.1f}",
                 f"{phase['files'] / phase['seconds']:.0f}",
+                f"{phase['seconds'] / phase['files']:.3f}",
                 f"{phase['peak_rss_mib']:.0f}",
             )
         Console().print(table)
+    print(
+        json.dumps(
+            {
+                "benchmark": "load",
+                "shape": list(SHAPE),
+                "rows": [
+                    {"phase": name, **phase, "seconds_per_file": phase["seconds"] / phase["files"]}
+                    for name, phase in rows
+                ],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

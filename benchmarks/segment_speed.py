@@ -3,8 +3,11 @@
 Cases:
 
 - ``ct512``: a generated 512 x 512 x 200 int16 CT-like volume (0.8 x 0.8 x 2.5 mm) segmented with
-  the default U-Net (width 32, depth 4, 2 classes) at the volume's own in-plane spacing, so the
-  network sees 200 slices of 512 x 512 — the worst case for a 2D model;
+  a width-32, depth-4, 2-class U-Net (the GPU recipe's width; the CPU recipe's 16 is ~3x cheaper)
+  trained, as the default CT recipe does, at the median in-plane spacing floored at 1.5 mm
+  (`default_target_spacing`): the network sees 200 slices of 273 x 273. Run twice: as is, and
+  with ``segment --fast`` (3 mm, 137 x 137). ``--ct-spacing native`` gives the old 512² row,
+  ``--ct-width 16`` the CPU recipe's network;
 - ``hippocampus``: the first ``--cases`` MSD hippocampus MRI crops with a width-32, 3-class model.
 
 Each case runs in a fresh child process (``--child``) so that peak RSS is that of one
@@ -19,8 +22,8 @@ them). Targets from the issue: < 60 s for ct512 on 2 CPU cores; < 1 s on one H10
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's salign, not whichever one is installed
 DEFAULT_HIPPOCAMPUS = REPO.parent / "shared" / "data" / "hippocampus"
 CT_SHAPE = (512, 512, 200)
 CT_SPACING_MM = (0.8, 0.8, 2.5)
@@ -55,14 +59,32 @@ def make_ct_volume(path: Path) -> Path:
     return path
 
 
-def make_bundle(folder: Path, modality: str, classes: tuple[str, ...]) -> Path:
+def make_bundle(
+    folder: Path,
+    modality: str,
+    classes: tuple[str, ...],
+    target_spacing_mm: tuple[float, float] | None = None,
+    width: int = 32,
+) -> Path:
     from salign_cli.bundles.store import untrained_bundle
+    from salign_cli.data.preprocess import PreprocessConfig
     from salign_cli.model.unet import UNetConfig
 
-    # the default width-32, depth-4 U-Net: speed does not depend on the (random) weights
+    # a depth-4 U-Net (width 32 unless told): speed does not depend on the (random) weights
     return untrained_bundle(
-        folder, classes, modality=modality, architecture=UNetConfig(num_classes=len(classes))
+        folder,
+        classes,
+        modality=modality,
+        architecture=UNetConfig(num_classes=len(classes), width=width),
+        preprocessing=PreprocessConfig(modality, target_spacing_mm=target_spacing_mm),  # type: ignore[arg-type]
     )
+
+
+def ct_recipe_spacing(choice: str) -> tuple[float, float] | None:
+    """The in-plane spacing `salign finetune` would train a model on this CT at."""
+    from salign_cli.data.preprocess import default_target_spacing
+
+    return default_target_spacing([CT_SPACING_MM], "CT", choice)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -79,7 +101,10 @@ def child(args: argparse.Namespace) -> None:
         args.output,
         model=args.model,
         options=SegmentOptions(
-            device=args.device, batch_size=args.batch_size or None, overwrite=True
+            device=args.device,
+            batch_size=args.batch_size or None,
+            overwrite=True,
+            fast=args.fast,
         ),
     )
     seconds = time.perf_counter() - start
@@ -109,11 +134,14 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def run_case(inputs: list[Path], output: Path, model: Path, device: str, args) -> dict:
+def run_case(
+    inputs: list[Path], output: Path, model: Path, device: str, args, fast: bool = False
+) -> dict:
     command = [
         sys.executable,
         __file__,
         "--child",
+        *(["--fast"] if fast else []),
         "--model",
         str(model),
         "--output",
@@ -126,19 +154,17 @@ def run_case(inputs: list[Path], output: Path, model: Path, device: str, args) -
         str(args.threads or 0),
         *map(str, inputs),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    # the child imports this checkout's salign, whatever is installed
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=environment
+    )
     if completed.returncode != 0:
         raise SystemExit(completed.stderr or completed.stdout)
     return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def nnunet_status() -> str:
-    if importlib.util.find_spec("nnunetv2") is None:
-        return (
-            "skipped: nnunetv2 is not installed; `pip install nnunetv2` (2.8.1) would replace "
-            "this environment's CPU torch with torch 2.14.1 + ~3 GB of CUDA 13 wheels"
-        )
-    return "skipped: nnunetv2 is installed, but this benchmark has no nnU-Net model to run"
 
 
 def main() -> None:
@@ -153,6 +179,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20, help="hippocampus volumes to segment")
     parser.add_argument("--hippocampus", type=Path, default=DEFAULT_HIPPOCAMPUS)
     parser.add_argument("--skip-ct512", action="store_true")
+    parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ct-width", type=int, default=32, help="ct512 U-Net width (the CPU recipe's is 16)"
+    )
+    parser.add_argument(
+        "--ct-spacing",
+        default="auto",
+        help="ct512 model spacing: auto (the CT default, 1.5 mm here), native or mm",
+    )
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -168,38 +203,56 @@ def main() -> None:
         work = Path(scratch)
         cases = []
         if not args.skip_ct512:
-            ct_bundle = make_bundle(work / "ct-bundle", "CT", ("background", "organ"))
-            cases.append(
-                ("ct512 (512x512x200)", [make_ct_volume(work / "ct512.nii.gz")], ct_bundle)
+            spacing = ct_recipe_spacing(args.ct_spacing)
+            ct_bundle = make_bundle(
+                work / "ct-bundle", "CT", ("background", "organ"), spacing, args.ct_width
             )
+            ct = [make_ct_volume(work / "ct512.nii.gz")]
+            at = "native" if spacing is None else f"{spacing[0]:g} mm"
+            name = f"ct512 w{args.ct_width}"
+            cases.append((f"{name} @ {at}", ct, ct_bundle, False))
+            if spacing is not None:
+                cases.append((f"{name} --fast @ {2 * spacing[0]:g} mm", ct, ct_bundle, True))
         images = sorted((args.hippocampus / "imagesTr").glob("*.nii.gz"))[: args.cases]
         if images:
             mr_bundle = make_bundle(
                 work / "mr-bundle", "MR", ("background", "anterior", "posterior")
             )
-            cases.append((f"hippocampus ({len(images)} crops)", images, mr_bundle))
+            cases.append((f"hippocampus ({len(images)} crops)", images, mr_bundle, False))
         for device in devices:
-            for name, inputs, bundle in cases:
-                result = run_case(inputs, work / f"out-{device}", bundle, device, args)
+            for name, inputs, bundle, fast in cases:
+                result = run_case(inputs, work / f"out-{device}", bundle, device, args, fast)
                 rows.append((name, result))
     cores = args.threads or torch.get_num_threads()
     print(
         f"\nsalign segment, file to file (threads: {cores}, batch size {args.batch_size or 'device default'})\n"
     )
-    header = f"{'case':28} {'device':7} {'s/volume':>9} {'read':>7} {'predict':>8} {'write':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}"
+    header = f"{'case':32} {'device':7} {'s/volume':>9} {'read':>7} {'predict':>8} {'write':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}"
     print(header)
     print("-" * len(header))
     for name, r in rows:
         gpu = f"{r['gpu_peak_gib']:.2f}" if r["gpu_peak_gib"] is not None else "-"
         print(
-            f"{name:28} {r['device']:7} {r['seconds_per_volume']:9.2f} {r['stages']['read']:7.2f} "
+            f"{name:32} {r['device']:7} {r['seconds_per_volume']:9.2f} {r['stages']['read']:7.2f} "
             f"{r['stages']['predict']:8.2f} {r['stages']['write']:7.2f} {r['peak_rss_gib']:13.2f} {gpu:>8}"
         )
     print(
         "\ns/volume: wall time of the whole call (model load included) / volumes; read, predict"
         "\nand write are per-volume means of overlapping stages (read and write run in threads)."
     )
-    print(f"nnU-Net v2 2D predictor: {nnunet_status()}")
+    print("nnU-Net v2 side by side: benchmarks/nnunet_side_by_side.py")
+    print(
+        json.dumps(
+            {
+                "benchmark": "segment_speed",
+                "threads": cores,
+                "rows": [
+                    {"case": name, **{k: v for k, v in r.items() if k != "stages"}, **r["stages"]}
+                    for name, r in rows
+                ],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

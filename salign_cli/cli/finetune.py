@@ -125,6 +125,14 @@ def finetune(
         Optional[int],  # noqa: UP045
         typer.Option(help="U-Net width with --from scratch. Default: 16 (cpu), 32 (gpu)."),
     ] = None,
+    spacing: Annotated[
+        str,
+        typer.Option(
+            help="In-plane spacing the model is trained and run at: auto (median of the scans; "
+            "CT at least 1.5 mm, which keeps CPU inference near a minute per CT), native "
+            "(each scan's own), or mm (e.g. 1.0). With --from scratch; a base bundle keeps its own.",
+        ),
+    ] = "auto",
     unlabelled: Annotated[
         str,
         typer.Option(
@@ -200,6 +208,7 @@ def finetune(
             context=context,
             mirror=mirror,
             width=width,
+            spacing=spacing,
             unlabelled=unlabelled,
             semi=semi,
             max_validation_cases=max_validation,

@@ -142,6 +142,14 @@ def pretrain(
         Optional[int],  # noqa: UP045
         typer.Option(help="U-Net base width. Default: 32 on CUDA, 16 on CPU."),
     ] = None,
+    spacing: Annotated[
+        str,
+        typer.Option(
+            help="In-plane spacing the model is trained and run at: auto (median of the scans; "
+            "CT at least 1.5 mm, which keeps CPU inference near a minute per CT), native "
+            "(each scan's own), or mm (e.g. 1.0).",
+        ),
+    ] = "auto",
     device: DeviceOption = "auto",
     compile_model: CompileOption = False,
     workers: Annotated[
@@ -221,6 +229,7 @@ def pretrain(
         gp_weight=gp_weight,
         la_weight=la_weight,
         width=width,
+        spacing=spacing,
     )
     train_config = TrainConfig(
         steps=steps,

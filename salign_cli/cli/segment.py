@@ -104,6 +104,14 @@ def segment(
             show_default=False,
         ),
     ] = None,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast",
+            help="Trade accuracy for speed: run the model at twice its in-plane spacing "
+            "(4x fewer pixels; a 1.5 mm CT model runs at 3 mm). Masks stay on the input's grid.",
+        ),
+    ] = False,
     probabilities: Annotated[
         bool,
         typer.Option(
@@ -185,6 +193,7 @@ def segment(
         recursive=recursive,
         fail_fast=fail_fast,
         output_type=cast("OutputType", output_type),  # plan_jobs checks it
+        fast=fast,
     )
     progress = Progress(
         TextColumn("[bold]segment[/]"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +34,7 @@ from torch import nn
 from salign_cli.data.preprocess import (
     PreparedScan,
     PreprocessConfig,
+    coarsened,
     mirror_axes,
     prepare_scan,
     restore_labels,
@@ -55,6 +56,33 @@ SliceProgress = Callable[[int, int], None]
 # Slices per forward pass. On a CPU larger batches are no faster and a width-32 U-Net at 512²
 # holds ~250 MB of activations per slice; a GPU wants more work per launch.
 DEFAULT_BATCH_SIZE = {"cuda": 32, "mps": 8, "cpu": 4}
+# CPU thread plan: a forward pass over fewer pixels than this (4 slices of 128²) runs on one
+# torch thread. Splitting a small convolution costs more in OpenMP hand-offs than it saves, and
+# the extra thread fights the reader and writer threads of `segment` for the same cores: on 2
+# cores, 8 x 8 x 4 files took 0.28 s each with 2 torch threads and 0.023 s with 1.
+SMALL_BATCH_PIXELS = 4 * 128 * 128
+
+
+def cpu_threads_for(batch_pixels: int, available: int) -> int:
+    """Torch intra-op threads for forward passes of ``batch_pixels`` pixels on a CPU.
+
+    >>> cpu_threads_for(4 * 64 * 64, 8), cpu_threads_for(4 * 272 * 272, 8)
+    (1, 8)
+    """
+    return 1 if batch_pixels < SMALL_BATCH_PIXELS else max(1, available)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` torch intra-op threads, then restore the previous number."""
+    previous = torch.get_num_threads()
+    if count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != previous:
+            torch.set_num_threads(previous)
 
 
 def tta_flips(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -117,6 +145,10 @@ class BundleOrigin:
 class Predictor:
     """A model, the preprocessing it was trained with, and a device: volume in, labels out.
 
+    ``spacing_factor`` > 1 runs the network on a coarser in-plane grid than it was trained on
+    (`coarsened`; ``segment --fast``): factor² fewer pixels per slice, labels still on the
+    input's grid, at some cost in accuracy.
+
     Example::
 
         predictor = Predictor(model, PreprocessConfig(modality="CT"), device="cpu")
@@ -137,6 +169,7 @@ class Predictor:
         batch_size: int | None = None,
         tta: bool = False,
         mirror: str = "all",
+        spacing_factor: float = 1.0,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -145,6 +178,10 @@ class Predictor:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 4)
         self.tta = tta
         self.mirror = mirror
+        self.spacing_factor = spacing_factor
+        # the most threads torch may use: its setting when the predictor is built (the machine's
+        # cores, or what OMP_NUM_THREADS / torch.set_num_threads asked for)
+        self.max_threads = torch.get_num_threads()
         # any module with a UNetConfig-like ``config`` (tests pass small stand-ins)
         self.num_classes = int(cast(Any, model).config.num_classes)
         prepared_model = fold_batch_norm(model).to(self.device)
@@ -161,6 +198,7 @@ class Predictor:
         device: torch.device | str = "auto",
         batch_size: int | None = None,
         tta: bool | None = None,
+        spacing_factor: float = 1.0,
         note: Callable[[str], None] | None = None,
     ) -> Predictor:
         """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
@@ -169,7 +207,8 @@ class Predictor:
         ships with salign and needs no network) or a Hub id ``org/name[@revision]``; ``None``:
         the newest fine-tuned run in ``workspace`` (see `open_bundle`). The weights
         are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
-        default, and the TTA mirror always comes from the bundle. ``note`` receives one-line notes
+        default, and the TTA mirror always comes from the bundle; ``spacing_factor`` as in the
+        class (``segment --fast``). ``note`` receives one-line notes
         (e.g. a Hub fallback to the cache). ``.origin`` says what was loaded. Raises
         :class:`InputError` for a bundle without a trained segmentation head.
 
@@ -193,6 +232,7 @@ class Predictor:
             batch_size=batch_size,
             tta=defaults.tta if tta is None else tta,
             mirror=defaults.mirror,
+            spacing_factor=spacing_factor,
         )
         predictor.origin = BundleOrigin(bundle.resolved, contract)
         return predictor
@@ -226,12 +266,13 @@ class Predictor:
         flips: list[tuple[int, ...]] = (
             tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
         )
-        probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
-        labels = restore_labels(probabilities, prepared, volume)
+        with torch_threads(self._threads_for(prepared)):
+            probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
+            labels = restore_labels(probabilities, prepared, volume)
+            restored = None
+            if with_probabilities:
+                restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
         labels = labels.astype(label_dtype(self.num_classes - 1))
-        restored = None
-        if with_probabilities:
-            restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
         return Prediction(labels=labels, probabilities=restored)
 
     def slice_probabilities(
@@ -275,16 +316,27 @@ class Predictor:
         assert total is not None
         return total / len(flips)
 
+    def _threads_for(self, prepared: PreparedScan) -> int:
+        """The CPU thread plan (`cpu_threads_for`) within the threads torch was given."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        batch = min(self.batch_size, len(prepared.slices))
+        height, width = prepared.resampled_shape
+        return cpu_threads_for(batch * height * width, self.max_threads)
+
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _config_for(self, volume: Volume) -> PreprocessConfig:
+        config = self.preprocess
         singleton_axes = _singleton_canonical_axes(volume)
         if len(singleton_axes) == 1 and volume.array.size > 1:
-            return dataclasses.replace(self.preprocess, slice_axis=singleton_axes[0])
-        return self.preprocess
+            config = dataclasses.replace(config, slice_axis=singleton_axes[0])
+        if self.spacing_factor != 1.0:
+            config = coarsened(config, volume, self.spacing_factor)
+        return config
 
 
 def _singleton_canonical_axes(volume: Volume) -> list[int]:

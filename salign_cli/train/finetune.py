@@ -41,7 +41,7 @@ import torch
 
 from salign_cli.bundles.resolve import latest_bundle_spec
 from salign_cli.data.augment import AugmentConfig
-from salign_cli.data.preprocess import PreprocessConfig, SliceCache, mirror_axes
+from salign_cli.data.preprocess import PreprocessConfig, SliceCache, mirror_axes, parse_spacing
 from salign_cli.data.sampling import LabelledAndUnlabelled, LabelledSliceDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
@@ -128,7 +128,9 @@ class FinetuneOptions:
     How to train is a `FinetuneRecipe`: ``recipe`` when given, else the default of ``profile``
     (``auto``: ``gpu`` on CUDA, ``cpu`` elsewhere). The remaining fields override single recipe
     fields when not ``None``: ``size`` a square patch, ``augment=False`` switches augmentation
-    off; ``width`` applies only to ``--from scratch``.
+    off; ``width`` applies only to ``--from scratch``, and so does ``spacing`` (``auto``,
+    ``native`` or mm, see `default_target_spacing`; a base bundle keeps the spacing it was
+    pre-trained at).
     """
 
     labels: int | None = None
@@ -149,8 +151,10 @@ class FinetuneOptions:
     unlabelled: str = "auto"
     checkpoint_every: int = 100
     max_validation_cases: int | None = None
+    spacing: str | float = "auto"
 
     def __post_init__(self) -> None:
+        parse_spacing(str(self.spacing))
         if (self.labels is None) == (not self.case_ids):
             raise InputError("give either --labels N or --cases ID,ID,... (exactly one of them)")
         if self.labels is not None and self.labels < 1:
@@ -231,6 +235,7 @@ def initial_network(
     width: int,
     seed: int,
     context: int = 0,
+    spacing: str | float = "auto",
     notify: Callable[[str], None] | None = None,
 ) -> tuple[UNet2D, PreprocessConfig, dict[str, Any]]:
     """The U-Net to fine-tune, the preprocessing it expects, and where it came from.
@@ -239,13 +244,13 @@ def initial_network(
     ``num_classes``; the bundle's preprocessing is kept (the network was trained on it), and a
     1-channel network takes ``context`` neighbours per side through
     `UNet2D.expand_input_channels`. From scratch: a seeded network and the cases' own
-    preprocessing (median in-plane spacing).
+    preprocessing at ``spacing`` (``auto``: median in-plane spacing, CT floored at 1.5 mm).
     """
     torch.manual_seed(seed)
     in_channels = 2 * context + 1
     if base == SCRATCH:
         model = UNet2D(UNetConfig(num_classes=num_classes, width=width, in_channels=in_channels))
-        preprocess = dataclasses.replace(preprocess_config_for(cases), context=context)  # type: ignore[arg-type]
+        preprocess = dataclasses.replace(preprocess_config_for(cases, spacing), context=context)  # type: ignore[arg-type]
         return model, preprocess, {"base_model": None, "pretraining": None}
     from salign_cli.bundles.store import build_model, load_bundle
 
@@ -383,6 +388,7 @@ def finetune(
             width=recipe.width,
             seed=options.seed,
             context=recipe.context,
+            spacing=options.spacing,
             notify=reporter.on_message,
         )
         unlabelled_scans = []

@@ -39,6 +39,7 @@ from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
     SliceCache,
+    parse_spacing,
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
@@ -120,6 +121,7 @@ class PretrainOptions:
     width: int | None = None
     depth: int = 4
     norm: Literal["batch", "instance"] = "batch"
+    spacing: str | float = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -146,6 +148,7 @@ class PretrainOptions:
             raise InputError("pair scale must lie in [0, 0.5) and pair rotation in [0, 45] degrees")
         if self.width is not None and self.width < 1:
             raise InputError(f"--width must be positive, got {self.width}")
+        parse_spacing(str(self.spacing))
 
     @property
     def la_levels(self) -> tuple[str, ...]:
@@ -484,7 +487,7 @@ def _pretrain(
                 notify=reporter.on_message if context.is_main else None,
             ),
         )
-        preprocess = preprocess_config_for(scans)
+        preprocess = preprocess_config_for(scans, options.spacing)
         run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
         task_config = {
             "options": options.to_dict(),

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from salign_cli.data.preprocess import PreprocessConfig, SliceCache, median_inplane_spacing
+from salign_cli.data.preprocess import PreprocessConfig, SliceCache, default_target_spacing
 from salign_cli.errors import InputError
 from salign_cli.workspace import Workspace
 
@@ -131,8 +131,11 @@ def _indexed_scans(
     ]
 
 
-def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
-    """One modality for the whole run and the median in-plane spacing as target spacing."""
+def preprocess_config_for(
+    scans: Sequence[ScanEntry], spacing: str | float = "auto"
+) -> PreprocessConfig:
+    """One modality for the whole run and its target spacing (`default_target_spacing`:
+    ``auto`` = the median in-plane spacing, floored at 1.5 mm for CT)."""
     modalities = sorted({scan.modality for scan in scans})
     if len(modalities) != 1:
         raise InputError(
@@ -141,7 +144,9 @@ def preprocess_config_for(scans: Sequence[ScanEntry]) -> PreprocessConfig:
         )
     return PreprocessConfig(
         modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=median_inplane_spacing([s.spacing_mm for s in scans], None),
+        target_spacing_mm=default_target_spacing(
+            [s.spacing_mm for s in scans], modalities[0], spacing
+        ),
     )
 
 

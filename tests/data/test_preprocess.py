@@ -14,8 +14,10 @@ from salign_cli.data.preprocess import (
     PreprocessConfig,
     SliceCache,
     choose_slice_axis,
+    default_target_spacing,
     median_inplane_spacing,
     normalise_intensity,
+    parse_spacing,
     prepare_scan,
     resampled_size,
     restore_labels,
@@ -169,6 +171,32 @@ def test_median_inplane_spacing_uses_the_in_plane_axes():
     spacings = [(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.9, 0.9, 3.0)]
     assert median_inplane_spacing(spacings, slice_axis=None) == pytest.approx((0.8, 0.8))
     assert median_inplane_spacing(spacings, slice_axis=0) == pytest.approx((0.8, 5.0))
+
+
+@pytest.mark.parametrize(
+    ("spacings", "modality", "spacing", "expected"),
+    [
+        # CT at 0.7-0.9 mm: the median 0.8 is raised to the 1.5 mm floor on both axes
+        ([(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.9, 0.9, 3.0)], "CT", "auto", (1.5, 1.5)),
+        # CT already coarser than the floor keeps its median; one axis below it is raised alone
+        ([(2.0, 1.2, 5.0), (2.0, 1.2, 5.0)], "CT", "auto", (2.0, 1.5)),
+        # MR: nnU-Net's median, no floor
+        ([(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.9, 0.9, 3.0)], "MR", "auto", (0.8, 0.8)),
+        ([(0.8, 0.8, 5.0)], "CT", "native", None),
+        ([(0.8, 0.8, 5.0)], "CT", 1.0, (1.0, 1.0)),
+        ([(0.8, 0.8, 5.0)], "MR", "2.5", (2.5, 2.5)),  # as the CLI passes it
+    ],
+)
+def test_default_target_spacing_is_the_median_with_a_ct_floor(
+    spacings, modality, spacing, expected
+):
+    assert default_target_spacing(spacings, modality, spacing) == expected
+
+
+@pytest.mark.parametrize("text", ["fine", "0", "-1.5", "nan", "inf", ""])
+def test_spacing_option_rejects_anything_but_auto_native_or_a_positive_number(text):
+    with pytest.raises(InputError, match="--spacing must be auto, native or a positive"):
+        parse_spacing(text)
 
 
 def _save(array: np.ndarray, path: Path) -> Path:

@@ -17,6 +17,7 @@ from salign_cli.infer.batch import SegmentOptions, expand_inputs, plan_jobs, seg
 from salign_cli.io.atomic import PARTIAL_MARKER
 from salign_cli.io.naming import case_name
 from salign_cli.io.volume import read_header, read_volume
+from salign_cli.workspace import Workspace
 
 FIXTURES = ("totalseg_example_ct_sm.nii.gz", "totalseg_example_mr_sm.nii.gz", "spleen2_ct.nii.gz")
 
@@ -138,6 +139,27 @@ def test_masks_beside_the_fixtures_keep_their_geometry(
         (mask.array == 1).sum() * voxel_ml, rel=1e-4
     )
     assert no_partials(scans)
+
+
+def test_fast_masks_keep_the_input_geometry(fixtures_dir: Path, tmp_path: Path, make_bundle):
+    bundle = make_bundle(
+        modality="CT", classes=("background", "organ"), target_spacing_mm=(1.5, 1.5)
+    )
+    image = fixtures_dir / "spleen2_ct.nii.gz"  # 164 x 166 in-plane at ~0.79 mm
+    predictor, _ = batch.load_predictor(
+        str(bundle), Workspace.resolve(tmp_path / "ws"), SegmentOptions(fast=True)
+    )
+    volume = read_volume(image)
+    # --fast: twice the bundle's 1.5 mm, so 164 * 0.79 / 3 = 43 pixels (and 44)
+    expected = tuple(round(volume.shape[axis] * volume.spacing_mm[axis] / 3.0) for axis in (0, 1))
+    assert expected == (43, 44)
+    assert predictor.prepare(volume).resampled_shape == expected
+    output = tmp_path / "fast_seg.nii.gz"
+    summary = segment([image], output, model=str(bundle), options=SegmentOptions(fast=True))
+    assert [r.status for r in summary.results] == ["written"]
+    mask, source = read_header(output), read_header(image)
+    assert mask.shape == source.shape and mask.orientation == source.orientation
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-6)
 
 
 def test_extras_probabilities_preview_and_largest_component(

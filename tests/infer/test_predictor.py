@@ -14,7 +14,13 @@ from salign_cli.bundles.store import build_model, load_bundle
 from salign_cli.data.preprocess import OUTSIDE_SCAN, PreprocessConfig, with_context
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
-from salign_cli.infer.predictor import Predictor, fold_batch_norm, tta_flips
+from salign_cli.infer.predictor import (
+    SMALL_BATCH_PIXELS,
+    Predictor,
+    cpu_threads_for,
+    fold_batch_norm,
+    tta_flips,
+)
 from salign_cli.io.volume import Volume, read_volume, to_canonical
 from salign_cli.model.unet import UNet2D, UNetConfig
 
@@ -94,6 +100,29 @@ def test_resampled_prediction_has_the_input_shape(fixtures_dir: Path):
     clear = np.abs(volume.array) > 300
     agreement = (prediction.labels[clear] == (volume.array[clear] > 0)).mean()
     assert agreement > 0.97
+
+
+@pytest.mark.parametrize(
+    ("target_spacing_mm", "expected_mm"), [((1.5, 1.5), (3.0, 3.0)), (None, "twice native")]
+)
+def test_a_spacing_factor_of_two_halves_the_grid_and_keeps_the_input_grid(
+    fixtures_dir: Path, target_spacing_mm, expected_mm
+):
+    volume = read_volume(fixtures_dir / "spleen2_ct.nii.gz")  # 164 x 166 x 26, ~0.79 mm, RAS
+    inplane_mm = volume.spacing_mm[:2]
+    config = PreprocessConfig(modality="CT", target_spacing_mm=target_spacing_mm)
+    fast = Predictor(SignNet(), config, spacing_factor=2.0)
+    prepared = fast.prepare(volume)
+    coarse_mm = (3.0, 3.0) if expected_mm != "twice native" else tuple(2 * s for s in inplane_mm)
+    assert prepared.resampled_shape == ((43, 44) if expected_mm != "twice native" else (82, 83))
+    # the same physical extent on a grid coarse_mm apart: 164 * 0.79 / 3 = 43 (or 82) pixels
+    assert prepared.resampled_shape == tuple(
+        round(volume.shape[axis] * inplane_mm[axis] / coarse_mm[axis]) for axis in (0, 1)
+    )
+    labels = fast.predict(volume, prepared=prepared).labels
+    assert labels.shape == volume.shape
+    clear = np.abs(volume.array) > 300  # far from 0 HU the class survives the coarse grid
+    assert (labels[clear] == (volume.array[clear] > 0)).mean() > 0.95
 
 
 def test_flip_tta_of_a_flip_equivariant_model_changes_nothing(fixtures_dir: Path):
@@ -196,3 +225,41 @@ def test_progress_counts_slices_batch_by_batch_up_to_the_total(tta: bool):
     predictor.predict(volume, on_progress=lambda done, total: calls.append((done, total)))
     # 10 axial slices in batches of 4: 4, 8, then the last 2; TTA views do not count twice.
     assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+class ThreadRecorder(SignNet):
+    """SignNet that notes how many torch threads each forward pass ran with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads.append(torch.get_num_threads())
+        return super().forward(x)
+
+
+def test_thread_plan_is_one_thread_below_the_small_batch_size_else_all():
+    assert SMALL_BATCH_PIXELS == 65_536  # 4 slices of 128 x 128
+    assert cpu_threads_for(65_535, 2) == 1
+    assert cpu_threads_for(65_536, 2) == 2
+    assert cpu_threads_for(4 * 272 * 272, 16) == 16
+    assert cpu_threads_for(10**6, 0) == 1
+
+
+@pytest.mark.parametrize(("side", "expected_threads"), [(8, 1), (160, 2)])
+def test_small_volumes_run_on_one_thread_and_the_setting_is_restored(side, expected_threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = PreprocessConfig(modality="MR", slice_axis=2)
+        predictor = Predictor(ThreadRecorder(), config, batch_size=4)
+        image = np.random.default_rng(0).normal(size=(side, side, 4)).astype(np.float32)
+        labels = predictor.predict(Volume(image, np.eye(4))).labels
+        # 4 slices of 8² = 256 pixels per pass: one thread; 4 of 160² = 102,400: both
+        assert predictor.model.threads == [expected_threads]  # the predictor's (folded) copy
+        assert torch.get_num_threads() == 2
+        # float16 probabilities may flip a voxel whose z-score is ~0; every other one agrees
+        assert (labels == mr_positive(image)).mean() > 0.999
+    finally:
+        torch.set_num_threads(previous)

@@ -167,6 +167,23 @@ def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> 
         initial_network(str(folder), 4, [ct_case], width=8, seed=0)
 
 
+@pytest.mark.parametrize(
+    ("spacing", "expected"), [("auto", (1.5, 1.5)), ("native", None), ("1.0", (1.0, 1.0))]
+)
+def test_scratch_ct_network_trains_at_the_floored_median_unless_told(spacing, expected) -> None:
+    cases = [  # CT at 0.7 / 0.8 / 0.9 mm in-plane: median 0.8, below the 1.5 mm floor
+        LabelledCase(f"c{i}", "c.nii.gz", "c_seg.nii.gz", "h", "CT", (mm, mm, 5.0))
+        for i, mm in enumerate((0.7, 0.8, 0.9))
+    ]
+    _, preprocess, _ = initial_network("scratch", 2, cases, width=4, seed=0, spacing=spacing)
+    assert preprocess.modality == "CT" and preprocess.target_spacing_mm == expected
+
+
+def test_spacing_option_is_checked_before_any_work() -> None:
+    with pytest.raises(InputError, match="--spacing must be auto, native or a positive"):
+        FinetuneOptions(labels=1, spacing="coarse")
+
+
 def test_validation_dice_is_finite_on_synthetic_data(synthetic: Path, tmp_path: Path) -> None:
     result = finetune(
         [synthetic],

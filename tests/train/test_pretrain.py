@@ -75,6 +75,34 @@ def test_scratch_writes_an_untrained_bundle(cli, tiny_scans, tmp_path):
     assert contract.pretraining["method"] == "scratch" and contract.pretraining["steps"] == 0
 
 
+@pytest.mark.parametrize(("spacing", "expected"), [("native", None), ("2", (2.0, 2.0))])
+def test_spacing_option_is_recorded_in_the_bundle(cli, tiny_scans, tmp_path, spacing, expected):
+    result = cli(
+        "pretrain", str(tiny_scans), *TINY, "--method", "scratch", "--spacing", spacing,
+        "--workspace", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert load_bundle(run_dir / "bundle").contract.preprocessing.target_spacing_mm == expected
+
+
+def test_ct_scans_default_to_the_median_spacing_floored_at_one_and_a_half_mm(cli, tmp_path):
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    for seed in range(2):  # 0.8 mm in-plane, 5 mm slices
+        case = make_case(seed, shape=(24, 20, 6), spacing_mm=(0.8, 0.8, 5.0))
+        nib.save(nib.Nifti1Image(case.image, case.affine), folder / f"ct_{seed}.nii.gz")
+    result = cli(
+        "pretrain", str(folder), *TINY, "--method", "scratch", "--workspace", str(tmp_path / "ws")
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "ws" / "runs").iterdir()
+    contract = load_bundle(run_dir / "bundle").contract
+    assert contract.modality == "CT"
+    assert contract.preprocessing.target_spacing_mm == (1.5, 1.5)
+
+
 def test_folder_without_scans_is_an_input_error(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -85,7 +113,12 @@ def test_folder_without_scans_is_an_input_error(cli, tmp_path):
 
 
 def test_bad_option_values_are_input_errors(cli, tiny_scans, tmp_path):
-    for bad in (("--method", "simclr"), ("--gp", "sideways"), ("--feature-level", "1/3")):
+    for bad in (
+        ("--method", "simclr"),
+        ("--gp", "sideways"),
+        ("--feature-level", "1/3"),
+        ("--spacing", "fine"),
+    ):
         result = cli("pretrain", str(tiny_scans), *TINY, *bad, "--workspace", str(tmp_path))
         assert result.exit_code == 2, bad
 
