@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,17 +98,20 @@ class PreprocessConfig:
         return {**asdict(self), "version": PREPROCESS_VERSION}
 
     @classmethod
-    def from_dict(cls, payload: dict[str, object]) -> PreprocessConfig:
-        def pair(value: object) -> tuple[float, float] | None:
-            return None if value is None else (float(value[0]), float(value[1]))  # type: ignore[index]
+    def from_dict(cls, payload: Mapping[str, Any]) -> PreprocessConfig:
+        """The inverse of `to_dict` (``__post_init__`` checks every value, e.g. the modality)."""
 
+        def pair(value: Any) -> tuple[float, float] | None:
+            return None if value is None else (float(value[0]), float(value[1]))
+
+        slice_axis = payload.get("slice_axis")
         return cls(
-            modality=str(payload.get("modality", "MR")),  # type: ignore[arg-type]
-            slice_axis=None if payload.get("slice_axis") is None else int(payload["slice_axis"]),  # type: ignore[arg-type]
+            modality=cast(Modality, str(payload.get("modality", "MR"))),
+            slice_axis=None if slice_axis is None else int(slice_axis),
             target_spacing_mm=pair(payload.get("target_spacing_mm")),
-            ct_window=pair(payload.get("ct_window", CT_WINDOW_HU)),  # type: ignore[arg-type]
-            mr_percentiles=pair(payload.get("mr_percentiles", MR_PERCENTILES)),  # type: ignore[arg-type]
-            context=int(payload.get("context", 0)),  # type: ignore[call-overload]
+            ct_window=pair(payload.get("ct_window")) or CT_WINDOW_HU,
+            mr_percentiles=pair(payload.get("mr_percentiles")) or MR_PERCENTILES,
+            context=int(payload.get("context", 0)),
         )
 
 
@@ -265,6 +270,7 @@ def prepare_scan(
     if labels is not None:
         _check_label_geometry(volume, labels)
     canonical = to_canonical(volume)
+    canonical_shape = canonical.array.shape
     slice_axis = (
         config.slice_axis
         if config.slice_axis is not None
@@ -287,7 +293,7 @@ def prepare_scan(
     return PreparedScan(
         slices=np.ascontiguousarray(_resize_slices(stack, shape, nearest=False)),
         slice_axis=slice_axis,
-        canonical_shape=tuple(canonical.array.shape),  # type: ignore[arg-type]
+        canonical_shape=(int(canonical_shape[0]), int(canonical_shape[1]), int(canonical_shape[2])),
         inplane_shape=(int(stack.shape[1]), int(stack.shape[2])),
         inplane_spacing_mm=inplane_spacing,
         labels=None if label_stack is None else np.ascontiguousarray(label_stack),
