@@ -11,7 +11,7 @@ How a Hub spec is fetched, in order:
 2. A 40-hex commit already cached: the cache, no network at all (a commit never changes).
 3. Otherwise ask the Hub (one ``HEAD`` for ``salign.json``), then download the bundle files.
    If the Hub cannot be reached (firewall, outage) and a cached copy of that revision exists, it
-   is used and a note says so through ``report``; if not, the error names the repository, the
+   is used and a note says so through ``notify``; if not, the error names the repository, the
    revision, the cache folder and the offline recipe.
 
 A registry name (``salign/sal-unet2d-mri-base``) means its pinned commit, and the weights are
@@ -160,7 +160,7 @@ def _from_hub(
     revision: str,
     files: tuple[str, ...],
     force: bool,
-    report: Callable[[str], None],
+    notify: Callable[[str], None],
 ) -> tuple[Path, Source]:
     assert spec.repo_id is not None
     if hub_offline():
@@ -187,7 +187,7 @@ def _from_hub(
         folder = None if force else cached_snapshot(spec.repo_id, revision, files)
         if folder is None:
             raise _not_cached(spec, revision, reason) from None
-        report(
+        notify(
             f"{reason}; using the cached copy of {spec.repo_id}@{revision} "
             f"(commit {folder.name[:12]}) from {folder}"
         )
@@ -209,7 +209,7 @@ def fetch_bundle(
     *,
     force: bool = False,
     contract_only: bool = False,
-    report: Callable[[str], None],
+    notify: Callable[[str], None],
 ) -> tuple[Path, str, Source]:
     """The snapshot folder of the Hub bundle ``spec`` names, its revision and where it came from.
 
@@ -219,7 +219,7 @@ def fetch_bundle(
     assert spec.repo_id is not None
     revision = spec.revision or "main"
     files = (CONTRACT_FILE,) if contract_only else BUNDLE_FILES
-    folder, source = _from_hub(spec, revision, files, force, report)
+    folder, source = _from_hub(spec, revision, files, force, notify)
     check_registry_pin(spec, folder)
     return folder, revision, source
 

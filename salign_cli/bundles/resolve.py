@@ -58,14 +58,14 @@ def open_bundle(
     run_kind: RunKind = "finetune",
     force: bool = False,
     contract_only: bool = False,
-    report: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> ResolvedBundle:
     """Find (or fetch) the bundle ``spec`` names and say where it was found.
 
     ``spec``: ``None`` = the newest finished ``run_kind`` run in ``workspace`` (default: the
     workspace ``Workspace.resolve()`` picks); a ``Path`` is always a folder (a bundle or a run
     folder), never a Hub name; a string is parsed by `parse_spec`. ``force`` re-downloads even
-    if cached; ``contract_only`` fetches just ``salign.json``. ``report`` receives one-line
+    if cached; ``contract_only`` fetches just ``salign.json``. ``notify`` receives one-line
     notes such as "network down, using the cached copy" (default: the ``salign`` logger's
     warning, so a fallback is never silent). The folder is not verified here: that is
     ``load_bundle``'s job.
@@ -90,6 +90,6 @@ def open_bundle(
     if parsed.folder is not None:
         return ResolvedBundle(spec=spec, folder=parsed.folder, source="local")
     folder, revision, source = fetch_bundle(
-        parsed, force=force, contract_only=contract_only, report=report or logger.warning
+        parsed, force=force, contract_only=contract_only, notify=notify or logger.warning
     )
     return ResolvedBundle(spec, folder, source, parsed.repo_id, revision, commit=folder.name)

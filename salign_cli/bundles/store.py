@@ -141,20 +141,20 @@ def load_bundle(
     workspace: Workspace | None = None,
     *,
     run_kind: RunKind = "finetune",
-    report: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Bundle:
     """Load a verified bundle named as `open_bundle` takes it (a folder, a run folder, a
     registry name, ``org/name[@revision]``, or ``None`` for the workspace's newest run).
 
     Order of checks: contract (schema version, fields), sha256 of the weights, then tensor
     names and shapes against the architecture. Tensors are parsed by safetensors from the
-    verified bytes; nothing is unpickled. ``report`` receives notes such as "network down,
+    verified bytes; nothing is unpickled. ``notify`` receives notes such as "network down,
     using the cached copy".
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
-    resolved = open_bundle(spec, workspace, run_kind=run_kind, report=report)
+    resolved = open_bundle(spec, workspace, run_kind=run_kind, notify=notify)
     folder = resolved.folder
     source = None if resolved.source == "local" else resolved.spec
     contract = read_contract(folder)

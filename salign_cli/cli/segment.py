@@ -208,7 +208,7 @@ def segment(
     task = progress.add_task("", total=None)
     scan_bar = ScanBar(progress)  # slices of one long scan (LONG_SCAN_SLICES or more)
 
-    def note(message: str) -> None:
+    def notify(message: str) -> None:
         progress.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
     def on_start(jobs: list[Job], model_info: ModelInfo, device_name: str) -> None:
@@ -242,7 +242,7 @@ def segment(
             report=report,
             on_start=on_start,
             on_file=on_file,
-            note=note,
+            notify=notify,
             on_slices=lambda job, done, total: scan_bar.update(escape(job.input.name), done, total),
         )
     _print_summary(summary, quiet)

@@ -102,7 +102,7 @@ def download(
     """
     from salign_cli.bundles.resolve import open_bundle
 
-    resolved = open_bundle(model, force=force, report=_note)
+    resolved = open_bundle(model, force=force, notify=_note)
     verb = {"hub": "downloaded", "cache": "already cached:", "local": "local folder:"}[
         resolved.source
     ]
@@ -146,7 +146,7 @@ def info(
     if entry is not None and not entry.published:
         _registry_only(entry)
         return
-    resolved = open_bundle(model, contract_only=True, report=_note)
+    resolved = open_bundle(model, contract_only=True, notify=_note)
     contract = read_contract(resolved.folder)
     if as_json:
         console.print_json(json.dumps(contract.to_dict()))

@@ -424,7 +424,7 @@ def load_predictor(
     model: str | None,
     workspace: Workspace,
     options: SegmentOptions,
-    note: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Resolve ``--model`` (or the newest fine-tuned run) with :meth:`Predictor.from_bundle`."""
     from salign_cli.infer.predictor import Predictor
@@ -436,7 +436,7 @@ def load_predictor(
         batch_size=options.batch_size,
         tta=options.tta,
         spacing_factor=FAST_SPACING_FACTOR if options.fast else 1.0,
-        note=note,
+        notify=notify,
     )
     assert predictor.origin is not None  # from_bundle always records it
     info = ModelInfo(
@@ -582,7 +582,7 @@ def segment(
     report: Path | str | None = None,
     on_start: Callable[[list[Job], ModelInfo, str], None] | None = None,
     on_file: Callable[[FileResult], None] | None = None,
-    note: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
     on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> SegmentSummary:
     """Segment every input and write its mask; return (and optionally save) a summary.
@@ -593,7 +593,7 @@ def segment(
         [r.output for r in summary.by_status("written")]
 
     ``on_start(jobs_to_run, model, device)`` and ``on_file(result)`` drive a progress display,
-    ``on_slices(job, done, total)`` a bar inside one scan (slices segmented so far); ``note`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
+    ``on_slices(job, done, total)`` a bar inside one scan (slices segmented so far); ``notify`` receives one-line notes (Hub fallbacks, modality warnings). Argument problems
     (no inputs, bad ``-o``, no model) raise :class:`InputError`; problems with one file end up
     in its :class:`FileResult`.
     """
@@ -615,8 +615,8 @@ def segment(
         elif _is_sound_mask(job, options.output_type):
             results.append(FileResult(job.input, job.output, "skipped"))
         else:
-            if note:
-                note(
+            if notify:
+                notify(
                     f"{job.output}: existing mask is unreadable or does not match its input; "
                     "segmenting again"
                 )
@@ -627,11 +627,11 @@ def segment(
     model_info, device, stopped = None, None, False
     if pending:
         ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-        predictor, model_info = load_predictor(model, ws, options, note)
+        predictor, model_info = load_predictor(model, ws, options, notify)
         device = str(predictor.device)
         if on_start:
             on_start(pending, model_info, device)
-        stopped = _run(pending, predictor, model_info, options, results, on_file, note, on_slices)
+        stopped = _run(pending, predictor, model_info, options, results, on_file, notify, on_slices)
     order = {job.input: index for index, job in enumerate(jobs)}
     results.sort(key=lambda result: order[result.input])
     summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
@@ -647,16 +647,16 @@ def _run(
     options: SegmentOptions,
     results: list[FileResult],
     on_file: Callable[[FileResult], None] | None,
-    note: Callable[[str], None] | None,
+    notify: Callable[[str], None] | None,
     on_slices: Callable[[Job, int, int], None] | None = None,
 ) -> bool:
     """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast."""
 
     def finish(result: FileResult) -> bool:
         results.append(result)
-        if result.warnings and note:
+        if result.warnings and notify:
             for warning in result.warnings:
-                note(warning)
+                notify(warning)
         if on_file:
             on_file(result)
         return result.status == "failed" and options.fail_fast

@@ -90,7 +90,7 @@ def segment_image(
     tta: bool | None = None,
     largest_component: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    note: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> nib.Nifti1Image:
     """Segment one image in memory and return its mask as a NIfTI image on the input's grid.
 
@@ -122,11 +122,11 @@ def segment_image(
             device=device, batch_size=batch_size, tta=tta, largest_component=largest_component
         )
         ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-        predictor, info = load_predictor(model, ws, options, note)
+        predictor, info = load_predictor(model, ws, options, notify)
         chosen, modality = info.largest_component, info.origin.contract.modality
     warning = modality_warning(volume, modality)
-    if warning and note:
-        note(warning)
+    if warning and notify:
+        notify(warning)
     prediction = segment_volume(
         predictor, volume, largest_component=chosen, on_progress=on_progress
     )

@@ -199,7 +199,7 @@ class Predictor:
         batch_size: int | None = None,
         tta: bool | None = None,
         spacing_factor: float = 1.0,
-        note: Callable[[str], None] | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> Predictor:
         """The predictor of a fine-tuned bundle, exactly as ``salign segment --model spec`` runs it.
 
@@ -208,7 +208,7 @@ class Predictor:
         the newest fine-tuned run in ``workspace`` (see `open_bundle`). The weights
         are verified against the bundle's sha256; ``tta=None`` takes the bundle's inference
         default, and the TTA mirror always comes from the bundle; ``spacing_factor`` as in the
-        class (``segment --fast``). ``note`` receives one-line notes
+        class (``segment --fast``). ``notify`` receives one-line notes
         (e.g. a Hub fallback to the cache). ``.origin`` says what was loaded. Raises
         :class:`InputError` for a bundle without a trained segmentation head.
 
@@ -217,7 +217,7 @@ class Predictor:
         from salign_cli.bundles.store import build_model, load_bundle
 
         device = device if isinstance(device, torch.device) else resolve_device(device)
-        bundle = load_bundle(spec, workspace, run_kind="finetune", report=note)
+        bundle = load_bundle(spec, workspace, run_kind="finetune", notify=notify)
         contract, spec = bundle.contract, bundle.resolved.spec
         if contract.kind != "finetuned":
             raise InputError(

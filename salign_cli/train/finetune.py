@@ -254,7 +254,7 @@ def initial_network(
         return model, preprocess, {"base_model": None, "pretraining": None}
     from salign_cli.bundles.store import build_model, load_bundle
 
-    bundle = load_bundle(base, report=notify)
+    bundle = load_bundle(base, notify=notify)
     contract = bundle.contract
     modalities = sorted({case.modality for case in cases})
     if modalities != [contract.modality]:

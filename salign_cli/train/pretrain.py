@@ -350,7 +350,7 @@ def load_base(spec: str, network: SALNetwork, notify: Callable[[str], None] | No
     """
     from salign_cli.bundles.store import load_bundle
 
-    bundle = load_bundle(spec, report=notify)
+    bundle = load_bundle(spec, notify=notify)
     expected = network.unet.config
     if bundle.contract.architecture != expected:
         raise InputError(

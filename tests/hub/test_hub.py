@@ -125,7 +125,7 @@ def test_unreachable_hub_falls_back_to_cache_and_says_so(
     open_bundle("org/name@v1")
     request.getfixturevalue("block_all_sockets")
     notes: list[str] = []
-    resolved = open_bundle("org/name@v1", report=notes.append)
+    resolved = open_bundle("org/name@v1", notify=notes.append)
     assert (resolved.source, resolved.commit) == ("cache", commit)
     assert len(notes) == 1
     assert "cannot reach" in notes[0] and "using the cached copy of org/name@v1" in notes[0]

@@ -226,7 +226,7 @@ def test_a_truncated_or_mismatched_mask_is_segmented_again(tmp_path: Path, make_
     truncated.write_bytes(truncated.read_bytes()[:200])  # a crash halfway through the file
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.uint8), np.eye(4)), mismatched)
     notes: list[str] = []
-    again = segment(scans, model=model, note=notes.append)
+    again = segment(scans, model=model, notify=notes.append)
     assert [r.status for r in again.results] == ["written", "written", "skipped"]
     assert sum("segmenting again" in n for n in notes) == 2
     assert nib.load(truncated).shape == nib.load(scans[0]).shape
@@ -382,7 +382,7 @@ def test_a_modality_mismatch_is_a_warning(fixtures_dir: Path, tmp_path: Path, ma
         [fixtures_dir / "totalseg_example_ct_sm.nii.gz"],
         tmp_path,
         model=str(ct_on_mr),
-        note=notes.append,
+        notify=notes.append,
     )
     assert summary.results[0].status == "written"
     assert any("look like CT" in note for note in notes)
