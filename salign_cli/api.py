@@ -15,7 +15,30 @@ and importing one stage does not pull in the others (or torch, for the torch-fre
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the real names (``x as x``: re-exported); at run time
+    # each name is imported on first use by __getattr__ below
+    from salign_cli.bundles.resolve import open_bundle as open_bundle
+    from salign_cli.bundles.store import build_model as build_model
+    from salign_cli.bundles.store import load_bundle as load_bundle
+    from salign_cli.data.index import index_folders as index_folders
+    from salign_cli.data.index import load_index as load_index
+    from salign_cli.demo import run_demo as run_demo
+    from salign_cli.infer.batch import SegmentOptions as SegmentOptions
+    from salign_cli.infer.memory import segment as segment
+    from salign_cli.infer.memory import segment_image as segment_image
+    from salign_cli.infer.predictor import Predictor as Predictor
+    from salign_cli.io.volume import read_volume as read_volume
+    from salign_cli.io.volume import write_labels as write_labels
+    from salign_cli.metrics import evaluate_folders as evaluate_folders
+    from salign_cli.train.engine import RuntimeOptions as RuntimeOptions
+    from salign_cli.train.engine import TrainConfig as TrainConfig
+    from salign_cli.train.finetune import FinetuneOptions as FinetuneOptions
+    from salign_cli.train.finetune import finetune as finetune
+    from salign_cli.train.pretrain import PretrainOptions as PretrainOptions
+    from salign_cli.train.pretrain import pretrain as pretrain
+    from salign_cli.workspace import Workspace as Workspace
 
 _EXPORTS: dict[str, str] = {
     # index

@@ -35,7 +35,6 @@ from salign_cli.data.index import (
     load_datasets,
     load_index,
     looks_like_label_map,
-    unlabelled_scans,
     usable_scans,
 )
 from salign_cli.errors import InputError
@@ -310,7 +309,7 @@ def test_query_helpers_split_usable_scans_by_label(tmp_path: Path, workspace: Pa
     assert [r.case_id for r in records] == ["a", "b", "c"]
     assert [r.case_id for r in usable_scans(records)] == ["a", "b"]
     assert [r.case_id for r in labelled_scans(records)] == ["a"]
-    assert [r.case_id for r in unlabelled_scans(records)] == ["b"]
+    assert [r.case_id for r in usable_scans(records) if not r.is_labelled] == ["b"]
     assert records[0] == ScanRecord.from_dict(json.loads(json.dumps(records[0].to_dict())))
 
 
@@ -513,7 +512,7 @@ def test_label_maps_are_paired_or_skipped_and_never_indexed_as_images(
         folder / "totalseg_example_seg.nii.gz",
         folder / "totalseg_example_seg_mr.nii.gz",
     ]
-    assert len(unlabelled_scans(result.records)) == 2
+    assert len([r for r in usable_scans(result.records) if not r.is_labelled]) == 2
 
 
 def test_an_image_with_a_label_word_in_its_name_stays_an_image(

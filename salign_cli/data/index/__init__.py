@@ -43,7 +43,6 @@ from salign_cli.data.index.discovery import looks_like_label_map
 from salign_cli.data.index.queries import (
     labelled_scans,
     skipped_scan_notes,
-    unlabelled_scans,
     usable_scans,
 )
 from salign_cli.data.index.records import IndexResult, Problem, ScanRecord
@@ -66,6 +65,5 @@ __all__ = [
     "looks_like_label_map",
     "skipped_scan_notes",
     "summarise",
-    "unlabelled_scans",
     "usable_scans",
 ]

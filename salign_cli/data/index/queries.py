@@ -29,8 +29,3 @@ def skipped_scan_notes(records: Iterable[ScanRecord], limit: int = 20) -> list[s
 def labelled_scans(records: Iterable[ScanRecord]) -> list[ScanRecord]:
     """Usable scans with a label, in the order given."""
     return [r for r in usable_scans(records) if r.is_labelled]
-
-
-def unlabelled_scans(records: Iterable[ScanRecord]) -> list[ScanRecord]:
-    """Usable scans without a label, in the order given."""
-    return [r for r in usable_scans(records) if not r.is_labelled]
