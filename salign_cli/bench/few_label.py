@@ -1,5 +1,9 @@
 """The few-label protocol of METHOD.md ("Choosing defaults"), as one reproducible function.
 
+Why one module of about 630 lines (over the house's 600): the protocol, its runs and its table
+are one reproducible recipe; its pieces (split, pre-training reuse, fine-tune and score, summary)
+are short functions that only make sense together.
+
 On a folder of labelled scans:
 
 1. **Test split** — the last ``test_cases`` case ids in sorted order (on MSD Hippocampus: the 50

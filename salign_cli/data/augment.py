@@ -1,5 +1,9 @@
 """nnU-Net-range augmentation of 2D training slices, batched in torch on the training device.
 
+Why one module of about 640 lines (over the house's 600): the spatial and intensity transforms
+read one parameter set per slice (the table below) and the same valid-pixel masks, so the config,
+the draw and both transforms change together; about a third of the length is this docstring.
+
 Why batched on the device: per-sample augmentation in DataLoader workers (numpy/scipy, one slice
 at a time) is what limits 2D training throughput on few-core machines; a whole batch warped by
 one `grid_sample` call and a handful of masked reductions costs a few milliseconds on a CPU core

@@ -1,5 +1,10 @@
 """``salign segment`` as a typed function: inputs → masks beside them, resumable and exact.
 
+Why one module of about 750 lines (over the house's 600): planning outputs, skipping finished
+work, the reader/predictor/writer pipeline and the report must agree on one notion of a job;
+the model itself lives in `predictor.py`, geometry in `io/volume.py`, DICOM-SEG in
+`io/dicom_seg.py`.
+
 What a caller can rely on:
 
 - **Inputs**: files, folders (their scans; ``recursive`` for sub-folders; a folder without scan
