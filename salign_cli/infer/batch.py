@@ -721,7 +721,7 @@ def _predict(
     options: SegmentOptions,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    from salign_cli.infer.memory import segment_volume
+    from salign_cli.infer.predictor import segment_volume
 
     start = time.perf_counter()
     prediction = segment_volume(

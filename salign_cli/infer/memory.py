@@ -3,7 +3,7 @@
 ``segment(image, model="hippocampus")`` takes a nibabel image (or a voxel array and its affine)
 and returns the mask as a nibabel image with exactly the input's shape, affine and header codes —
 the same voxels ``salign segment`` writes for the same scan and model, because both run
-:func:`segment_volume` on a :class:`~salign_cli.io.volume.Volume` built by
+:func:`~salign_cli.infer.predictor.segment_volume` on a :class:`~salign_cli.io.volume.Volume` built by
 :mod:`salign_cli.io.volume` (the one home of geometry). Given paths instead, ``segment`` is the
 file batch, :func:`salign_cli.infer.batch.segment`, so ``salign_cli.api.segment`` mirrors the CLI.
 
@@ -29,33 +29,9 @@ from salign_cli.io.volume import (
 )
 
 if TYPE_CHECKING:
-    from salign_cli.data.preprocess import PreparedScan
     from salign_cli.infer.batch import SegmentSummary
-    from salign_cli.infer.predictor import Prediction, Predictor
+    from salign_cli.infer.predictor import Predictor
     from salign_cli.workspace import Workspace
-
-
-def segment_volume(
-    predictor: Predictor,
-    volume: Volume,
-    *,
-    largest_component: bool,
-    prepared: PreparedScan | None = None,
-    with_probabilities: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> Prediction:
-    """The predictor's labels for ``volume`` plus ``segment``'s post-processing (the largest
-    connected part of each class when ``largest_component``): one path for files and arrays."""
-    from salign_cli.infer.postprocess import keep_largest_component
-    from salign_cli.infer.predictor import Prediction
-
-    prediction = predictor.predict(
-        volume, prepared=prepared, with_probabilities=with_probabilities, on_progress=on_progress
-    )
-    if not largest_component:
-        return prediction
-    labels = keep_largest_component(prediction.labels, range(1, predictor.num_classes))
-    return Prediction(labels=labels, probabilities=prediction.probabilities)
 
 
 def as_volume(image: Any, affine: np.ndarray | None = None) -> Volume:
@@ -108,7 +84,7 @@ def segment_image(
         nib.save(mask, "t1_seg.nii.gz")
     """
     from salign_cli.infer.batch import SegmentOptions, load_predictor, modality_warning
-    from salign_cli.infer.predictor import Predictor
+    from salign_cli.infer.predictor import Predictor, segment_volume
     from salign_cli.workspace import Workspace
 
     volume = as_volume(image, affine)

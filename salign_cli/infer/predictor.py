@@ -43,6 +43,7 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
+from salign_cli.infer.postprocess import keep_largest_component
 from salign_cli.io.volume import Volume, label_dtype, to_canonical
 
 if TYPE_CHECKING:
@@ -345,3 +346,23 @@ def _singleton_canonical_axes(volume: Volume) -> list[int]:
     stand_in = np.zeros([1 if size == 1 else 2 for size in volume.shape], dtype=np.uint8)
     canonical = to_canonical(Volume(stand_in, volume.affine))
     return [axis for axis, size in enumerate(canonical.array.shape) if size == 1]
+
+
+def segment_volume(
+    predictor: Predictor,
+    volume: Volume,
+    *,
+    largest_component: bool,
+    prepared: PreparedScan | None = None,
+    with_probabilities: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Prediction:
+    """The predictor's labels for ``volume`` plus ``segment``'s post-processing (the largest
+    connected part of each class when ``largest_component``): one path for files and arrays."""
+    prediction = predictor.predict(
+        volume, prepared=prepared, with_probabilities=with_probabilities, on_progress=on_progress
+    )
+    if not largest_component:
+        return prediction
+    labels = keep_largest_component(prediction.labels, range(1, predictor.num_classes))
+    return Prediction(labels=labels, probabilities=prediction.probabilities)
