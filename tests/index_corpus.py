@@ -8,21 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-
-SHAPE = (6, 7, 5)
-
-
-def write_nifti(
-    path: Path, array: np.ndarray | None = None, affine: np.ndarray | None = None
-) -> Path:
-    """A tiny NIfTI; default: int16 ramp on a 1 mm RAS grid."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if array is None:
-        array = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
-    return path
+from nifti import SHAPE, write_nifti
 
 
 def write_label(path: Path, array: np.ndarray | None = None, **kwargs) -> Path:

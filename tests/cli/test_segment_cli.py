@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+from nifti import write_nifti
 
 from salign_cli.io.volume import read_header
 
@@ -17,8 +17,7 @@ def write_scan(path: Path, data: np.ndarray | None = None) -> Path:
         if data is None
         else data
     )
-    nib.save(nib.Nifti1Image(values, np.diag([-1.0, 1.2, 2.0, 1.0])), path)
-    return path
+    return write_nifti(path, values, np.diag([-1.0, 1.2, 2.0, 1.0]))
 
 
 def test_one_file_to_one_mask(cli, tmp_path: Path, make_bundle):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from nifti import write_nifti
 
 from salign_cli.data import preprocess
 from salign_cli.data.preprocess import (
@@ -200,8 +200,7 @@ def test_spacing_option_rejects_anything_but_auto_native_or_a_positive_number(te
 
 
 def _save(array: np.ndarray, path: Path) -> Path:
-    nib.save(nib.Nifti1Image(array, np.diag([1.0, 1.0, 2.0, 1.0])), path)
-    return path
+    return write_nifti(path, array, np.diag([1.0, 1.0, 2.0, 1.0]))
 
 
 def test_slice_cache_builds_once_then_memory_maps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from nifti import write_nifti
 
 from salign_cli.errors import InputError
 from salign_cli.infer import batch
@@ -25,11 +26,7 @@ FIXTURES = ("totalseg_example_ct_sm.nii.gz", "totalseg_example_mr_sm.nii.gz", "s
 def write_scan(path: Path, shape=(12, 10, 3), affine=None, value=None) -> Path:
     rng = np.random.default_rng(len(path.name))
     data = rng.normal(100, 20, size=shape).astype(np.float32) if value is None else value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(
-        nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0]) if affine is None else affine), path
-    )
-    return path
+    return write_nifti(path, data, np.diag([1.5, 1.5, 3.0, 1.0]) if affine is None else affine)
 
 
 def no_partials(folder: Path) -> bool:

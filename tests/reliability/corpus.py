@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nifti import write_nifti
 
 SHAPE = (8, 8, 4)
 CLASSES = {"0": "background", "1": "organ"}
@@ -42,12 +43,6 @@ class BadCase:
     evaluate_offender: Path
     segment_options: tuple[str, ...] = ()
     unreadable: tuple[Path, ...] = field(default=())
-
-
-def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
-    return path
 
 
 def good_image(seed: int, shape: tuple[int, ...] = SHAPE) -> np.ndarray:

@@ -22,7 +22,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import REPO, partial_files, run_salign, start_salign
-from corpus import good_image, write_dataset, write_nifti
+from corpus import good_image, write_dataset
+from nifti import write_nifti
 from safetensors.numpy import load_file
 
 from salign_cli.io.naming import MASK_SUFFIX

@@ -9,7 +9,8 @@ import shutil
 import socket
 
 import pytest
-from corpus import good_image, good_label, write_dataset, write_nifti
+from corpus import good_image, good_label, write_dataset
+from nifti import write_nifti
 
 from salign_cli.data.index import load_index
 
