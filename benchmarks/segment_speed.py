@@ -3,11 +3,12 @@
 Cases:
 
 - ``ct512``: a generated 512 x 512 x 200 int16 CT-like volume (0.8 x 0.8 x 2.5 mm) segmented with
-  a width-32, depth-4, 2-class U-Net (the GPU recipe's width; the CPU recipe's 16 is ~3x cheaper)
-  trained, as the default CT recipe does, at the median in-plane spacing floored at 1.5 mm
+  a depth-4, 2-class U-Net of the width ``salign finetune`` picks on this machine (16, the CPU
+  recipe, without CUDA; 32, the GPU recipe, with it; ``--ct-width`` to choose) trained, as the
+  default CT recipe does, at the median in-plane spacing floored at 1.5 mm
   (`default_target_spacing`): the network sees 200 slices of 273 x 273. Run twice: as is, and
   with ``segment --fast`` (3 mm, 137 x 137). ``--ct-spacing native`` gives the old 512² row,
-  ``--ct-width 16`` the CPU recipe's network;
+  ``--ct-width 32`` a GPU-trained network on this CPU;
 - ``hippocampus``: the first ``--cases`` MSD hippocampus MRI crops with a width-32, 3-class model.
 
 Each case runs in a fresh child process (``--child``) so that peak RSS is that of one
@@ -181,7 +182,11 @@ def main() -> None:
     parser.add_argument("--skip-ct512", action="store_true")
     parser.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--ct-width", type=int, default=32, help="ct512 U-Net width (the CPU recipe's is 16)"
+        "--ct-width",
+        type=int,
+        default=None,
+        help="ct512 U-Net width (default: the width of the recipe `salign finetune` picks on "
+        "this machine: 16 without CUDA, 32 with it)",
     )
     parser.add_argument(
         "--ct-spacing",
@@ -192,6 +197,13 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.ct_width is None:
+        import torch
+
+        from salign_cli.train.recipe import profile_for_device, recipe_for
+
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        args.ct_width = recipe_for(profile_for_device(device_type)).width
 
     import torch
 
