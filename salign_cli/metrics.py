@@ -44,7 +44,7 @@ from salign_cli.data.dataset_json import find_dataset_json, read_dataset_json
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import write_json
 from salign_cli.io.naming import MASK_SUFFIX, case_name, is_scan_path, scan_name, without_channel
-from salign_cli.io.volume import Volume, read_volume, same_grid
+from salign_cli.io.volume import Volume, label_values, read_volume, same_grid
 
 EMPTY_MASK_RULE = (
     "Dice = 2*TP/(2*TP+FP+FN); a class empty in both prediction and reference has Dice NaN, "
@@ -450,24 +450,6 @@ def summarise(
 # one case on disk
 
 
-def label_array(volume: Volume) -> np.ndarray:
-    """The volume's voxels as integer labels; integer-valued floats are cast, fractions refused."""
-    array = volume.array
-    if array.dtype.kind in "iu":
-        return array
-    if array.dtype.kind == "b":
-        return array.astype(np.uint8)
-    rounded = np.rint(array)
-    whole = rounded == array  # False for NaN as well
-    if not whole.all():
-        example = array[~whole].flat[0]
-        raise InputError(
-            f"{volume.path}: label values must be whole numbers but it holds {float(example):g}; "
-            "this looks like an image or probability map, not a label mask"
-        )
-    return np.asarray(rounded, dtype=np.int32)
-
-
 def require_same_grid(prediction: Volume, reference: Volume) -> None:
     """Raise :class:`InputError` unless both volumes are on one grid (:func:`same_grid`)."""
     if same_grid(prediction, reference):
@@ -505,7 +487,7 @@ def evaluate_case(
     """
     prediction_volume, reference_volume = read_volume(prediction), read_volume(reference)
     require_same_grid(prediction_volume, reference_volume)
-    pred_labels, ref_labels = label_array(prediction_volume), label_array(reference_volume)
+    pred_labels, ref_labels = label_values(prediction_volume), label_values(reference_volume)
     if classes is None:
         classes = _foreground_labels(pred_labels, ref_labels)
     results = score_arrays(

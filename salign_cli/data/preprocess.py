@@ -36,6 +36,7 @@ from salign_cli.io.volume import (
     Volume,
     from_canonical,
     label_dtype,
+    label_values,
     read_volume,
     require_finite,
     same_grid,
@@ -243,21 +244,6 @@ def _check_label_geometry(volume: Volume, labels: Volume) -> None:
         )
 
 
-def integer_labels(labels: Volume) -> np.ndarray:
-    """Label voxels as int64; float-stored integer labels are cast, fractions are an error."""
-    values = labels.array
-    if values.dtype.kind == "f" and not (
-        np.all(np.isfinite(values)) and np.array_equal(values, np.round(values))
-    ):
-        raise InputError(
-            f"{labels.path}: label map holds non-integer values; labels must be whole class "
-            "numbers (was it resampled with linear interpolation? use nearest neighbour)"
-        )
-    if values.size and values.min() < 0:
-        raise InputError(f"{labels.path}: label map holds negative values; classes start at 0")
-    return values.astype(np.int64)
-
-
 def prepare_scan(
     volume: Volume, config: PreprocessConfig, labels: Volume | None = None
 ) -> PreparedScan:
@@ -286,7 +272,7 @@ def prepare_scan(
     )
     label_stack = None
     if labels is not None:
-        canonical_labels = to_canonical(Volume(integer_labels(labels), labels.affine)).array
+        canonical_labels = to_canonical(Volume(label_values(labels), labels.affine)).array
         label_stack = _resize_slices(
             np.moveaxis(canonical_labels, slice_axis, 0), shape, nearest=True
         )

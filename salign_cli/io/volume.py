@@ -747,6 +747,30 @@ def _itk_geometry_from_affine(affine: np.ndarray, ndim: int, path: Path) -> ItkG
     )
 
 
+def label_values(volume: Volume) -> np.ndarray:
+    """The volume's voxels as class numbers (int64): the one rule for reading a label map.
+
+    Integer-valued floats (some label files are stored as float32) are cast; fractions, NaN and
+    negative values are an :class:`InputError` naming the file, because they mean an image, a
+    probability map or labels resampled with linear interpolation.
+    """
+    array = volume.array
+    if array.dtype.kind == "f":
+        rounded = np.rint(array)
+        whole = rounded == array  # False for NaN as well
+        if not whole.all():
+            example = float(array[~whole].flat[0])
+            raise InputError(
+                f"{volume.path}: label map holds non-integer values; label values must be whole "
+                f"numbers but it holds {example:g} (an image or probability map, or labels "
+                "resampled with linear interpolation? use nearest neighbour)"
+            )
+        array = rounded
+    if array.size and array.min() < 0:
+        raise InputError(f"{volume.path}: label map holds negative values; classes start at 0")
+    return np.asarray(array, dtype=np.int64)
+
+
 def require_finite(volume: Volume) -> None:
     """Raise :class:`InputError` when a float volume holds NaN or infinite voxels."""
     if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).all():

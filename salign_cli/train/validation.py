@@ -18,8 +18,8 @@ import torch
 
 from salign_cli.data.preprocess import PreparedScan, PreprocessConfig, prepare_scan
 from salign_cli.infer.defaults import InferenceDefaults
-from salign_cli.io.volume import Volume, read_volume
-from salign_cli.metrics import CaseResult, EvaluationSummary, label_array, score_arrays, summarise
+from salign_cli.io.volume import Volume, label_values, read_volume
+from salign_cli.metrics import CaseResult, EvaluationSummary, score_arrays, summarise
 from salign_cli.model.unet import UNet2D
 from salign_cli.train.scans import LabelledCase
 
@@ -39,7 +39,7 @@ class HeldOutCase:
 def load_held_out(case: LabelledCase, preprocess: PreprocessConfig) -> HeldOutCase:
     """Read a labelled scan for scoring (the label on the image's own grid, as written)."""
     volume = read_volume(case.image_path)
-    reference = label_array(read_volume(case.label_path))
+    reference = label_values(read_volume(case.label_path))
     prepared = prepare_scan(volume, preprocess)
     return HeldOutCase(case.case_id, volume, reference, prepared, Path(case.label_path))
 

@@ -8,9 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from salign_cli.errors import InputError
 from salign_cli.io.volume import (
     GRID_ATOL_MM,
+    Volume,
     label_dtype,
+    label_values,
     read_header,
     read_volume,
     same_grid,
@@ -123,3 +126,19 @@ def test_probabilities_off_the_grid_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="probabilities shape"):
         write_probabilities(np.zeros((4, 5, 7, 2)), like, tmp_path / "p.nii.gz")
     assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_label_values_are_class_numbers_or_one_clear_error() -> None:
+    def volume(values) -> Volume:
+        return volume_from_array(np.asarray(values).reshape(1, 1, -1), np.eye(4))
+
+    stored_as_float = label_values(volume(np.array([0.0, 1.0, 2.0], np.float32)))
+    assert stored_as_float.dtype == np.int64 and stored_as_float.ravel().tolist() == [0, 1, 2]
+    assert label_values(volume(np.array([0, 3], np.uint8))).ravel().tolist() == [0, 3]
+    assert label_values(volume(np.array([False, True]))).ravel().tolist() == [0, 1]
+    with pytest.raises(InputError, match=r"non-integer.*whole numbers.*0\.5"):
+        label_values(volume(np.array([0.0, 0.5])))
+    with pytest.raises(InputError, match="non-integer"):
+        label_values(volume(np.array([0.0, np.nan])))
+    with pytest.raises(InputError, match="negative values; classes start at 0"):
+        label_values(volume(np.array([0, -1], np.int16)))
