@@ -446,11 +446,7 @@ def load_predictor(
     assert predictor.origin is not None  # from_bundle always records it
     info = ModelInfo(
         predictor.origin,
-        largest_component=(
-            predictor.default_largest_component
-            if options.largest_component is None
-            else options.largest_component
-        ),
+        largest_component=predictor.largest_component(options.largest_component),
     )
     return predictor, info
 

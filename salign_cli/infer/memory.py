@@ -91,7 +91,7 @@ def segment_image(
     require_finite(volume)
     if isinstance(model, Predictor):
         predictor = model
-        chosen = model.default_largest_component if largest_component is None else largest_component
+        chosen = model.largest_component(largest_component)
         modality: str = model.preprocess.modality
     else:
         options = SegmentOptions(

@@ -238,10 +238,12 @@ class Predictor:
         predictor.origin = BundleOrigin(bundle.resolved, contract)
         return predictor
 
-    @property
-    def default_largest_component(self) -> bool:
-        """The bundle's post-processing default (fine-tuning keeps it when it raised Dice);
-        ``False`` for a model not loaded from a bundle."""
+    def largest_component(self, override: bool | None = None) -> bool:
+        """Whether to keep each class's largest connected part: ``override`` when given (the
+        ``--largest-component`` flag), else the bundle's default (fine-tuning keeps it when it
+        raised Dice); ``False`` for a model not loaded from a bundle."""
+        if override is not None:
+            return override
         return bool(self.origin and self.origin.contract.inference_defaults.largest_component)
 
     # -- one volume -----------------------------------------------------------------------------
