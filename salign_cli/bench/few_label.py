@@ -406,9 +406,6 @@ def run_few_label(
     return save()
 
 
-PRETRAINING_SUMMARY = "pretraining.json"
-
-
 def _pretrain_method(
     spec: MethodSpec,
     protocol: FewLabelProtocol,
@@ -443,14 +440,20 @@ def _pretrain_method(
         run_dir=run_dir,
     )
     assert result.bundle_dir is not None
-    summary = {
-        "bundle": str(result.bundle_dir),
-        "elapsed_s": time.perf_counter() - started,
-        "final_metrics": result.report.get("final_metrics", {}),
-        "options": options.to_dict(),
+    elapsed_s = time.perf_counter() - started
+    return result.bundle_dir, _pretraining_summary(result.bundle_dir, result.report, elapsed_s)
+
+
+def _pretraining_summary(
+    bundle: Path, report: Mapping[str, Any], elapsed_s: float | None
+) -> dict[str, Any]:
+    """What ``results.json`` records of a pre-training (from its run's ``report.json``)."""
+    return {
+        "bundle": str(bundle),
+        "elapsed_s": elapsed_s,
+        "final_metrics": report.get("final_metrics", {}),
+        "options": report.get("options"),
     }
-    (run_dir / PRETRAINING_SUMMARY).write_text(json.dumps(summary, indent=1))
-    return result.bundle_dir, summary
 
 
 def finished_pretraining(
@@ -462,20 +465,19 @@ def finished_pretraining(
     Pre-training does not depend on the fine-tuning seed, so a run per seed (or a rerun after an
     interruption) may point ``-o`` at a folder holding it and skip the most expensive step.
     """
-    summary_path = run_dir / PRETRAINING_SUMMARY
-    if not summary_path.is_file():
-        return None
     bundle = run_dir / "bundle"
     try:
-        summary = json.loads(summary_path.read_text())
-        recorded = json.loads((bundle / "salign.json").read_text())["pretraining"]
-    except (OSError, ValueError, KeyError):
+        # written after the bundle, with the options and settings it was trained with
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
         return None
-    if recorded.get("options") != options.to_dict() or recorded.get("train") != (
-        train_config.to_dict()
+    if (
+        not (bundle / "salign.json").is_file()
+        or report.get("options") != options.to_dict()
+        or report.get("train") != train_config.to_dict()
     ):
         return None
-    return bundle, {**summary, "reused": True}
+    return bundle, {**_pretraining_summary(bundle, report, report.get("elapsed_s")), "reused": True}
 
 
 def _finetune_and_score(
