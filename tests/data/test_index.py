@@ -17,11 +17,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_series import write_dicom_series
 from index_corpus import (
     BAD_INPUTS,
     SHAPE,
     make_bad_corpus,
-    write_dicom_series,
     write_label,
     write_nifti,
 )
@@ -552,7 +552,11 @@ def test_dicom_series_with_uid_file_names_is_found_and_its_modality_tag_wins(
     pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "patient7"
     files = write_dicom_series(
-        fixtures_dir / "spleen2_ct.nii.gz", folder, series_uid=CT_UID, modality="CT"
+        folder,
+        fixtures_dir / "spleen2_ct.nii.gz",
+        series_uid=CT_UID,
+        modality="CT",
+        file_name="{uid}",
     )
     assert files[0].name == f"{CT_UID}.1"  # dots, no .dcm ending
     (record,) = index_folders([tmp_path / "dicom"], workspace).records
@@ -568,7 +572,11 @@ def test_ima_series_without_a_modality_tag_falls_back_to_intensities(
     pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "head"
     write_dicom_series(
-        fixtures_dir / MR_FIXTURE, folder, series_uid=MR_UID, file_name="IM{k:04d}.IMA"
+        folder,
+        fixtures_dir / MR_FIXTURE,
+        series_uid=MR_UID,
+        file_name="IM{k:04d}.IMA",
+        modality=None,
     )
     (record,) = index_folders([tmp_path / "dicom"], workspace).records
     assert record.image_path == folder and record.shape == (117, 91, 20)
@@ -582,15 +590,16 @@ def test_two_series_in_one_folder_are_two_scans(
     pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "study"
     ct_files = write_dicom_series(
-        fixtures_dir / "spleen2_ct.nii.gz",
         folder,
+        fixtures_dir / "spleen2_ct.nii.gz",
         series_uid=CT_UID,
         modality="CT",
         series_number=3,
+        file_name="{uid}",
     )
     mr_files = write_dicom_series(
-        fixtures_dir / MR_FIXTURE,
         folder,
+        fixtures_dir / MR_FIXTURE,
         series_uid=MR_UID,
         modality="MR",
         file_name="IM{k:04d}.IMA",

@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from index_corpus import write_dicom_series
+from dicom_series import write_dicom_series
 
 from salign_cli.errors import InputError
 from salign_cli.io import volume as volume_module
@@ -43,15 +43,16 @@ def test_two_series_in_one_folder_are_listed_apart_and_a_file_names_its_series(
     pytest.importorskip("SimpleITK")
     folder = tmp_path / "study"
     ct_files = write_dicom_series(
-        fixtures_dir / "spleen2_ct.nii.gz",
         folder,
+        fixtures_dir / "spleen2_ct.nii.gz",
         series_uid=CT_UID,
         modality="CT",
         series_number=3,
+        file_name="{uid}",
     )
     mr_files = write_dicom_series(
-        fixtures_dir / "totalseg_example_mr_sm.nii.gz",
         folder,
+        fixtures_dir / "totalseg_example_mr_sm.nii.gz",
         series_uid=MR_UID,
         modality="MR",
         file_name="IM{k:04d}.IMA",
@@ -82,7 +83,13 @@ def test_dicom_sample_reads_a_few_slices_and_equals_the_strided_volume(
 ) -> None:
     pytest.importorskip("SimpleITK")
     source = read_volume(fixtures_dir / "spleen2_ct.nii.gz")  # 164 x 166 x 26, whole HU
-    write_dicom_series(fixtures_dir / "spleen2_ct.nii.gz", tmp_path / "ct", series_uid=CT_UID)
+    write_dicom_series(
+        tmp_path / "ct",
+        fixtures_dir / "spleen2_ct.nii.gz",
+        series_uid=CT_UID,
+        modality=None,
+        file_name="{uid}",
+    )
     # ceil(164 / 32) = ceil(166 / 32) = 6 in-plane; 26 slices <= 32: all of them
     expected = source.array.astype(np.int16)[::6, ::6, :]
     assert np.array_equal(sample_voxels(tmp_path / "ct"), expected)
