@@ -34,13 +34,13 @@ from salign_cli.io.hashing import text_hash
 from salign_cli.io.modality import CT_WINDOW_HU, MODALITIES, MR_PERCENTILES, Modality
 from salign_cli.io.volume import (
     Volume,
+    canonical_grid,
     from_canonical,
     label_dtype,
     label_values,
     read_volume,
     require_finite,
     same_grid,
-    spacing_from_affine,
     to_canonical,
 )
 
@@ -413,9 +413,7 @@ def coarsened(config: PreprocessConfig, volume: Volume, factor: float) -> Prepro
     """
     target = config.target_spacing_mm
     if target is None:
-        # the canonical spacing depends on the affine alone: a one-voxel stand-in, no copy
-        stand_in = Volume(np.zeros((1, 1, 1), dtype=np.uint8), volume.affine)
-        spacing_mm = spacing_from_affine(to_canonical(stand_in).affine)
+        _, spacing_mm = canonical_grid(volume)
         axis = config.slice_axis if config.slice_axis is not None else choose_slice_axis(spacing_mm)
         target = tuple(spacing_mm[a] for a in range(3) if a != axis)  # type: ignore[assignment]
     assert target is not None

@@ -44,7 +44,7 @@ from salign_cli.data.preprocess import (
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.postprocess import keep_largest_component
-from salign_cli.io.volume import Volume, label_dtype, to_canonical
+from salign_cli.io.volume import Volume, canonical_grid, label_dtype
 
 if TYPE_CHECKING:
     from salign_cli.bundles.contract import BundleContract
@@ -344,10 +344,8 @@ class Predictor:
 
 def _singleton_canonical_axes(volume: Volume) -> list[int]:
     """Canonical axes of size 1 (a 2D image has one); computed from the header, not the voxels."""
-    # Orientation depends on the affine alone, so a 1-or-2-voxel stand-in of the grid suffices.
-    stand_in = np.zeros([1 if size == 1 else 2 for size in volume.shape], dtype=np.uint8)
-    canonical = to_canonical(Volume(stand_in, volume.affine))
-    return [axis for axis, size in enumerate(canonical.array.shape) if size == 1]
+    shape, _ = canonical_grid(volume)
+    return [axis for axis, size in enumerate(shape) if size == 1]
 
 
 def segment_volume(

@@ -582,6 +582,16 @@ def to_canonical(volume: Volume) -> CanonicalVolume:
     return CanonicalVolume(array=np.ascontiguousarray(array), affine=affine)
 
 
+def canonical_grid(volume: Volume) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """The voxel shape and spacing (mm) :func:`to_canonical` gives ``volume``, from the header
+    alone: reorienting only permutes and flips axes, so no voxel needs moving to know them."""
+    shape, spacing = [0, 0, 0], [0.0, 0.0, 0.0]
+    for axis, (target, _flip) in enumerate(_canonical_transform(volume.affine)):
+        shape[int(target)] = volume.shape[axis]
+        spacing[int(target)] = volume.spacing_mm[axis]
+    return (shape[0], shape[1], shape[2]), (spacing[0], spacing[1], spacing[2])
+
+
 def from_canonical(canonical_array: np.ndarray, volume: Volume) -> np.ndarray:
     """Bring an array on ``volume``'s canonical grid back to ``volume``'s own voxel order.
 

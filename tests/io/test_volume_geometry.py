@@ -12,11 +12,13 @@ from salign_cli.errors import InputError
 from salign_cli.io.volume import (
     GRID_ATOL_MM,
     Volume,
+    canonical_grid,
     label_dtype,
     label_values,
     read_header,
     read_volume,
     same_grid,
+    to_canonical,
     volume_from_array,
     write_probabilities,
 )
@@ -142,3 +144,21 @@ def test_label_values_are_class_numbers_or_one_clear_error() -> None:
         label_values(volume(np.array([0.0, np.nan])))
     with pytest.raises(InputError, match="negative values; classes start at 0"):
         label_values(volume(np.array([0, -1], np.int16)))
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([0.8, 0.9, 5.0, 1.0]),  # RAS
+        np.diag([-0.8, -0.9, 5.0, 1.0]),  # LPS
+        np.array([[0, 0, 2.0, 0], [0.5, 0, 0, 0], [0, -3.0, 0, 0], [0, 0, 0, 1]]),  # permuted
+    ],
+)
+def test_canonical_grid_is_what_to_canonical_gives_without_moving_voxels(affine) -> None:
+    volume = volume_from_array(np.zeros((2, 3, 4), np.int16), affine)
+    moved = to_canonical(volume)
+    shape, spacing = canonical_grid(volume)
+    assert shape == moved.array.shape
+    assert spacing == pytest.approx(moved.spacing_mm)
+    if affine[0, 2] == 2.0:  # the permuted grid by hand: x <- k (2 mm), y <- i, z <- j
+        assert shape == (4, 2, 3) and spacing == pytest.approx((2.0, 0.5, 3.0))
