@@ -9,7 +9,7 @@ validation — so choices made with this script never see it. The k labelled sca
 everywhere in salign; ``--validation`` other labelled scans (drawn with the seed) are scored at
 full resolution with the bundle's inference defaults, and with ``--semi`` every remaining
 non-test scan is unlabelled data. ``--set field=json`` overrides a `FinetuneRecipe` field and
-``--augment field=json`` an `AugmentConfig` field. Prints one JSON line (also appended to
+``--augment field=json`` an `AugmentConfig` field, ``--semi-set field=json`` a `SemiConfig` field. Prints one JSON line (also appended to
 ``--log``).
 """
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="recipe field=json")
     parser.add_argument("--augment", action="append", default=[], help="augment field=json")
     parser.add_argument("--semi", default="none", help="none | fixmatch | bcp")
+    parser.add_argument("--semi-set", action="append", default=[], help="SemiConfig field=json")
     parser.add_argument("--base", default="scratch", help="scratch or a pre-training run")
     parser.add_argument("--validation", type=int, default=40)
     parser.add_argument("--device", default="auto")
@@ -59,6 +60,9 @@ def main() -> None:
     )
     recipe = dataclasses.replace(
         recipe, augment=dataclasses.replace(recipe.augment, **overrides(args.augment))
+    )
+    recipe = dataclasses.replace(
+        recipe, semi=dataclasses.replace(recipe.semi, **overrides(args.semi_set))
     )
     space = Workspace.resolve(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], space)
@@ -88,6 +92,7 @@ def main() -> None:
         "base": args.base,
         "set": args.set,
         "augment": args.augment,
+        "semi_set": args.semi_set,
         "validation_dice": round(result.validation.overall_dice.mean, 4),
         "per_class": {c.name: round(c.dice.mean, 4) for c in result.validation.classes},
         "inference": result.report["inference"],
