@@ -52,10 +52,7 @@ class SemiConfig:
     ramp the unlabelled term up over ``ramp_fraction`` of the steps. ``threshold`` and
     ``unlabelled_weight`` are FixMatch's τ and λ_u; ``pasted_weight`` weights BCP's
     pseudo-labelled part (its u_weight) and ``box_fraction`` is the side of the pasted box
-    (and of the CutMix box) as a fraction of the patch. ``unlabelled_dice`` adds a soft Dice
-    over the confident pseudo-labelled pixels to FixMatch's cross-entropy (as the labelled
-    loss and BCP's pseudo-labelled part have): cross-entropy alone is dominated by the
-    background, which a small structure's boundary cannot outweigh.
+    (and of the CutMix box) as a fraction of the patch.
     """
 
     method: SemiMethod = "fixmatch"
@@ -65,7 +62,6 @@ class SemiConfig:
     start_fraction: float = 0.2
     ramp_fraction: float = 0.2
     box_fraction: float = 2 / 3
-    unlabelled_dice: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in SEMI_METHODS:

@@ -218,10 +218,6 @@ class SemiSupervisedObjective(SegmentationObjective):
         unsup = masked_cross_entropy(
             logits_u, pseudo, mixed_keep, denominator=mixed_valid.float().sum()
         )
-        if self.semi.unlabelled_dice:
-            unsup = unsup + masked_soft_dice_loss(
-                logits_u, pseudo, mixed_keep, ignore_background=not self.dice_background
-            )
         return {
             "loss": sup + self.semi.unlabelled_weight * weight * unsup,
             "sup": sup.detach(),

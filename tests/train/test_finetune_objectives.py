@@ -66,18 +66,3 @@ def test_before_the_start_only_the_labelled_half_counts() -> None:
     outputs = semi(batch())
     assert outputs["unsup_weight"] == 0.0 and float(outputs["unsup"]) == 0.0
     assert torch.equal(outputs["loss"], outputs["sup"])
-
-
-def test_the_unlabelled_dice_adds_a_dice_term_over_the_same_pixels() -> None:
-    # same weights, same batch, same box: only the unlabelled term may differ, by a soft Dice
-    # loss, which lies in (0, 1] for an untrained network (threshold 0: every pixel is kept;
-    # an untrained teacher is sure of none at 0.95, and a Dice over no pixels is 0)
-    settings = {"start_fraction": 0.0, "ramp_fraction": 0.0, "threshold": 0.0}
-    plain = objective("fixmatch", **settings)(batch())
-    with_dice = objective("fixmatch", **settings, unlabelled_dice=True)(batch())
-    assert torch.equal(plain["sup"], with_dice["sup"])
-    added = float(with_dice["unsup"]) - float(plain["unsup"])
-    assert 0.0 < added <= 1.0
-    assert float(with_dice["loss"]) == pytest.approx(
-        float(with_dice["sup"]) + float(with_dice["unsup"])
-    )
