@@ -145,7 +145,8 @@ def finetune(
         Optional[str],  # noqa: UP045
         typer.Option(
             help="Semi-supervised method: fixmatch (mean teacher, confident pseudo-labels), "
-            "bcp (bidirectional copy-paste) or none. Default: the profile's.",
+            "unimatch (fixmatch + a feature-perturbation stream), bcp (bidirectional "
+            "copy-paste) or none. Default: the profile's.",
         ),
     ] = None,
     max_validation: Annotated[
