@@ -69,8 +69,8 @@ from salign_cli.train.validation import HeldOutCase, load_held_out, score_model
 from salign_cli.workspace import Workspace
 
 _METHOD = re.compile(r"^(?P<method>[a-z]+)(?:\[(?P<overrides>[^\]]*)\])?(?:\+(?P<semi>[a-z]+))?$")
-# "+semi" uses the recipe's semi-supervised method; "+fixmatch"/"+unimatch"/"+bcp" name one
-_SEMI_SUFFIXES = ("semi", "fixmatch", "unimatch", "bcp")
+# "+semi" uses the recipe's semi-supervised method; "+fixmatch"/"+bcp" name one
+_SEMI_SUFFIXES = ("semi", "fixmatch", "bcp")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def parse_method(text: str) -> MethodSpec:
     if not match or match["method"] not in METHODS or match["semi"] not in (None, *_SEMI_SUFFIXES):
         raise InputError(
             f"--methods {text!r}: expected one of {', '.join(METHODS)}, optionally with "
-            "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +unimatch, +bcp)"
+            "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +bcp)"
         )
     defaults = PretrainOptions()
     known = {f.name for f in dataclasses.fields(PretrainOptions)} - {"method"}

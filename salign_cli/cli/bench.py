@@ -64,7 +64,7 @@ def few_label(
         Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Option(
             help="Comma-separated: scratch,sal,pcl or variants like sal\\[la_variant=literal]; "
-            "+semi (or +fixmatch, +unimatch, +bcp) also learns from the unlabelled scans."
+            "+semi (or +fixmatch, +bcp) also learns from the unlabelled scans."
         ),
     ] = None,
     k: Annotated[

@@ -145,8 +145,7 @@ def finetune(
         Optional[str],  # noqa: UP045
         typer.Option(
             help="Semi-supervised method: fixmatch (mean teacher, confident pseudo-labels), "
-            "unimatch (fixmatch + a feature-perturbation stream), bcp (bidirectional "
-            "copy-paste) or none. Default: the profile's.",
+            "bcp (bidirectional copy-paste) or none. Default: the profile's.",
         ),
     ] = None,
     max_validation: Annotated[

@@ -218,22 +218,17 @@ class UNet2D(nn.Module):
         """The map named ``level`` from ``features`` (a pass of this network)."""
         return feature_map(features, level, self.config.depth)
 
-    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
-        logits = self.features(x, feature_dropout=feature_dropout).logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.features(x).logits
         assert logits is not None  # a full pass always reaches the head
         return logits
 
-    def features(
-        self, x: torch.Tensor, up_to: str | None = None, *, feature_dropout: float = 0.0
-    ) -> UNetFeatures:
+    def features(self, x: torch.Tensor, up_to: str | None = None) -> UNetFeatures:
         """One pass returning the bottleneck, every decoder map and the logits.
 
         ``up_to`` (a level name) stops the decoder once that level is computed, skipping the
         finer stages and the head (``logits`` is then ``None``): pre-training that taps "1/4"
         does not pay for full-resolution convolutions whose output it never uses.
-        ``feature_dropout`` zeroes whole channels of every encoder output (skips and
-        bottleneck) with that probability before the decoder reads them, whatever the
-        module's mode: UniMatch's feature perturbation (semi-supervised fine-tuning).
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -247,8 +242,7 @@ class UNet2D(nn.Module):
         skips = []
         for stage in self.encoder:
             x = stage(x)
-            skips.append(F.dropout2d(x, feature_dropout) if feature_dropout else x)
-        x = skips[-1]
+            skips.append(x)
         bottleneck = skips.pop()
 
         decoder_maps = []

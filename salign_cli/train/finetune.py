@@ -58,7 +58,6 @@ from salign_cli.train.engine import (
     train,
 )
 from salign_cli.train.recipe import (
-    WEAK_TO_STRONG,
     FinetuneRecipe,
     SemiMethod,
     batch_size_for,
@@ -476,7 +475,7 @@ def finetune(
             unlabelled.images,
             None,
             patch_size=patch_size,
-            augment=recipe.augment.strong() if semi in WEAK_TO_STRONG else recipe.augment,
+            augment=recipe.augment.strong() if semi == "fixmatch" else recipe.augment,
             context=recipe.context,
             foreground_fraction=0.0,
             mirror_axes=[mirror_axes(recipe.mirror, axis) for axis in unlabelled.slice_axes],

@@ -34,10 +34,8 @@ PROFILES: tuple[str, ...] = ("cpu", "gpu")
 Mirror = Literal["auto", "lr", "none", "all"]
 MIRRORS: tuple[str, ...] = ("auto", "lr", "none", "all")
 ExportWeights = Literal["ema", "final"]
-SemiMethod = Literal["none", "fixmatch", "unimatch", "bcp"]
-SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch", "unimatch", "bcp")
-# the methods whose student sees a strongly augmented view of the teacher's input
-WEAK_TO_STRONG: tuple[str, ...] = ("fixmatch", "unimatch")
+SemiMethod = Literal["none", "fixmatch", "bcp"]
+SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch", "bcp")
 # Words in class names that mean a structure has a side: mirroring left-right would teach the
 # network that a left kidney may look like a right one (TotalSegmentator's classes do this).
 _LATERAL_WORDS = ("left", "right")
@@ -48,10 +46,8 @@ class SemiConfig:
     """How the unlabelled scans take part in fine-tuning (`salign_cli.train.segmentation`).
 
     ``method``: ``fixmatch`` (mean teacher, confidence-thresholded pseudo-labels on weak →
-    strong views, CutMix between unlabelled slices), ``unimatch`` (the same plus UniMatch's
-    feature-perturbation stream: the weak view decoded from encoder features whose channels
-    are dropped with probability ``feature_dropout`` learns the same pseudo-labels),
-    ``bcp`` (bidirectional copy-paste between labelled and unlabelled slices) or ``none``. Both start after ``start_fraction`` of the steps
+    strong views, CutMix between unlabelled slices), ``bcp`` (bidirectional copy-paste between
+    labelled and unlabelled slices) or ``none``. Both start after ``start_fraction`` of the steps
     (supervised until then, so the teacher has something to teach; BCP's own first stage) and
     ramp the unlabelled term up over ``ramp_fraction`` of the steps. ``threshold`` and
     ``unlabelled_weight`` are FixMatch's τ and λ_u; ``pasted_weight`` weights BCP's
@@ -66,7 +62,6 @@ class SemiConfig:
     start_fraction: float = 0.2
     ramp_fraction: float = 0.2
     box_fraction: float = 2 / 3
-    feature_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in SEMI_METHODS:
@@ -75,8 +70,6 @@ class SemiConfig:
             )
         if not 0 <= self.threshold < 1 or not 0 < self.box_fraction < 1:
             raise InputError("semi-supervision threshold and box fraction must lie in [0, 1)")
-        if not 0 < self.feature_dropout < 1:
-            raise InputError("semi-supervision feature dropout must lie in (0, 1)")
         if self.unlabelled_weight < 0 or self.pasted_weight < 0:
             raise InputError("semi-supervision weights must be >= 0")
         if not 0 <= self.start_fraction < 1 or not 0 <= self.ramp_fraction <= 1:

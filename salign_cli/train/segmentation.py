@@ -100,11 +100,6 @@ class SemiSupervisedObjective(SegmentationObjective):
       from the next slice of the batch (the strong view) and learns the teacher's confident
       pixels (``confidence >= threshold``) with cross-entropy normalised by the scan pixels, as
       UniMatch does; loss = supervised + λ(t)·unsupervised;
-    - ``unimatch``: ``fixmatch`` plus UniMatch's feature-perturbation stream (Yang et al.,
-      CVPR 2023): the student decodes the weak view from encoder features with channels
-      dropped (``feature_dropout``) and learns the same confident pseudo-labels; the
-      unsupervised term is the mean of the image- and feature-level streams. One image-level
-      strong view, not UniMatch's two, keeps a step under 3× a supervised one;
     - ``bcp``: a box of each labelled slice is pasted into an unlabelled slice and vice versa
       (the two halves of the batch); each mix is learnt from the ground truth where its pixels
       are labelled and from the teacher's argmax elsewhere, the pseudo-labelled part weighted by
@@ -211,7 +206,7 @@ class SemiSupervisedObjective(SegmentationObjective):
             strong = apply_intensity(weak, valid, params)
             box = self._box()
             strong = copy_paste(strong.roll(1, 0), strong, box)
-            mixed_pseudo = copy_paste(pseudo.roll(1, 0), pseudo, box)
+            pseudo = copy_paste(pseudo.roll(1, 0), pseudo, box)
             mixed_keep = copy_paste(keep.roll(1, 0), keep, box)
             mixed_valid = copy_paste(valid[:, 0].roll(1, 0), valid[:, 0], box)
         logits_l, logits_u = self.unet(images), self.unet(strong)
@@ -221,17 +216,8 @@ class SemiSupervisedObjective(SegmentationObjective):
         sup = supervised["ce"] + supervised["dice"]
         # UniMatch normalises by the scan pixels, not the kept ones: an unsure teacher teaches less
         unsup = masked_cross_entropy(
-            logits_u, mixed_pseudo, mixed_keep, denominator=mixed_valid.float().sum()
+            logits_u, pseudo, mixed_keep, denominator=mixed_valid.float().sum()
         )
-        if self.semi.method == "unimatch":
-            # the feature-level stream: the same weak view the teacher saw, decoded from
-            # perturbed encoder features; image- and feature-level streams weigh equally
-            # (UniMatch's 0.5 / 0.5 when one image-level view is used)
-            logits_fp = self.unet(weak, feature_dropout=self.semi.feature_dropout)
-            perturbed = masked_cross_entropy(
-                logits_fp, pseudo, keep, denominator=valid[:, 0].float().sum()
-            )
-            unsup = (unsup + perturbed) / 2
         return {
             "loss": sup + self.semi.unlabelled_weight * weight * unsup,
             "sup": sup.detach(),
