@@ -2,6 +2,7 @@
 
     python benchmarks/few_label.py ../shared/data/hippocampus --profile cpu
     python benchmarks/few_label.py ../shared/data/hippocampus --profile full --device cuda
+    python benchmarks/few_label.py ../shared/data/hippocampus --methods scratch --k 5 --steps 2000
 
 Runs `salign bench few-label`'s protocol (`salign_cli.bench.few_label`) and then
 ``benchmarks/plain_unet.py`` on the same k, seeds, labelled scans and test split, on the same
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain reference")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("-w", "--workspace", type=Path)
+    parser.add_argument("--steps", type=int, help="fine-tuning steps instead of the profile's")
     args = parser.parse_args()
     protocol = PROFILES[args.profile]
     overrides = {
@@ -71,6 +73,9 @@ def main() -> None:
         "seeds": tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
     }
     protocol = dataclasses.replace(protocol, **{k: v for k, v in overrides.items() if v})
+    if args.steps:
+        recipe = dataclasses.replace(protocol.finetune, steps=args.steps)
+        protocol = dataclasses.replace(protocol, finetune=recipe)
     references = {} if args.no_plain else {"plain": plain_reference(args.data, args.profile)}
     started = time.perf_counter()
     result = run_few_label(
