@@ -73,9 +73,9 @@ def main() -> None:
         "seeds": tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
     }
     protocol = dataclasses.replace(protocol, **{k: v for k, v in overrides.items() if v})
-    if args.steps:
-        recipe = dataclasses.replace(protocol.finetune, steps=args.steps)
-        protocol = dataclasses.replace(protocol, finetune=recipe)
+    protocol = dataclasses.replace(
+        protocol, finetune=protocol.finetune.with_overrides(steps=args.steps)
+    )
     references = {} if args.no_plain else {"plain": plain_reference(args.data, args.profile)}
     started = time.perf_counter()
     result = run_few_label(

@@ -8,9 +8,9 @@ The test split (the last 50 case ids) is excluded from everything — labels, un
 validation — so choices made with this script never see it. The k labelled scans are drawn as
 everywhere in salign; ``--validation`` other labelled scans (drawn with the seed) are scored at
 full resolution with the bundle's inference defaults, and with ``--semi`` every remaining
-non-test scan is unlabelled data. ``--set field=json`` overrides a `FinetuneRecipe` field and
-``--augment field=json`` an `AugmentConfig` field, ``--semi-set field=json`` a `SemiConfig` field. Prints one JSON line (also appended to
-``--log``).
+non-test scan is unlabelled data. ``--set field=json`` overrides a `FinetuneRecipe` field,
+``--augment field=json`` an `AugmentConfig` field and ``--semi-set field=json`` a `SemiConfig`
+field. Prints one JSON line (also appended to ``--log``).
 """
 
 from __future__ import annotations

@@ -82,18 +82,25 @@ def test_plot_draws_each_method_in_its_colour(tmp_path: Path) -> None:
     assert COLOURS[0] in colours and COLOURS[1] in colours
 
 
-def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "data", cases=5, test_cases=0)
-    protocol = FewLabelProtocol(
-        methods=("scratch", "sal"),
+def tiny_protocol(methods: tuple[str, ...], *, finetune_steps: int) -> FewLabelProtocol:
+    """k = 1, seed 0, two test cases, a 4-wide network and two pre-training steps of two pairs."""
+    return FewLabelProtocol(
+        methods=methods,
         ks=(1,),
         seeds=(0,),
         test_cases=2,
-        finetune=CPU_RECIPE.with_overrides(steps=2, batch_size=2, width=4, patch_size=(32, 32)),
+        finetune=CPU_RECIPE.with_overrides(
+            steps=finetune_steps, batch_size=2, width=4, patch_size=(32, 32)
+        ),
         pretrain_size=32,
         pretrain_steps=2,
         pretrain_batch_size=2,
     )
+
+
+def test_tiny_protocol_never_labels_a_test_case(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", cases=5, test_cases=0)
+    protocol = tiny_protocol(("scratch", "sal"), finetune_steps=2)
     seen: list[tuple[int, int, list[str], list[str]]] = []
 
     def reference(k: int, seed: int, labelled, test) -> dict[str, float]:
@@ -130,16 +137,7 @@ def test_a_finished_pretraining_in_the_output_folder_is_reused_only_for_the_same
     tmp_path: Path,
 ) -> None:
     data = write_dataset(tmp_path / "data", cases=4, test_cases=0)
-    protocol = FewLabelProtocol(
-        methods=("sal",),
-        ks=(1,),
-        seeds=(0,),
-        test_cases=2,
-        finetune=CPU_RECIPE.with_overrides(steps=1, batch_size=2, width=4, patch_size=(32, 32)),
-        pretrain_size=32,
-        pretrain_steps=2,
-        pretrain_batch_size=2,
-    )
+    protocol = tiny_protocol(("sal",), finetune_steps=1)
 
     def run(seed: int, proto: FewLabelProtocol = protocol):
         return run_few_label(
