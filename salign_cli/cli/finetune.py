@@ -86,7 +86,7 @@ def finetune(
     profile: Annotated[
         str,
         typer.Option(
-            help="Recipe defaults: cpu (5 hippocampus scans on 2 cores: under 30 min with the "
+            help="Recipe defaults: cpu (5 hippocampus scans on 2 cores: about 17 min with the "
             "default semi-supervision, about 6 min with --semi none), gpu (>= 100k slice "
             "samples, width 32), or auto (gpu on CUDA, cpu elsewhere).",
         ),

@@ -4,9 +4,9 @@ Everything that decides how a fine-tune trains and what inference then does by d
 `FinetuneRecipe`; ``salign finetune``'s flags only override its fields. Two profiles:
 
 - ``cpu`` — fits ``salign finetune --labels 5`` on MSD Hippocampus in under 30 minutes on two
-  cores with the default semi-supervision (26-29 min measured at one thread beside another
-  run), about 6 minutes supervised (fp32: these CPUs have no bf16 units, and bf16 autocast on
-  them is ~10x slower);
+  cores with the default semi-supervision (17 min measured alone on both cores, 26-29 min at
+  one thread beside another run), about 6 minutes supervised (fp32: these CPUs have no bf16
+  units, and bf16 autocast on them is ~10x slower);
 - ``gpu`` — the field's budget (>= 100k slice samples, width 32).
 
 Why these values (numbers in docs/benchmarks.md, all measured on validation scans, never on the
