@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 from salign_cli.infer.batch import SegmentOptions, segment
-from salign_cli.io.naming import MASK_SUFFIX
+from salign_cli.io.naming import MASK_SUFFIX, case_name
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import FinetuneOptions, finetune
 from salign_cli.workspace import Workspace
 
-SUFFIX = ".nii.gz"
+SUFFIX = ".nii.gz"  # every file this script links is named <case>.nii.gz (MSD layout)
 
 
 def link(target: Path, name: Path) -> None:
@@ -48,16 +48,19 @@ def main() -> None:
     labelled = set(report["labelled_case_ids"])
     validation = set(report["validation_case_ids"])
     used = labelled | validation | set(report["excluded_case_ids"])
-    images = {p.name[: -len(SUFFIX)]: p for p in (args.data / "imagesTr").glob(f"*{SUFFIX}")}
-    unlabelled = sorted(set(images) - used)
     out, started = args.output.resolve(), time.perf_counter()
     space = Workspace.resolve(out / "workspace").ensure()
+    # named as the index names the cases of one dataset folder (the teacher's report ids);
+    # not indexed into this workspace, where the links' same names would be disambiguated
+    images = {case_name(p): p for p in (args.data / "imagesTr").glob(f"*{SUFFIX}")}
+    unlabelled = sorted(set(images) - used)
+    data = out / "data"
     for case in sorted(labelled | validation):  # true labels: teacher's labelled + validation
-        link(images[case], out / "data" / "imagesTr" / f"{case}{SUFFIX}")
-        link(args.data / "labelsTr" / f"{case}{SUFFIX}", out / "data/labelsTr" / f"{case}{SUFFIX}")
+        link(images[case], data / "imagesTr" / f"{case}{SUFFIX}")
+        link(args.data / "labelsTr" / f"{case}{SUFFIX}", data / "labelsTr" / f"{case}{SUFFIX}")
     for case in unlabelled:
         link(images[case], out / "unlabelled" / f"{case}{SUFFIX}")
-        link(images[case], out / "data" / "imagesTr" / f"{case}{SUFFIX}")
+        link(images[case], data / "imagesTr" / f"{case}{SUFFIX}")
     segment(
         [out / "unlabelled"],
         out / "pseudo",
@@ -67,10 +70,10 @@ def main() -> None:
     )
     for case in unlabelled:
         mask = out / "pseudo" / f"{case}{MASK_SUFFIX}{SUFFIX}"
-        link(mask, out / "data" / "labelsTr" / f"{case}{SUFFIX}")
-    (out / "data" / "dataset.json").write_text((args.data / "dataset.json").read_text())
+        link(mask, data / "labelsTr" / f"{case}{SUFFIX}")
+    link(args.data / "dataset.json", data / "dataset.json")  # the class names
     result = finetune(
-        [out / "data"],
+        [data],
         workspace=space,
         base="scratch",
         options=FinetuneOptions(
