@@ -1,0 +1,358 @@
+"""The fine-tuning plan: what a run will do, derived once from the data and the device budget.
+
+nnU-Net's central idea, done for a 2D/2.5D few-label recipe: a *fingerprint* of the labelled
+scans (`Fingerprint`: each scan's canonical shape and spacing, the modality, and per class the
+most connected pieces and the smallest in-plane extent any labelled scan shows) plus the
+recipe's budget (pixels per step, base steps) give one frozen `FinetunePlan` — target spacing,
+slice axis, patch, batch, U-Net depth, 2.5D context, steps, whether the unlabelled scans join
+in and whether to keep the largest component of each class. Every choice carries its reason, the
+plan is printed before training and stored in the run's checkpoints and the bundle, and every
+``salign finetune`` flag overrides the field it names (`PlanOverrides`).
+
+The rules (numbers in docs/benchmarks.md):
+
+- **spacing**: the median in-plane spacing (CT floored at 1.5 mm, `default_target_spacing`),
+  then coarsened — at most `MAX_COARSENING` times, and never below `MIN_OBJECT_PX` pixels across
+  the smallest labelled structure — until a median slice fits `batch_pixels / MIN_BATCH` pixels.
+  A step then holds at least `MIN_BATCH` slices: with LA 2018's 200×140 slices at 0.625 mm the
+  old rule left 3 slices of 208×144 per step; at ~1 mm it is 8 of 128×96. MSD Hippocampus
+  (35×50 at 1 mm) already fits: it keeps 1 mm, 48×64, 32 slices.
+- **patch**: the median slice rounded up to a multiple of ``2**depth``, capped at
+  ``max_patch_px``; **batch**: as many slices as fill ``batch_pixels`` (`batch_size_for`).
+- **depth**: 4 down-samplings (the measured default), fewer when the patch's short side would
+  leave a bottleneck under `MIN_BOTTLENECK_PX` pixels.
+- **slice axis**: across the coarsest spacing, axial for isotropic scans (`choose_slice_axis`).
+- **context**: neighbours spanning about 1 mm on each side (1 on hippocampus' 1 mm slices, 2 on
+  LA's 0.625 mm, 1 on 5 mm CT), at most `MAX_CONTEXT`.
+- **steps**: the recipe's steps, raised so a run sees at least `MIN_SLICE_SAMPLES` slices (the
+  hippocampus recipe's 1,000 × 32 halved), at most four times the recipe's.
+- **semi-supervision**: when there are at least as many unlabelled scans as labelled ones
+  (FixMatch added 6.2 points at k = 1 and 0.7 at k = 5 on hippocampus, never lost).
+- **largest component**: kept for a class when every labelled scan shows it in one piece (the
+  labels' own evidence; a validation set, when there is one, then confirms or overrules it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from salign_cli.data.preprocess import (
+    ISOTROPY_TOLERANCE,
+    choose_slice_axis,
+    default_target_spacing,
+    resampled_size,
+)
+from salign_cli.errors import InputError
+
+MIN_BATCH = 8  # slices per step the spacing is coarsened to reach (BatchNorm, gradient noise)
+MAX_COARSENING = 2.0  # at most this many times the median spacing
+MIN_OBJECT_PX = 32  # the smallest labelled structure keeps at least this many pixels across
+MIN_BOTTLENECK_PX = 3  # the U-Net's deepest map keeps at least this many pixels per side
+MAX_DEPTH = 4
+MAX_CONTEXT = 3
+CONTEXT_SPAN_MM = 1.0  # 2.5D neighbours cover about this much on each side of a slice
+MIN_SLICE_SAMPLES = 16_384
+MAX_STEP_FACTOR = 4
+_COARSENING_STEP = 1.02  # the spacing search's multiplicative step
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """One labelled scan as the planner sees it: canonical (RAS) shape and spacing, and per
+    class its number of 3D pieces and the smaller in-plane side of its bounding box (mm)."""
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    pieces: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    inplane_extent_mm: Mapping[int, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the plan is derived from: the labelled scans' geometry, the modality and how many
+    unlabelled scans could join in."""
+
+    modality: str
+    scans: tuple[ScanGeometry, ...]
+    unlabelled_scans: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.scans:
+            raise InputError("no labelled scans to plan a fine-tune from")
+
+    def median_spacing(self) -> tuple[float, float, float]:
+        return (
+            _median([s.spacing_mm[0] for s in self.scans]),
+            _median([s.spacing_mm[1] for s in self.scans]),
+            _median([s.spacing_mm[2] for s in self.scans]),
+        )
+
+    def classes(self) -> list[int]:
+        return sorted({c for s in self.scans for c in s.pieces})
+
+
+@dataclass(frozen=True)
+class PlanBudget:
+    """The recipe's budget the plan spends: pixels per step, the patch cap and the base steps."""
+
+    batch_pixels: int
+    max_patch_px: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """Fields fixed by the user (``salign finetune`` flags); ``None`` = planned. ``spacing``:
+    ``auto`` (planned), ``native`` or mm; ``depth``/``spacing``/``slice_axis`` are fixed by a
+    pre-trained base bundle too."""
+
+    spacing: str | float = "auto"
+    patch_size: tuple[int, int] | None = None
+    batch_size: int | None = None
+    depth: int | None = None
+    context: int | None = None
+    steps: int | None = None
+    semi: bool | None = None
+    slice_axis_from_base: bool = False
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """What a fine-tune does, with one reason per choice (``reasons``: field → sentence)."""
+
+    target_spacing_mm: tuple[float, float] | None
+    slice_axis: int
+    patch_size: tuple[int, int]
+    batch_size: int
+    depth: int
+    context: int
+    steps: int
+    semi: bool
+    largest_component: bool
+    reasons: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)
+        payload["reasons"] = dict(self.reasons)
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> FinetunePlan:
+        """The inverse of `to_dict`; unknown or missing keys are an `InputError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(payload) != names:
+            raise InputError(
+                f"a fine-tuning plan needs exactly the keys {sorted(names)}, got {sorted(payload)}"
+            )
+        spacing = payload["target_spacing_mm"]
+        return cls(
+            target_spacing_mm=None if spacing is None else (float(spacing[0]), float(spacing[1])),
+            slice_axis=int(payload["slice_axis"]),
+            patch_size=(int(payload["patch_size"][0]), int(payload["patch_size"][1])),
+            batch_size=int(payload["batch_size"]),
+            depth=int(payload["depth"]),
+            context=int(payload["context"]),
+            steps=int(payload["steps"]),
+            semi=bool(payload["semi"]),
+            largest_component=bool(payload["largest_component"]),
+            reasons={str(k): str(v) for k, v in payload["reasons"].items()},
+        )
+
+    def describe(self) -> list[str]:
+        """One line per choice, as ``salign finetune`` prints the plan."""
+        spacing = (
+            "native"
+            if self.target_spacing_mm is None
+            else "×".join(f"{v:.3g}" for v in self.target_spacing_mm) + " mm"
+        )
+        values = {
+            "spacing": spacing,
+            "slice_axis": ("sagittal", "coronal", "axial")[self.slice_axis],
+            "patch": f"{self.patch_size[0]}×{self.patch_size[1]}",
+            "batch": f"{self.batch_size} slices",
+            "depth": f"{self.depth} levels",
+            "context": f"±{self.context} slices",
+            "steps": str(self.steps),
+            "semi": "on" if self.semi else "off",
+            "largest_component": "kept" if self.largest_component else "all parts kept",
+        }
+        return [f"{name}: {value} — {self.reasons.get(name, '')}" for name, value in values.items()]
+
+
+def plan_finetune(
+    fingerprint: Fingerprint, budget: PlanBudget, overrides: PlanOverrides | None = None
+) -> FinetunePlan:
+    """The plan for ``fingerprint`` within ``budget``; ``overrides`` fix single fields.
+
+    >>> hippocampus = ScanGeometry((35, 50, 35), (1.0, 1.0, 1.0), {1: 1}, {1: 12.0})
+    >>> plan = plan_finetune(Fingerprint("MR", (hippocampus,) * 5, 140),
+    ...                      PlanBudget(32 * 48 * 64, 256, 1000))
+    >>> plan.target_spacing_mm, plan.patch_size, plan.batch_size, plan.steps, plan.context
+    ((1.0, 1.0), (48, 64), 32, 1000, 1)
+    """
+    fixed = overrides or PlanOverrides()
+    reasons: dict[str, str] = {}
+    median = fingerprint.median_spacing()
+    slice_axis = choose_slice_axis(median)
+    reasons["slice_axis"] = (
+        "the base bundle's rule" if fixed.slice_axis_from_base else _axis_reason(median)
+    )
+    inplane_axes = [axis for axis in range(3) if axis != slice_axis]
+    depth = fixed.depth if fixed.depth is not None else MAX_DEPTH
+    spacing, reasons["spacing"] = _target_spacing(fingerprint, budget, fixed, inplane_axes, depth)
+    shapes = [_slice_shape(scan, inplane_axes, spacing) for scan in fingerprint.scans]
+    if fixed.depth is None:
+        depth, reasons["depth"] = _depth_for(shapes, budget.max_patch_px)
+    else:
+        reasons["depth"] = "fixed (the base bundle's network or --depth)"
+    patch = fixed.patch_size or _patch_for(shapes, depth, budget.max_patch_px)
+    reasons["patch"] = (
+        "fixed by --size"
+        if fixed.patch_size
+        else f"the median slice rounded up to a multiple of {2**depth}"
+    )
+    batch = fixed.batch_size or _batch_for(patch, budget.batch_pixels)
+    reasons["batch"] = (
+        "fixed by --batch-size"
+        if fixed.batch_size
+        else f"as many slices as fill {budget.batch_pixels:,} pixels"
+    )
+    slice_spacing = median[slice_axis]
+    if fixed.context is not None:
+        context, reasons["context"] = fixed.context, "fixed by --context"
+    else:
+        context = min(MAX_CONTEXT, max(1, round(CONTEXT_SPAN_MM / slice_spacing)))
+        reasons["context"] = f"neighbours spanning ~{CONTEXT_SPAN_MM:g} mm of {slice_spacing:.3g} mm slices"
+    if fixed.steps is not None:
+        steps, reasons["steps"] = fixed.steps, "fixed by --steps"
+    else:
+        floor = math.ceil(MIN_SLICE_SAMPLES / batch)
+        steps = min(max(budget.steps, floor), MAX_STEP_FACTOR * budget.steps)
+        reasons["steps"] = (
+            f"the recipe's {budget.steps}"
+            if steps == budget.steps
+            else f"raised from {budget.steps} to see ≥ {MIN_SLICE_SAMPLES:,} slices at {batch} per step"
+        )
+    labelled = len(fingerprint.scans)
+    if fixed.semi is not None:
+        semi = fixed.semi
+        reasons["semi"] = "fixed by --semi / --unlabelled"
+    else:
+        semi = fingerprint.unlabelled_scans >= labelled
+        reasons["semi"] = (
+            f"{fingerprint.unlabelled_scans} unlabelled scans ≥ {labelled} labelled"
+            if semi
+            else f"only {fingerprint.unlabelled_scans} unlabelled scans for {labelled} labelled"
+        )
+    largest, reasons["largest_component"] = _largest_component_rule(fingerprint)
+    return FinetunePlan(
+        target_spacing_mm=spacing,
+        slice_axis=slice_axis,
+        patch_size=patch,
+        batch_size=batch,
+        depth=depth,
+        context=context,
+        steps=steps,
+        semi=semi,
+        largest_component=largest,
+        reasons=reasons,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
+def _axis_reason(spacing_mm: tuple[float, float, float]) -> str:
+    if max(spacing_mm) <= ISOTROPY_TOLERANCE * min(spacing_mm):
+        return "near-isotropic scans: axial"
+    return "across the coarsest spacing"
+
+
+def _slice_shape(
+    scan: ScanGeometry, inplane_axes: list[int], spacing: tuple[float, float] | None
+) -> tuple[int, int]:
+    sizes = []
+    for position, axis in enumerate(inplane_axes):
+        target = None if spacing is None else spacing[position]
+        sizes.append(resampled_size(scan.shape[axis], scan.spacing_mm[axis], target))
+    return (sizes[0], sizes[1])
+
+
+def _patch_for(shapes: Sequence[tuple[int, int]], depth: int, max_patch_px: int) -> tuple[int, int]:
+    multiple = 2**depth
+    result = []
+    for axis in range(2):
+        median = sorted(shape[axis] for shape in shapes)[len(shapes) // 2]
+        rounded = max(multiple, math.ceil(median / multiple) * multiple)
+        result.append(min(rounded, max(multiple, max_patch_px // multiple * multiple)))
+    return (result[0], result[1])
+
+
+def _batch_for(patch: tuple[int, int], batch_pixels: int) -> int:
+    return int(min(256, max(2, round(batch_pixels / (patch[0] * patch[1])))))
+
+
+def _depth_for(shapes: Sequence[tuple[int, int]], max_patch_px: int) -> tuple[int, str]:
+    """The most down-samplings (at most `MAX_DEPTH`) whose patch keeps a bottleneck of at least
+    `MIN_BOTTLENECK_PX` pixels along its short side (the patch is rounded up per depth)."""
+    depth = MAX_DEPTH
+    while depth > 1 and min(_patch_for(shapes, depth, max_patch_px)) / 2**depth < MIN_BOTTLENECK_PX:
+        depth -= 1
+    if depth == MAX_DEPTH:
+        return depth, f"the measured default ({MAX_DEPTH} down-samplings)"
+    return depth, f"a deeper net would leave < {MIN_BOTTLENECK_PX} pixels at the bottleneck"
+
+
+def _target_spacing(
+    fingerprint: Fingerprint,
+    budget: PlanBudget,
+    fixed: PlanOverrides,
+    inplane_axes: list[int],
+    depth: int,
+) -> tuple[tuple[float, float] | None, str]:
+    spacings = [scan.spacing_mm for scan in fingerprint.scans]
+    start = default_target_spacing(spacings, fingerprint.modality, fixed.spacing)
+    if fixed.spacing != "auto" or start is None:
+        return start, "fixed by --spacing (or the base bundle)"
+    reason = "the median in-plane spacing" + (", CT floored" if fingerprint.modality == "CT" else "")
+    extents = [e for scan in fingerprint.scans for e in scan.inplane_extent_mm.values() if e > 0]
+    finest = min(start)
+    limit = MAX_COARSENING
+    if extents:
+        limit = min(limit, max(1.0, min(extents) / (MIN_OBJECT_PX * finest)))
+    area_limit = budget.batch_pixels / MIN_BATCH
+    factor = 1.0
+    while factor <= limit:
+        spacing = (start[0] * factor, start[1] * factor)
+        shapes = [_slice_shape(scan, inplane_axes, spacing) for scan in fingerprint.scans]
+        patch = _patch_for(shapes, depth, budget.max_patch_px)
+        if patch[0] * patch[1] <= area_limit:
+            if factor > 1.0:
+                reason += f", coarsened {factor:.2f}× so a step holds ≥ {MIN_BATCH} whole slices"
+            return (round(spacing[0], 4), round(spacing[1], 4)), reason
+        factor *= _COARSENING_STEP
+    # no modest coarsening fits a whole slice: keep the detail, train on capped patches
+    return start, reason
+
+
+def _largest_component_rule(fingerprint: Fingerprint) -> tuple[bool, str]:
+    classes = fingerprint.classes()
+    if not classes:
+        return False, "no class found in the labels"
+    split = [c for c in classes if any(scan.pieces.get(c, 0) > 1 for scan in fingerprint.scans)]
+    if split:
+        return False, f"class {split[0]} is in several pieces in a labelled scan"
+    return True, "every labelled scan shows each class in one piece"
