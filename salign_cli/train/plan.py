@@ -226,7 +226,9 @@ def plan_finetune(
         context, reasons["context"] = fixed.context, "fixed by --context"
     else:
         context = min(MAX_CONTEXT, max(1, round(CONTEXT_SPAN_MM / slice_spacing)))
-        reasons["context"] = f"neighbours spanning ~{CONTEXT_SPAN_MM:g} mm of {slice_spacing:.3g} mm slices"
+        reasons["context"] = (
+            f"neighbours spanning ~{CONTEXT_SPAN_MM:g} mm of {slice_spacing:.3g} mm slices"
+        )
     if fixed.steps is not None:
         steps, reasons["steps"] = fixed.steps, "fixed by --steps"
     else:
@@ -327,7 +329,9 @@ def _target_spacing(
     start = default_target_spacing(spacings, fingerprint.modality, fixed.spacing)
     if fixed.spacing != "auto" or start is None:
         return start, "fixed by --spacing (or the base bundle)"
-    reason = "the median in-plane spacing" + (", CT floored" if fingerprint.modality == "CT" else "")
+    reason = "the median in-plane spacing" + (
+        ", CT floored" if fingerprint.modality == "CT" else ""
+    )
     extents = [e for scan in fingerprint.scans for e in scan.inplane_extent_mm.values() if e > 0]
     finest = min(start)
     limit = MAX_COARSENING
