@@ -104,15 +104,16 @@ def finetune(
         Optional[int],  # noqa: UP045
         typer.Option(
             "--size",
-            help="Square training patch in pixels. Default: the median slice size rounded up "
-            "to a multiple of 16.",
+            help="Square training patch in pixels. Default: planned, the median slice at the "
+            "planned spacing rounded up to a multiple of 2**depth.",
         ),
     ] = None,
     context: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
-            help="Neighbouring slices per side given to the network (2.5D). Default: 1; "
-            "recorded in the bundle and applied by segment.",
+            help="Neighbouring slices per side given to the network (2.5D). Default: planned, "
+            "about 1 mm each side (1 on 1 mm slices, 2 on 0.625 mm); recorded in the bundle "
+            "and applied by segment.",
         ),
     ] = None,
     mirror: Annotated[
@@ -129,9 +130,10 @@ def finetune(
     spacing: Annotated[
         str,
         typer.Option(
-            help="In-plane spacing the model is trained and run at: auto (median of the scans; "
-            "CT at least 1.5 mm, which keeps CPU inference near a minute per CT), native "
-            "(each scan's own), or mm (e.g. 1.0). With --from scratch; a base bundle keeps its own.",
+            help="In-plane spacing the model is trained and run at: auto (planned: the median "
+            "of the scans, CT at least 1.5 mm, coarsened up to 2x so a step holds 8 whole "
+            "slices), native (each scan's own), or mm (e.g. 1.0). With --from scratch; a base "
+            "bundle keeps its own.",
         ),
     ] = "auto",
     unlabelled: Annotated[
@@ -166,6 +168,9 @@ def finetune(
 ) -> None:
     """Fine-tune with a [bold]few labelled scans[/]; every other labelled scan is validation.
 
+    First it plans the run from the labelled scans and prints the plan, one reason per choice:
+    in-plane spacing, patch, batch, U-Net depth, 2.5D context, steps, semi-supervision and
+    whether to keep each class's largest piece (every flag below overrides what it names).
     Starts from the newest pre-training run in the workspace (or --from), replaces the head for the
     dataset's classes (names from dataset.json), and trains cross-entropy + Dice on
     foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights),

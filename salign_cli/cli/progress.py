@@ -32,6 +32,7 @@ class TrainingProgress:
     """A Rich progress display; ``quiet`` (or a non-terminal stderr) turns the bars off."""
 
     def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.enabled = not quiet and err_console.is_terminal
         self.stage = "training"
         self.progress = Progress(
@@ -78,8 +79,9 @@ class TrainingProgress:
         self._update("validation", done, total)
 
     def on_plan(self, description: str) -> None:
-        """What the stage will run (profile, steps, batch); the step bar then shows time left."""
-        if self.enabled:
+        """What the stage will run (the plan, with a reason per choice), on stderr even when it
+        is not a terminal: a log of a run should say what ran. ``quiet`` silences it."""
+        if not self.quiet:
             err_console.print(f"[bold]{self.stage}[/]: {description}", soft_wrap=True)
 
     def on_message(self, message: str) -> None:

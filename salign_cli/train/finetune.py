@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -57,11 +57,16 @@ from salign_cli.train.engine import (
     TrainConfig,
     train,
 )
+from salign_cli.train.plan import (
+    FinetunePlan,
+    PlanBudget,
+    PlanOverrides,
+    fingerprint_of,
+    plan_finetune,
+)
 from salign_cli.train.recipe import (
     FinetuneRecipe,
     SemiMethod,
-    batch_size_for,
-    patch_size_for,
     profile_for_device,
     recipe_for,
     resolve_mirror,
@@ -71,7 +76,6 @@ from salign_cli.train.scans import (
     ScanEntry,
     class_names_for,
     load_labelled_slices,
-    preprocess_config_for,
     resolve_labelled_cases,
     resolve_unlabelled_scans,
     seeded_order,
@@ -85,6 +89,10 @@ from salign_cli.train.validation import (
     score_predictions,
 )
 from salign_cli.workspace import Workspace
+
+if TYPE_CHECKING:
+    from salign_cli.bundles.store import Bundle
+    from salign_cli.io.modality import Modality
 
 SCRATCH = "scratch"
 PROFILE_CHOICES = ("auto", "cpu", "gpu")
@@ -227,55 +235,97 @@ class FinetuneResult:
 # the starting network
 
 
+def load_base(base: str, modality: str, notify: Callable[[str], None] | None = None) -> Bundle:
+    """The pre-trained (or fine-tuned) bundle to start from; it must be of the scans' modality."""
+    from salign_cli.bundles.store import load_bundle
+
+    bundle = load_bundle(base, notify=notify)
+    if bundle.contract.modality != modality:
+        raise InputError(
+            f"--from {base}: a {bundle.contract.modality} bundle, but the labelled scans are "
+            f"{modality}; fine-tune a bundle of the scans' modality (or --from scratch)"
+        )
+    return bundle
+
+
+def plan_overrides(options: FinetuneOptions, base: Bundle | None) -> PlanOverrides:
+    """What the user's flags (and a base bundle's network) fix, leaving the rest to the plan."""
+    spacing: str | float | tuple[float, float] = options.spacing
+    depth = None
+    if base is not None:
+        bundle_spacing = base.contract.preprocessing.target_spacing_mm
+        spacing = "native" if bundle_spacing is None else bundle_spacing
+        depth = base.contract.architecture.depth
+    return PlanOverrides(
+        spacing=spacing,
+        patch_size=None if options.size is None else (options.size, options.size),
+        batch_size=options.batch_size,
+        depth=depth,
+        context=options.context,
+        steps=options.steps,
+        semi=_semi_fixed_by(options),
+        slice_axis_from_base=base is not None,
+    )
+
+
+def _semi_fixed_by(options: FinetuneOptions) -> bool | None:
+    """``--semi`` or an explicit ``--unlabelled`` decide semi-supervision; else the plan does."""
+    if options.semi is not None:
+        return options.semi != "none"
+    if options.unlabelled != "auto":
+        return options.unlabelled != "none"
+    return None
+
+
 def initial_network(
-    base: str,
+    base: Bundle | None,
     num_classes: int,
-    cases: Sequence[LabelledCase],
+    plan: FinetunePlan,
     *,
+    modality: str,
     width: int,
     seed: int,
-    context: int = 0,
-    spacing: str | float = "auto",
-    notify: Callable[[str], None] | None = None,
+    base_spec: str = SCRATCH,
 ) -> tuple[UNet2D, PreprocessConfig, dict[str, Any]]:
     """The U-Net to fine-tune, the preprocessing it expects, and where it came from.
 
     From a bundle: every U-Net weight is loaded and the head is replaced by a fresh one for
     ``num_classes``; the bundle's preprocessing is kept (the network was trained on it), and a
-    1-channel network takes ``context`` neighbours per side through
-    `UNet2D.expand_input_channels`. From scratch: a seeded network and the cases' own
-    preprocessing at ``spacing`` (``auto``: median in-plane spacing, CT floored at 1.5 mm).
+    1-channel network takes the plan's context neighbours per side through
+    `UNet2D.expand_input_channels`. From scratch (``base=None``): a seeded network of the
+    plan's depth, preprocessing at the plan's spacing.
     """
     torch.manual_seed(seed)
-    in_channels = 2 * context + 1
-    if base == SCRATCH:
-        model = UNet2D(UNetConfig(num_classes=num_classes, width=width, in_channels=in_channels))
-        preprocess = dataclasses.replace(preprocess_config_for(cases, spacing), context=context)  # type: ignore[arg-type]
-        return model, preprocess, {"base_model": None, "pretraining": None}
-    from salign_cli.bundles.store import build_model, load_bundle
-
-    bundle = load_bundle(base, notify=notify)
-    contract = bundle.contract
-    modalities = sorted({case.modality for case in cases})
-    if modalities != [contract.modality]:
-        raise InputError(
-            f"--from {base}: a {contract.modality} bundle, but the labelled scans are "
-            f"{'/'.join(modalities)}; fine-tune a bundle of the scans' modality (or --from scratch)"
+    in_channels = 2 * plan.context + 1
+    if base is None:
+        config = UNetConfig(
+            num_classes=num_classes, width=width, in_channels=in_channels, depth=plan.depth
         )
-    model = build_model(bundle)
+        preprocess = PreprocessConfig(
+            modality=cast("Modality", modality),
+            target_spacing_mm=plan.target_spacing_mm,
+            context=plan.context,
+        )
+        return UNet2D(config), preprocess, {"base_model": None, "pretraining": None}
+    from salign_cli.bundles.store import build_model
+
+    contract = base.contract
+    model = build_model(base)
     try:
         model.expand_input_channels(in_channels)
     except ValueError as error:
-        raise InputError(f"--from {base}: {error}; pass --context to match the bundle") from None
+        raise InputError(
+            f"--from {base_spec}: {error}; pass --context to match the bundle"
+        ) from None
     torch.manual_seed(seed)
     model.replace_head(num_classes)
     provenance = {
-        "base_model": base,
+        "base_model": base_spec,
         "base_kind": contract.kind,
         "base_weights_sha256": contract.weights_sha256,
         "pretraining": contract.pretraining,
     }
-    return model, dataclasses.replace(contract.preprocessing, context=context), provenance
+    return model, dataclasses.replace(contract.preprocessing, context=plan.context), provenance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +395,13 @@ def finetune(
         run_dir = space.run_to_resume("finetune", resume)
         stored = latest_checkpoint(run_dir, reporter.on_message).meta
         task_config = stored["task_config"]
-        train_config: TrainConfig | None = TrainConfig.from_dict(stored["train_config"])
+        train_config = TrainConfig.from_dict(stored["train_config"])
+        if "plan" not in task_config:
+            raise InputError(
+                f"{run_dir}: this run was made before fine-tuning plans were recorded and "
+                "cannot be resumed; start a new run (salign finetune without --resume)"
+            )
+        plan = FinetunePlan.from_dict(task_config["plan"])
         options = FinetuneOptions.from_dict(task_config["options"])
         recipe = FinetuneRecipe.from_dict(task_config["recipe"])
         train_cases = [LabelledCase.from_dict(c) for c in task_config["labelled_cases"]]
@@ -380,17 +436,8 @@ def finetune(
         recipe = dataclasses.replace(
             recipe, mirror=resolve_mirror(recipe.mirror, list(class_names.values()))
         )
-        base_spec = base or latest_bundle_spec(space, "pretrain")
-        model, preprocess, origin = initial_network(
-            base_spec,
-            len(class_names),
-            train_cases,
-            width=recipe.width,
-            seed=options.seed,
-            context=recipe.context,
-            spacing=options.spacing,
-            notify=reporter.on_message,
-        )
+        fingerprint = fingerprint_of(train_cases)
+        modality = fingerprint.modality
         unlabelled_scans = []
         if recipe.semi.method != "none":
             unlabelled_scans = resolve_unlabelled_scans(
@@ -398,17 +445,47 @@ def finetune(
                 folders,
                 space,
                 held_back=set(labelled_ids) | set(validation_ids) | excluded,
-                modality=preprocess.modality,
+                modality=modality,
                 notify=reporter.on_message,
             )
-            if not unlabelled_scans and options.unlabelled != "none":
-                reporter.on_message(
-                    "no unlabelled scans (every other scan is validation or excluded); "
-                    "fine-tuning without semi-supervision"
-                )
+        base_spec = base or latest_bundle_spec(space, "pretrain")
+        base_bundle = None
+        if base_spec != SCRATCH:
+            base_bundle = load_base(base_spec, modality, reporter.on_message)
+        plan = plan_finetune(
+            dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
+            PlanBudget(recipe.batch_pixels, recipe.max_patch_px, recipe.steps),
+            plan_overrides(options, base_bundle),
+        )
+        wanted = recipe.semi.method != "none" and options.unlabelled != "none"
+        if wanted and not (plan.semi and unlabelled_scans):
+            reporter.on_message(
+                "fine-tuning without semi-supervision: "
+                + (plan.reasons["semi"] if unlabelled_scans else "no unlabelled scans found")
+            )
+        if not plan.semi:
+            unlabelled_scans = []
+        recipe = dataclasses.replace(
+            recipe,
+            context=plan.context,
+            steps=plan.steps,
+            patch_size=plan.patch_size,
+            batch_size=plan.batch_size,
+        )
+        model, preprocess, origin = initial_network(
+            base_bundle,
+            len(class_names),
+            plan,
+            modality=modality,
+            width=recipe.width,
+            seed=options.seed,
+            base_spec=base_spec,
+        )
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
-        train_config = None  # known once the slices are measured
+        train_config = train_config_for(
+            recipe, plan.batch_size, options.seed, options.checkpoint_every
+        )
         task_config = {
             "unlabelled_scans": [dataclasses.asdict(s) for s in unlabelled_scans],
             "options": options.to_dict(),
@@ -418,35 +495,27 @@ def finetune(
             "preprocessing": preprocess.to_dict(),
             "architecture": model.config.to_dict(),
             "origin": origin,
+            "recipe": recipe.to_dict(),
+            "plan": plan.to_dict(),
         }
 
-    cache = SliceCache(space.cache_dir)
-    slices = load_labelled_slices(train_cases, preprocess, cache, reporter)
-    _check_label_range(train_cases, slices.labels, len(class_names))
-    if train_config is None:
-        patch = recipe.patch_size or patch_size_for(
-            slices.slice_shapes, model.config.depth, recipe.max_patch_px
-        )
-        recipe = dataclasses.replace(recipe, patch_size=patch)
-        task_config["recipe"] = recipe.to_dict()
-        train_config = train_config_for(
-            recipe, batch_size_for(recipe, patch), options.seed, options.checkpoint_every
-        )
-    assert recipe.patch_size is not None
-    patch_size = recipe.patch_size
     semi = recipe.semi.method if unlabelled_scans else "none"
     # the bundle records what ran: no unlabelled scans means no semi-supervision
     recipe = dataclasses.replace(recipe, semi=dataclasses.replace(recipe.semi, method=semi))
     reporter.on_plan(
-        f"{recipe.profile} profile: {train_config.steps} steps × {train_config.batch_size} "
-        f"slices of {patch_size[0]}×{patch_size[1]}, width "
-        f"{model.config.width}, context ±{recipe.context}, mirror {recipe.mirror}, "
+        f"{recipe.profile} profile, width {model.config.width}, mirror {recipe.mirror}, "
         + (
             f"semi-supervised ({semi}) with {len(unlabelled_scans)} unlabelled scans"
             if semi != "none"
             else "supervised"
         )
+        + "".join(f"\n  {line}" for line in plan.describe())
     )
+    cache = SliceCache(space.cache_dir)
+    slices = load_labelled_slices(train_cases, preprocess, cache, reporter)
+    _check_label_range(train_cases, slices.labels, len(class_names))
+    assert recipe.patch_size is not None
+    patch_size = recipe.patch_size
     labelled_data = LabelledSliceDataset(
         slices.images,
         slices.labels,
@@ -509,7 +578,9 @@ def finetune(
     )
     exported = objective.exported(recipe.export).cpu().eval()
 
-    inference = InferenceDefaults(tta=recipe.tta, mirror=recipe.mirror)
+    inference = InferenceDefaults(
+        tta=recipe.tta, mirror=recipe.mirror, largest_component=plan.largest_component
+    )
     validation = None
     if validation_cases:
         held_out = (load_held_out(c, preprocess) for c in validation_cases)
@@ -523,9 +594,11 @@ def finetune(
         )
         plain = score_predictions(predictions, class_names)
         largest = score_predictions(predictions, class_names, largest_component=True)
-        # the one choice validation makes: keep only the largest part of each class if it helps
-        if largest.overall_dice.mean > plain.overall_dice.mean:
-            inference = dataclasses.replace(inference, largest_component=True)
+        # the one choice validation makes: it confirms or overrules the plan's largest-component
+        # rule (keep only the largest part of each class when that scores higher)
+        inference = dataclasses.replace(
+            inference, largest_component=largest.overall_dice.mean > plain.overall_dice.mean
+        )
         validation = largest if inference.largest_component else plain
     finetuning = {
         "labelled_case_ids": [c.case_id for c in train_cases],
@@ -536,6 +609,7 @@ def finetune(
         "steps": result.steps,
         "train": train_config.to_dict(),
         "recipe": recipe.to_dict(),
+        "plan": plan.to_dict(),
         "semi_supervision": {
             "method": semi,
             "unlabelled_scans": len(unlabelled_scans),

@@ -234,11 +234,13 @@ def patch_size_for(
     return (result[0], result[1])
 
 
-def batch_size_for(recipe: FinetuneRecipe, patch_size: tuple[int, int]) -> int:
-    """``recipe.batch_size`` or as many slices as fit ``batch_pixels`` (at least 2, at most 256)."""
-    if recipe.batch_size is not None:
-        return recipe.batch_size
-    return int(min(256, max(2, round(recipe.batch_pixels / (patch_size[0] * patch_size[1])))))
+def slices_per_step(patch_size: tuple[int, int], batch_pixels: int) -> int:
+    """As many slices of ``patch_size`` as fill ``batch_pixels`` (at least 2, at most 256).
+
+    >>> slices_per_step((48, 64), 32 * 48 * 64), slices_per_step((128, 96), 32 * 48 * 64)
+    (32, 8)
+    """
+    return int(min(256, max(2, round(batch_pixels / (patch_size[0] * patch_size[1])))))
 
 
 def resolve_mirror(mirror: str, class_names: Sequence[str]) -> Mirror:

@@ -17,9 +17,11 @@ from salign_cli.train.finetune import (
     SegmentationObjective,
     finetune,
     initial_network,
+    load_base,
+    plan_overrides,
 )
+from salign_cli.train.plan import FinetunePlan
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
-from salign_cli.train.scans import LabelledCase
 from salign_cli.workspace import Workspace
 
 CPU = RuntimeOptions(device="cpu")
@@ -150,33 +152,51 @@ def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: P
     assert contract.evaluation["held_out_cases"] == 1
 
 
+def _plan(**fields: object) -> FinetunePlan:
+    base = {
+        "target_spacing_mm": (1.0, 1.0),
+        "slice_axis": 2,
+        "patch_size": (32, 32),
+        "batch_size": 2,
+        "depth": 3,
+        "context": 1,
+        "steps": 2,
+        "semi": False,
+        "largest_component": True,
+        "reasons": {},
+    }
+    return FinetunePlan(**{**base, **fields})  # type: ignore[arg-type]
+
+
 def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> None:
     from salign_cli.bundles.store import load_bundle
 
     folder = make_bundle(kind="pretrained", classes=("background", "foreground"))
-    case = LabelledCase("a", "a.nii.gz", "a_seg.nii.gz", "h", "MR", (1.0, 1.0, 1.0))
-    model, preprocess, origin = initial_network(str(folder), 4, [case], width=8, seed=0)
+    bundle = load_base(str(folder), "MR")
+    model, preprocess, origin = initial_network(
+        bundle, 4, _plan(context=0), modality="MR", width=8, seed=0, base_spec=str(folder)
+    )
     saved = load_bundle(folder).state_dict
     own = model.state_dict()
     assert all(torch.equal(own[k], saved[k]) for k in own if not k.startswith("head."))
     assert own["head.weight"].shape[0] == 4 and model.config.num_classes == 4
     assert model.config.width == 4  # the bundle's architecture wins over the width default
     assert origin["base_model"] == str(folder) and preprocess.modality == "MR"
-    ct_case = LabelledCase("b", "b.nii.gz", "b_seg.nii.gz", "h", "CT", (1.0, 1.0, 1.0))
+    # the bundle fixes what its network was trained with: spacing and depth
+    overrides = plan_overrides(FinetuneOptions(labels=1), bundle)
+    assert overrides.depth == bundle.contract.architecture.depth
+    assert overrides.spacing == (bundle.contract.preprocessing.target_spacing_mm or "native")
     with pytest.raises(InputError, match="MR bundle"):
-        initial_network(str(folder), 4, [ct_case], width=8, seed=0)
+        load_base(str(folder), "CT")
 
 
-@pytest.mark.parametrize(
-    ("spacing", "expected"), [("auto", (1.5, 1.5)), ("native", None), ("1.0", (1.0, 1.0))]
-)
-def test_scratch_ct_network_trains_at_the_floored_median_unless_told(spacing, expected) -> None:
-    cases = [  # CT at 0.7 / 0.8 / 0.9 mm in-plane: median 0.8, below the 1.5 mm floor
-        LabelledCase(f"c{i}", "c.nii.gz", "c_seg.nii.gz", "h", "CT", (mm, mm, 5.0))
-        for i, mm in enumerate((0.7, 0.8, 0.9))
-    ]
-    _, preprocess, _ = initial_network("scratch", 2, cases, width=4, seed=0, spacing=spacing)
-    assert preprocess.modality == "CT" and preprocess.target_spacing_mm == expected
+def test_scratch_network_is_built_as_planned() -> None:
+    plan = _plan(target_spacing_mm=(1.5, 1.5), depth=2, context=2)
+    model, preprocess, origin = initial_network(None, 3, plan, modality="CT", width=4, seed=0)
+    assert model.config.depth == 2 and model.config.in_channels == 5
+    assert model.config.num_classes == 3 and model.config.width == 4
+    assert preprocess.modality == "CT" and preprocess.target_spacing_mm == (1.5, 1.5)
+    assert preprocess.context == 2 and origin["base_model"] is None
 
 
 def test_spacing_option_is_checked_before_any_work() -> None:

@@ -12,9 +12,9 @@ from salign_cli.train.recipe import (
     CPU_RECIPE,
     GPU_RECIPE,
     FinetuneRecipe,
-    batch_size_for,
     patch_size_for,
     resolve_mirror,
+    slices_per_step,
 )
 
 
@@ -28,10 +28,11 @@ def test_patch_is_the_median_slice_rounded_up_to_the_network_multiple() -> None:
 
 
 def test_batch_fills_the_pixel_budget() -> None:
-    assert batch_size_for(CPU_RECIPE, (48, 64)) == 32  # the budget is 32 slices of 48 x 64
-    assert batch_size_for(CPU_RECIPE, (256, 256)) == 2  # 98,304 / 65,536 → 1.5 → at least 2
-    assert batch_size_for(CPU_RECIPE.with_overrides(batch_size=5), (256, 256)) == 5
-    assert batch_size_for(GPU_RECIPE, (48, 64)) == 64
+    cpu, gpu = CPU_RECIPE.batch_pixels, GPU_RECIPE.batch_pixels
+    assert slices_per_step((48, 64), cpu) == 32  # the budget is 32 slices of 48 x 64
+    assert slices_per_step((256, 256), cpu) == 2  # 98,304 / 65,536 → 1.5 → at least 2
+    assert slices_per_step((8, 8), cpu) == 256  # at most 256
+    assert slices_per_step((48, 64), gpu) == 64
 
 
 def test_left_right_is_the_rows_of_axial_and_coronal_slices_only() -> None:
