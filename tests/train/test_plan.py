@@ -1,0 +1,164 @@
+"""The fine-tuning planner: known answers on three kinds of data, overrides, the fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from salign_cli.errors import InputError
+from salign_cli.train.plan import (
+    MIN_BATCH,
+    FinetunePlan,
+    Fingerprint,
+    PlanBudget,
+    PlanOverrides,
+    ScanGeometry,
+    fingerprint_of,
+    plan_finetune,
+    scan_geometry,
+)
+from salign_cli.train.recipe import CPU_RECIPE
+from salign_cli.train.scans import LabelledCase
+
+CPU_BUDGET = PlanBudget(CPU_RECIPE.batch_pixels, CPU_RECIPE.max_patch_px, CPU_RECIPE.steps)
+
+
+def hippocampus_like(count: int = 5, unlabelled: int = 140) -> Fingerprint:
+    """MSD Hippocampus crops: ~35×50×35 voxels at 1 mm, two classes in one piece each."""
+    scan = ScanGeometry((35, 50, 35), (1.0, 1.0, 1.0), {1: 1, 2: 1}, {1: 14.0, 2: 12.0})
+    return Fingerprint("MR", (scan,) * count, unlabelled)
+
+
+def la_like(count: int = 4, unlabelled: int = 76) -> Fingerprint:
+    """LA 2018: ~200×140×88 at 0.625 mm isotropic, one atrium of ~55 mm in-plane."""
+    shapes = [(183, 140, 88), (199, 143, 88), (212, 141, 88), (180, 135, 88)][:count]
+    scans = tuple(ScanGeometry(s, (0.625,) * 3, {1: 1}, {1: 53.0}) for s in shapes)
+    return Fingerprint("MR", scans, unlabelled)
+
+
+def anisotropic_ct(count: int = 3) -> Fingerprint:
+    """Abdominal CT: 512×512×60 at 0.8×0.8×5 mm; a kidney in one piece, a vessel tree in many."""
+    scan = ScanGeometry((512, 512, 60), (0.8, 0.8, 5.0), {1: 1, 2: 3}, {1: 60.0, 2: 9.0})
+    return Fingerprint("CT", (scan,) * count, 0)
+
+
+def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
+    # the plan must reproduce what the hippocampus numbers were measured with
+    plan = plan_finetune(hippocampus_like(), CPU_BUDGET)
+    assert plan.target_spacing_mm == (1.0, 1.0) and plan.slice_axis == 2
+    assert plan.patch_size == (48, 64) and plan.batch_size == 32
+    assert plan.depth == 4 and plan.context == 1 and plan.steps == 1000
+    assert plan.semi and plan.largest_component
+
+
+def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> None:
+    plan = plan_finetune(la_like(), CPU_BUDGET)
+    # native 0.625 mm would give 208×144 patches, 3 per step; the plan coarsens by ~1.58
+    assert plan.target_spacing_mm is not None
+    assert (
+        0.95 < plan.target_spacing_mm[0] < 1.0
+        and plan.target_spacing_mm[0] == plan.target_spacing_mm[1]
+    )
+    assert plan.patch_size == (128, 96) and plan.batch_size == MIN_BATCH
+    assert plan.context == 2  # ±1.25 mm of 0.625 mm slices
+    assert plan.depth == 4 and plan.steps == 1000
+    assert plan.semi and plan.largest_component
+    assert "coarsened" in plan.reasons["spacing"]
+
+
+def test_coarsening_never_shrinks_the_smallest_structure_below_its_pixel_floor() -> None:
+    # same slices, but a 25 mm structure: at most 25 / (32 × 0.625) = 1.25× coarser
+    scans = tuple(ScanGeometry(s.shape, s.spacing_mm, {1: 1}, {1: 25.0}) for s in la_like().scans)
+    plan = plan_finetune(Fingerprint("MR", scans, 76), CPU_BUDGET)
+    assert plan.target_spacing_mm == (0.625, 0.625)  # no coarsening fits: keep the detail
+    assert plan.patch_size == (208, 144) and plan.batch_size == 3
+
+
+def test_anisotropic_ct_slices_across_the_thick_axis_at_the_ct_floor() -> None:
+    plan = plan_finetune(anisotropic_ct(), CPU_BUDGET)
+    assert plan.slice_axis == 2  # across the 5 mm spacing
+    assert plan.target_spacing_mm == (1.5, 1.5)  # the CT floor, 273 px slices: capped patches
+    assert plan.patch_size == (256, 256) and plan.batch_size == 2
+    assert plan.context == 1  # 1 mm of 5 mm slices rounds to 0, at least one neighbour
+    assert not plan.semi  # no unlabelled scans
+    assert not plan.largest_component  # the vessel class comes in three pieces
+    assert "class 2" in plan.reasons["largest_component"]
+
+
+def test_tiny_slices_get_a_shallower_network() -> None:
+    scan = ScanGeometry((20, 12, 20), (1.0, 1.0, 1.0), {1: 1}, {1: 5.0})
+    plan = plan_finetune(Fingerprint("MR", (scan,), 10), CPU_BUDGET)
+    # depth 4 would round 12 up to 16, a bottleneck of 1 pixel; depth 2 keeps 12 / 4 = 3
+    assert plan.depth == 2 and plan.patch_size == (20, 12)
+
+
+def test_semi_supervision_needs_at_least_as_many_unlabelled_scans_as_labelled() -> None:
+    assert plan_finetune(hippocampus_like(count=5, unlabelled=5), CPU_BUDGET).semi
+    few = plan_finetune(hippocampus_like(count=5, unlabelled=4), CPU_BUDGET)
+    assert not few.semi and "only 4" in few.reasons["semi"]
+
+
+def test_every_flag_overrides_the_field_it_names() -> None:
+    fixed = PlanOverrides(
+        spacing=2.0, patch_size=(64, 64), batch_size=5, depth=3, context=0, steps=7, semi=False
+    )
+    plan = plan_finetune(la_like(), CPU_BUDGET, fixed)
+    assert plan.target_spacing_mm == (2.0, 2.0) and plan.patch_size == (64, 64)
+    assert (plan.batch_size, plan.depth, plan.context, plan.steps) == (5, 3, 0, 7)
+    assert not plan.semi
+    native = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(spacing="native"))
+    assert native.target_spacing_mm is None and native.patch_size == (208, 144)
+    base = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(spacing=(1.2, 1.1), depth=4))
+    assert base.target_spacing_mm == (1.2, 1.1) and "base bundle" in base.reasons["spacing"]
+
+
+def test_plan_round_trips_and_describes_every_choice_with_a_reason() -> None:
+    plan = plan_finetune(la_like(), CPU_BUDGET)
+    assert FinetunePlan.from_dict(plan.to_dict()) == plan
+    lines = plan.describe()
+    assert len(lines) == 9 and all(" — " in line and line.split(" — ")[1] for line in lines)
+    assert lines[0].startswith("spacing: 0.9") and "patch: 128×96" in lines[2]
+    with pytest.raises(InputError, match="exactly the keys"):
+        FinetunePlan.from_dict({**plan.to_dict(), "extra": 1})
+
+
+def test_a_fingerprint_needs_scans() -> None:
+    with pytest.raises(InputError, match="no labelled scans"):
+        Fingerprint("MR", ())
+
+
+def test_scan_geometry_counts_pieces_and_measures_the_inplane_box() -> None:
+    labels = np.zeros((20, 10, 6), np.uint8)
+    labels[2:6, 1:4, 1] = 1  # two pieces of class 1 ...
+    labels[10:12, 5:9, 4] = 1  # ... together spanning rows 2-11 and columns 1-8
+    labels[3:4, 3:4, 0:6] = 2  # a rod along the slice axis: 1 voxel in-plane
+    labels[0, 0, 0] = 3
+    labels[1, 1, 1] = 3  # diagonal neighbours: one piece with full connectivity
+    geometry = scan_geometry(labels, (0.5, 2.0, 3.0))
+    assert dict(geometry.pieces) == {1: 2, 2: 1, 3: 1}
+    # class 1's box: 10 rows × 0.5 mm = 5 mm, 8 columns × 2 mm = 16 mm → 5 mm
+    assert geometry.inplane_extent_mm[1] == pytest.approx(5.0)
+    assert geometry.inplane_extent_mm[2] == pytest.approx(0.5)
+    assert geometry.shape == (20, 10, 6)
+
+
+def test_fingerprint_reads_labels_on_their_canonical_grid(tmp_path: Path) -> None:
+    # stored LPS with voxel axes (z, y, x): canonical RAS must undo both
+    labels = np.zeros((6, 10, 20), np.uint8)  # (z, y, x)
+    labels[1, 1:4, 2:6] = 1
+    affine = np.array([[0, 0, -0.5, 0], [0, -2.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    path = tmp_path / "case_seg.nii.gz"
+    nib.save(nib.Nifti1Image(labels, affine), path)
+    case = LabelledCase("case", "case.nii.gz", str(path), "h", "MR", (3.0, 2.0, 0.5))
+    fingerprint = fingerprint_of([case], unlabelled_scans=3)
+    (scan,) = fingerprint.scans
+    assert scan.shape == (20, 10, 6) and scan.spacing_mm == pytest.approx((0.5, 2.0, 3.0))
+    assert dict(scan.pieces) == {1: 1}
+    assert scan.inplane_extent_mm[1] == pytest.approx(2.0)  # 4 × 0.5 mm vs 3 × 2 mm
+    assert fingerprint.unlabelled_scans == 3 and fingerprint.modality == "MR"
+    ct = LabelledCase("ct", "ct.nii.gz", str(path), "h", "CT", (3.0, 2.0, 0.5))
+    with pytest.raises(InputError, match="mix modalities"):
+        fingerprint_of([case, ct])
