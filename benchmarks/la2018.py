@@ -14,8 +14,8 @@ converted into a scratch folder outside the repository, and nothing derived from
 
 ``convert`` writes ``SCRATCH/train`` and ``SCRATCH/test`` as MSD-style folders (``imagesTr``,
 ``labelsTr``, ``dataset.json``); the h5 files store no geometry, so every volume gets the
-0.625 mm isotropic RAS affine of the challenge's scans. h5py is needed only here (the
-``bench`` extra), never by salign itself.
+0.625 mm isotropic RAS affine of the challenge's scans. h5py is needed only here (the dev
+extra, for its tests), never by salign itself.
 
 ``run`` follows the semi-supervised literature (UA-MT, SS-Net, MC-Net): the labelled scans are
 the first k ids of ``train.list``, every other training volume is unlabelled, and the 20 of
