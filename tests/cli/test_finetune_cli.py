@@ -49,10 +49,14 @@ def test_finetune_prints_the_dice_table_and_writes_a_report(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "validation Dice over 2 held-out scans" in result.output
+    # the plan is printed before training, one reason per choice
+    for line in ("spacing: ", "patch: 32×32 — fixed by --size", "context: ±1", "semi: "):
+        assert line in result.output, line
     for name in ("vessel", "organ", "overall"):
         assert name in result.output
     payload = json.loads(report.read_text())
     assert len(payload["labelled_case_ids"]) == 1 and payload["seed"] == 0
+    assert payload["plan"]["patch_size"] == [32, 32] and payload["plan"]["batch_size"] == 2
     assert Path(payload["bundle"], "salign.json").is_file()
 
     # --resume picks the newest run; --resume-from names one; both finish where it stopped

@@ -108,6 +108,10 @@ def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_pa
     assert contract.finetuning["recipe"]["steps"] == TINY["steps"]
     assert contract.finetuning["recipe"]["patch_size"] == [32, 32]
     assert contract.inference_defaults.tta and contract.inference_defaults.mirror == "lr"
+    # so does the plan, with the flags it was told (steps, batch, size) and what it chose
+    plan = FinetunePlan.from_dict(contract.finetuning["plan"])
+    assert (plan.steps, plan.batch_size, plan.patch_size) == (2, 2, (32, 32))
+    assert plan.reasons["patch"] == "fixed by --size" and plan.context == 0
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["validation"]["n_cases"] == 3
     # `salign segment` picks the newest fine-tuning run with a bundle.
