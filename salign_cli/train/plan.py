@@ -50,6 +50,7 @@ from salign_cli.data.preprocess import (
     resampled_size,
 )
 from salign_cli.errors import InputError
+from salign_cli.infer.postprocess import connected_components
 from salign_cli.train.recipe import patch_size_for, slices_per_step
 
 if TYPE_CHECKING:
@@ -290,8 +291,7 @@ def scan_geometry(labels: np.ndarray, spacing_mm: tuple[float, float, float]) ->
         if box is None:
             continue
         value = index + 1
-        structure = ndimage.generate_binary_structure(3, 3)
-        pieces[value] = int(ndimage.label(labels[box] == value, structure=structure)[1])
+        pieces[value] = connected_components(labels[box] == value)[1]
         extents[value] = min((box[a].stop - box[a].start) * spacing_mm[a] for a in inplane)
     return ScanGeometry(shape, spacing_mm, pieces, extents)
 
@@ -299,19 +299,18 @@ def scan_geometry(labels: np.ndarray, spacing_mm: tuple[float, float, float]) ->
 def fingerprint_of(cases: Sequence[LabelledCase], unlabelled_scans: int = 0) -> Fingerprint:
     """The labelled scans' fingerprint (each label file is read once, on its canonical grid)."""
     from salign_cli.io.volume import read_volume, to_canonical
+    from salign_cli.train.scans import single_modality
 
-    modalities = sorted({case.modality for case in cases})
-    if len(modalities) != 1:
-        raise InputError(
-            f"the labelled scans mix modalities {modalities}; fine-tune on one modality at a time"
-        )
+    modality = single_modality(
+        (case.modality for case in cases), "fine-tune on one modality at a time"
+    )
     scans = []
     for case in cases:
         volume = read_volume(case.label_path)
         canonical = to_canonical(volume)
         labels = np.rint(canonical.array).astype(np.int64)
         scans.append(scan_geometry(labels, canonical.spacing_mm))
-    return Fingerprint(modalities[0], tuple(scans), unlabelled_scans)
+    return Fingerprint(modality, tuple(scans), unlabelled_scans)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,18 +136,23 @@ def preprocess_config_for(
 ) -> PreprocessConfig:
     """One modality for the whole run and its target spacing (`default_target_spacing`:
     ``auto`` = the median in-plane spacing, floored at 1.5 mm for CT)."""
-    modalities = sorted({scan.modality for scan in scans})
-    if len(modalities) != 1:
-        raise InputError(
-            f"the scans mix modalities {modalities}; pre-train on one modality at a time "
-            "(pass folders of one modality)"
-        )
-    return PreprocessConfig(
-        modality=modalities[0],  # type: ignore[arg-type]
-        target_spacing_mm=default_target_spacing(
-            [s.spacing_mm for s in scans], modalities[0], spacing
-        ),
+    modality = single_modality(
+        (scan.modality for scan in scans),
+        "pre-train on one modality at a time (pass folders of one modality)",
     )
+    return PreprocessConfig(
+        modality=modality,  # type: ignore[arg-type]
+        target_spacing_mm=default_target_spacing([s.spacing_mm for s in scans], modality, spacing),
+    )
+
+
+def single_modality(modalities: Iterable[str], advice: str) -> str:
+    """The one modality of a run's scans; scans of several (or none) are an `InputError` that
+    ends with ``advice``."""
+    found = sorted(set(modalities))
+    if len(found) != 1:
+        raise InputError(f"the scans mix modalities {found}; {advice}")
+    return found[0]
 
 
 def resolve_labelled_cases(
@@ -273,10 +278,6 @@ class LabelledSlices:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     slice_axes: list[int]
-
-    @property
-    def slice_shapes(self) -> list[tuple[int, int]]:
-        return [(int(v.shape[1]), int(v.shape[2])) for v in self.images]
 
 
 def load_labelled_slices(
