@@ -148,6 +148,10 @@ def score_case(case: str, prediction: np.ndarray, reference: np.ndarray) -> Case
 # the protocol
 
 
+# The part of a method after "+": how the unlabelled training volumes are used.
+SEMI_OF_METHOD = {"": "none", "semi": "fixmatch", "bcp": "bcp"}
+
+
 def run_one(
     data: Path,
     workspace: Path,
@@ -169,10 +173,12 @@ def run_one(
     labelled = train_ids[:k]
     scored = train_ids[-validation:] if validation else splits["test"]
     scored_folder = data / ("train" if validation else "test")
-    semi = "fixmatch" if method.endswith("+semi") else "none"
-    base = method.removesuffix("+semi")
-    if base != "scratch":
-        raise SystemExit(f"method {method!r}: only scratch and scratch+semi run here yet")
+    base, _, unlabelled_use = method.partition("+")
+    semi = SEMI_OF_METHOD.get(unlabelled_use)
+    if base != "scratch" or semi is None:
+        raise SystemExit(
+            f"method {method!r}: only scratch, scratch+semi (FixMatch) and scratch+bcp run here yet"
+        )
     started = time.perf_counter()
     result = finetune(
         [data / "train"],

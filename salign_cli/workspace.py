@@ -20,6 +20,12 @@ from salign_cli.bundles.layout import bundle_folder_in
 
 ENV_VAR = "SALIGN_HOME"
 RUN_KINDS = ("pretrain", "finetune", "bench")
+CHECKPOINT_DIR = "checkpoints"  # inside a run folder; what makes a folder a run to resume
+
+
+def is_run_folder(path: Path | str) -> bool:
+    """Whether ``path`` is a training run's folder (it holds checkpoints), not a folder of scans."""
+    return (Path(path) / CHECKPOINT_DIR).is_dir()
 
 
 def default_workspace_root() -> Path:
@@ -83,7 +89,8 @@ class Workspace:
                 candidate = self.runs_dir / f"{kind}-{stamp}-{suffix}"
 
     def runs(self, kind: str) -> list[Path]:
-        """Run folders of one kind, oldest first (names sort by their timestamp)."""
+        """Run folders of one kind, oldest first: by modification time (a resumed run counts as
+        recent), then by name, whose timestamp says when the run started."""
         if not self.runs_dir.is_dir():
             return []
         return sorted(

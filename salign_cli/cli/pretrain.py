@@ -25,6 +25,7 @@ from salign_cli.cli.common import (
     resume_target,
 )
 from salign_cli.cli.progress import TrainingProgress
+from salign_cli.workspace import is_run_folder
 
 DEFAULT_BATCH_SIZE = 32  # slice pairs per step, all GPUs together
 
@@ -240,8 +241,9 @@ def pretrain(
     )
     runtime = RuntimeOptions(device=device, compile=compile_model, workers=workers)
     resume_run = resume_target(resume, resume_from)
-    if resume_run is True and folders:
-        # the spelling before --resume-from: `--resume RUN_DIR` (kept so scripts keep working)
+    if resume_run is True and folders and (not folders[0].is_dir() or is_run_folder(folders[0])):
+        # the spelling before --resume-from: `--resume RUN_DIR` (kept so scripts keep working);
+        # a folder of scans instead is the command as first typed, and --resume its newest run
         if len(folders) > 1:
             raise InputError("--resume continues one run: --resume-from RUN_DIR")
         resume_run, folders = folders[0], []

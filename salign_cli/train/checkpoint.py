@@ -27,9 +27,9 @@ from torch import nn
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.io.hashing import file_sha256
+from salign_cli.workspace import CHECKPOINT_DIR
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_DIR = "checkpoints"
 
 
 def rng_state() -> dict[str, Any]:
@@ -174,6 +174,26 @@ def latest_checkpoint(run_dir: Path, notify: Callable[[str], None] | None = None
     raise InputError(
         f"{run_dir / CHECKPOINT_DIR}: every checkpoint is corrupt; start a new run instead"
     )
+
+
+def resume_meta(
+    run_dir: Path, stage: str, notify: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The newest intact checkpoint's sidecar of a ``stage`` run (`latest_checkpoint`).
+
+    Raises `InputError` naming the right command when ``run_dir`` is another stage's run: its
+    task would not parse here. The stage is the sidecar's ``task_config["stage"]``; pre-training
+    checkpoints written before that key existed are known by their ``scans`` list.
+    """
+    meta = latest_checkpoint(run_dir, notify).meta
+    task_config = meta.get("task_config", {})
+    found = task_config.get("stage", "pretrain" if "scans" in task_config else "finetune")
+    if found != stage:
+        raise InputError(
+            f"--resume-from {run_dir}: a {found} run, not a {stage} run; continue it with "
+            f"salign {found} --resume-from {run_dir}"
+        )
+    return meta
 
 
 def _checkpoint_problem(sidecar: Path) -> str | None:

@@ -49,7 +49,6 @@ from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, SalignError
 from salign_cli.io.atomic import atomic_path
 from salign_cli.train.checkpoint import (
-    CHECKPOINT_DIR,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -61,6 +60,7 @@ from salign_cli.train.distributed import (
     distributed_from_env,
     distributed_session,
 )
+from salign_cli.workspace import CHECKPOINT_DIR
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -49,7 +49,7 @@ from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import write_json
 from salign_cli.metrics import EvaluationSummary
 from salign_cli.model.unet import UNet2D, UNetConfig
-from salign_cli.train.checkpoint import latest_checkpoint
+from salign_cli.train.checkpoint import resume_meta
 from salign_cli.train.engine import (
     Reporter,
     RuntimeOptions,
@@ -393,7 +393,7 @@ def finetune(
 
     if resume:
         run_dir = space.run_to_resume("finetune", resume)
-        stored = latest_checkpoint(run_dir, reporter.on_message).meta
+        stored = resume_meta(run_dir, "finetune", reporter.on_message)
         task_config = stored["task_config"]
         train_config = TrainConfig.from_dict(stored["train_config"])
         if "plan" not in task_config:
@@ -487,6 +487,7 @@ def finetune(
             recipe, plan.batch_size, options.seed, options.checkpoint_every
         )
         task_config = {
+            "stage": "finetune",
             "unlabelled_scans": [dataclasses.asdict(s) for s in unlabelled_scans],
             "options": options.to_dict(),
             "labelled_cases": [dataclasses.asdict(c) for c in train_cases],

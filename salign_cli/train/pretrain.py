@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
     PreprocessConfig,
@@ -57,7 +58,7 @@ from salign_cli.objectives.positional import (
     positional_contrastive_loss,
     relative_position_loss,
 )
-from salign_cli.train.checkpoint import latest_checkpoint
+from salign_cli.train.checkpoint import resume_meta
 from salign_cli.train.distributed import (
     DistributedContext,
     distributed_from_env,
@@ -451,6 +452,21 @@ class _SilentPretrainReporter(SilentReporter):
         pass
 
 
+def _check_resumed_scans(
+    run_dir: Path, scans: Sequence[ScanEntry], folders: Sequence[Path]
+) -> None:
+    """A resumed run trains on the scans it stored; ``salign pretrain DIR --resume`` may name
+    their folders (the command as first typed, plus ``--resume``), never other ones."""
+    roots = [folder_key(folder) for folder in folders]
+    stray = [scan for scan in scans if roots and not lies_under(scan.image_path, roots)]
+    if stray:
+        raise InputError(
+            f"--resume: {run_dir} pre-trains on scans outside {', '.join(map(str, folders))} "
+            f"(e.g. {stray[0].image_path}); drop the folders to continue it, or start a new "
+            "run without --resume"
+        )
+
+
 def _pretrain(
     folders: Sequence[Path],
     workspace: Workspace,
@@ -468,11 +484,12 @@ def _pretrain(
 ) -> PretrainResult:
     if resume:
         run_dir = workspace.run_to_resume("pretrain", resume)
-        stored = latest_checkpoint(run_dir, reporter.on_message).meta
+        stored = resume_meta(run_dir, "pretrain", reporter.on_message)
         task_config = stored["task_config"]
         options = PretrainOptions.from_dict(task_config["options"])
         train_config = TrainConfig.from_dict(stored["train_config"])
         scans = [ScanEntry.from_dict(s) for s in task_config["scans"]]
+        _check_resumed_scans(run_dir, scans, folders)
         preprocess = PreprocessConfig.from_dict(task_config["preprocessing"])
         base = task_config.get("base_model")
     else:
@@ -490,6 +507,7 @@ def _pretrain(
         preprocess = preprocess_config_for(scans, options.spacing)
         run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
         task_config = {
+            "stage": "pretrain",
             "options": options.to_dict(),
             "scans": [dataclasses.asdict(s) for s in scans],
             "preprocessing": preprocess.to_dict(),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, default_target_spacing
 from salign_cli.errors import InputError
 from salign_cli.workspace import Workspace
@@ -79,13 +80,13 @@ def resolve_scans(
     Scans the index found errors in are skipped, each with a note through ``notify``. Raises
     `InputError` for a folder without a readable scan or an empty index.
     """
-    folders = [Path(f).expanduser().resolve() for f in folders]
+    folders = [folder_key(f) for f in folders]
     for folder in folders:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder; pass a folder of scans")
     entries = _indexed_scans(folders, workspace, index_first, notify)
     for folder in folders:
-        if not any(Path(e.image_path).is_relative_to(folder) for e in entries):
+        if not any(lies_under(e.image_path, [folder]) for e in entries):
             raise InputError(
                 f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
                 "point salign pretrain at a folder of 3D scans"
@@ -112,9 +113,7 @@ def _indexed_scans(
     else:
         records = load_index(workspace) if workspace.index_path.is_file() else []
     records = [
-        record
-        for record in records
-        if not folders or any(Path(record.image_path).resolve().is_relative_to(f) for f in folders)
+        record for record in records if not folders or lies_under(record.image_path, folders)
     ]
     if notify:
         for note in skipped_scan_notes(records):
@@ -122,7 +121,7 @@ def _indexed_scans(
     return [
         ScanEntry(
             case_id=record.case_id,
-            image_path=str(Path(record.image_path).resolve()),
+            image_path=str(record.image_path),
             content_hash=str(record.content_hash),
             modality=record.modality,
             spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
@@ -166,7 +165,7 @@ def resolve_labelled_cases(
     """
     from salign_cli.data import index as scan_index
 
-    roots = [Path(f).expanduser().resolve() for f in folders]  # as the index stores them
+    roots = [folder_key(f) for f in folders]
     for folder in roots:
         if not folder.is_dir():
             raise InputError(f"--data {folder}: no such folder; pass a folder of labelled scans")
@@ -175,10 +174,7 @@ def resolve_labelled_cases(
     records = [
         r
         for r in scan_index.load_index(workspace)
-        if r.is_labelled
-        and (
-            not roots or any(r.image_path == root or root in r.image_path.parents for root in roots)
-        )
+        if r.is_labelled and (not roots or lies_under(r.image_path, roots))
     ]
     if notify:
         for note in scan_index.skipped_scan_notes(records):

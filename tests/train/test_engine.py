@@ -21,7 +21,9 @@ from salign_cli.errors import InputError
 from salign_cli.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
+    resume_meta,
     rng_state,
+    save_checkpoint,
     set_rng_state,
 )
 from salign_cli.train.engine import (
@@ -216,3 +218,26 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     for name, tensor in single_weights.items():
         if name.startswith("model/"):
             torch.testing.assert_close(ddp_weights[name], tensor, rtol=0, atol=5e-4)
+
+
+@pytest.mark.parametrize(
+    ("task_config", "stage", "other"),
+    [
+        ({"stage": "finetune", "labelled_cases": []}, "finetune", "pretrain"),
+        ({"stage": "pretrain", "scans": []}, "pretrain", "finetune"),
+        ({"scans": []}, "pretrain", "finetune"),  # pre-training before the key was written
+    ],
+)
+def test_a_run_resumes_only_as_its_own_stage(tmp_path, task_config, stage, other):
+    model = nn.Linear(2, 2)
+    save_checkpoint(
+        tmp_path, 1, model, torch.optim.SGD(model.parameters(), lr=0.1),
+        extra={"task_config": task_config}, keep=1,
+    )  # fmt: skip
+    assert resume_meta(tmp_path, stage)["task_config"] == task_config
+    with pytest.raises(InputError) as raised:
+        resume_meta(tmp_path, other)
+    assert str(raised.value) == (
+        f"--resume-from {tmp_path}: a {stage} run, not a {other} run; continue it with "
+        f"salign {stage} --resume-from {tmp_path}"
+    )

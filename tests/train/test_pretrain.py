@@ -30,6 +30,19 @@ def tiny_scans(tmp_path: Path) -> Path:
     return folder
 
 
+def test_each_stage_refuses_to_resume_the_other_stages_run(cli, tiny_scans, tmp_path):
+    # Issue 24, bug 2: `salign finetune --resume-from runs/pretrain-X` ended in a TypeError.
+    workspace = tmp_path / "ws"
+    result = cli("pretrain", str(tiny_scans), *TINY, "--workspace", str(workspace))
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (workspace / "runs").glob("pretrain-*")
+    result = cli("finetune", "--resume-from", str(run_dir), "--workspace", str(workspace), "-q")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"--resume-from {run_dir}: a pretrain run" in result.output
+    assert "salign pretrain --resume-from" in result.output
+
+
 def test_cli_writes_a_pretrained_bundle_and_resumes(cli, tiny_scans, tmp_path):
     workspace, report = tmp_path / "ws", tmp_path / "report.json"
     result = cli(
@@ -62,6 +75,23 @@ def test_cli_writes_a_pretrained_bundle_and_resumes(cli, tiny_scans, tmp_path):
     again = cli("pretrain", "--resume", str(run_dir), "--workspace", str(workspace), "-q")
     assert again.exit_code == 0, again.output
     assert json.loads((run_dir / "report.json").read_text())["resumed_from_step"] == 3
+
+
+def test_the_first_command_plus_resume_continues_its_run(cli, tiny_scans, tmp_path):
+    # Issue 24, bug 5: `salign pretrain ./scans --resume` took ./scans for the run folder.
+    workspace = tmp_path / "ws"
+    first = ("pretrain", str(tiny_scans), *TINY, "--workspace", str(workspace))
+    assert cli(*first).exit_code == 0
+    (run_dir,) = (workspace / "runs").glob("pretrain-*")
+    again = cli(*first, "--resume")
+    assert again.exit_code == 0, again.output
+    assert json.loads((run_dir / "report.json").read_text())["resumed_from_step"] == 3
+    assert len(list((workspace / "runs").glob("pretrain-*"))) == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    refused = cli("pretrain", str(other), "--resume", "--workspace", str(workspace), "-q")
+    assert refused.exit_code == 2
+    assert f"--resume: {run_dir} pre-trains on scans outside {other}" in refused.output
 
 
 def test_scratch_writes_an_untrained_bundle(cli, tiny_scans, tmp_path):

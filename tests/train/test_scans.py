@@ -12,6 +12,8 @@ from salign_cli.errors import InputError
 from salign_cli.train.scans import (
     class_names_for,
     resolve_labelled_cases,
+    resolve_scans,
+    resolve_unlabelled_scans,
     seeded_order,
     split_cases,
 )
@@ -64,3 +66,38 @@ def test_a_data_folder_given_through_dot_dot_finds_its_labelled_scans(tmp_path: 
     roundabout = synthetic.parent / "elsewhere" / ".." / synthetic.name
     cases, _ = resolve_labelled_cases([roundabout], Workspace(tmp_path / "ws").ensure())
     assert len(cases) == len(list((synthetic / "labelsTr").glob("*.nii.gz")))
+
+
+def _linked_copy(source: Path, target: Path) -> Path:
+    """``target`` mirrors ``source``'s tree with a symlink per file (how researchers share data)."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            link = target / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return target
+
+
+def test_a_folder_of_linked_scans_is_a_folder_of_scans(tmp_path: Path) -> None:
+    # Issue 24, bug 1: the index kept the links' targets, the check compared them with the
+    # folder of links, and `salign pretrain DIR` said "no readable scan found".
+    synthetic = write_dataset(tmp_path / "data", cases=2, test_cases=0)
+    linked = _linked_copy(synthetic, tmp_path / "linked")
+    workspace = Workspace(tmp_path / "ws").ensure()
+    scans = resolve_scans([linked], workspace)
+    assert len(scans) == 2
+    assert all(Path(scan.image_path).parent == linked.resolve() / "imagesTr" for scan in scans)
+
+
+def test_linked_labelled_scans_serve_as_labelled_and_unlabelled(tmp_path: Path) -> None:
+    # Bug 1, second half: `salign finetune --data DIR` with linked files failed in its
+    # semi-supervised step, which looks the folder's scans up in the index again.
+    synthetic = write_dataset(tmp_path / "data", cases=3, test_cases=0)
+    linked = _linked_copy(synthetic, tmp_path / "linked")
+    workspace = Workspace(tmp_path / "ws").ensure()
+    cases, _ = resolve_labelled_cases([linked], workspace)
+    assert len(cases) == 3
+    unlabelled = resolve_unlabelled_scans(
+        "auto", [linked], workspace, held_back={cases[0].case_id}, modality="MR"
+    )
+    assert sorted(scan.case_id for scan in unlabelled) == sorted(c.case_id for c in cases[1:])

@@ -14,6 +14,7 @@ from salign_cli.data.index.case_ids import assign_case_ids
 from salign_cli.data.index.checks import fingerprint, read_scan, unexpected_failure
 from salign_cli.data.index.collection import default_modality_note, finish_records, orientation_note
 from salign_cli.data.index.discovery import Candidate, discover
+from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.index.records import IndexResult, ScanRecord
 from salign_cli.data.index.store import (
     index_path_of,
@@ -38,7 +39,7 @@ def _resolve_roots(folders: Sequence[Path | str]) -> list[Path]:
         raise InputError("no folder given; usage: salign index DIR [DIR...]")
     roots = []
     for folder in folders:
-        root = Path(folder).expanduser().resolve()  # one spelling per file, whatever the cwd
+        root = folder_key(folder)
         if not root.exists():
             raise InputError(f"{folder}: no such folder; check the path")
         if not root.is_dir():
@@ -64,10 +65,6 @@ def _needs_reading(old: ScanRecord | None, candidate: Candidate, checks: tuple[s
     ):
         return "changed"
     return "unchanged" if set(checks) <= set(old.checks) else "recheck"
-
-
-def _under(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
 
 
 def index_folders(
@@ -115,7 +112,7 @@ def index_folders(
             kept = [
                 r
                 for path, r in stored.items()
-                if path not in seen and not _under(path, roots) and path.exists()
+                if path not in seen and not lies_under(path, roots) and path.exists()
             ]
             removed = sum(1 for path in stored if path not in seen) - len(kept)
             finished = finish_records(current, datasets, override)
