@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import plain_unet
 
-from salign_cli.bench.few_label import PROFILES, markdown_table, run_few_label
+from salign_cli.bench.few_label import PROFILES, markdown_table, run_few_label, split_methods
 from salign_cli.train.engine import RuntimeOptions
 
 PLAIN_BUDGET = {"full": (1500, 64, 32), "cpu": (600, 32, 16), "quick": (150, 32, 16)}
@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     protocol = PROFILES[args.profile]
     overrides = {
-        "methods": tuple(args.methods.split(",")) if args.methods else None,
+        "methods": split_methods(args.methods) if args.methods else None,
         "ks": tuple(int(v) for v in args.k.split(",")) if args.k else None,
         "seeds": tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
     }

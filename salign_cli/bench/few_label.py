@@ -47,11 +47,13 @@ import os
 import platform
 import re
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -59,7 +61,7 @@ from salign_cli.bench.plot import plot_dice_vs_k
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
-from salign_cli.metrics import EvaluationSummary
+from salign_cli.metrics import EvaluationSummary, MeanSd
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
@@ -100,7 +102,7 @@ def parse_method(text: str) -> MethodSpec:
             f"--methods {text!r}: expected one of {', '.join(METHODS)}, optionally with "
             "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +bcp)"
         )
-    defaults = PretrainOptions()
+    hints = typing.get_type_hints(PretrainOptions)
     known = {f.name for f in dataclasses.fields(PretrainOptions)} - {"method"}
     overrides: dict[str, Any] = {}
     for item in filter(None, (match["overrides"] or "").split(",")):
@@ -111,18 +113,66 @@ def parse_method(text: str) -> MethodSpec:
                 f"--methods {text!r}: {item!r} is not name=value with name one of "
                 f"{', '.join(sorted(known))}"
             )
-        overrides[name] = _typed(value.strip(), getattr(defaults, name))
+        typed = _typed(value.strip(), hints[name])
+        if typed is _UNPARSED:
+            raise InputError(
+                f"--methods {text!r}: {item.strip()!r} is not a value of {name}'s type "
+                f"({_type_name(hints[name])})"
+            )
+        overrides[name] = typed
     return MethodSpec(text.strip(), match["method"], overrides, match["semi"])
 
 
-def _typed(value: str, like: Any) -> Any:
-    if isinstance(like, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(like, int) or (like is None and value.isdigit()):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    return value
+def split_methods(text: str) -> tuple[str, ...]:
+    """Split a method list on the commas outside brackets: ``sal[a=1,b=2],pcl`` → two methods."""
+    methods, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            methods.append(current.strip())
+            current = ""
+        else:
+            current += char
+    methods.append(current.strip())
+    return tuple(m for m in methods if m)
+
+
+_UNPARSED = object()
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _typed(text: str, hint: Any) -> Any:
+    """``text`` as a value of the field's annotated type, ``_UNPARSED`` when it is none.
+
+    The annotation decides, not the default (a ``None`` default says nothing about the type):
+    ``none`` where the type allows ``None``, then bool, int and float members, then ``str``
+    (and ``Literal`` members, which the options themselves check).
+    """
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    if type(None) in members and text.lower() == "none":
+        return None
+    for member in sorted(members, key=_is_text):
+        if member is bool:
+            if text.lower() in _BOOLEANS:
+                return _BOOLEANS[text.lower()]
+        elif member in (int, float):
+            try:
+                return member(text)
+            except ValueError:
+                continue
+        elif _is_text(member):
+            return text
+    return _UNPARSED
+
+
+def _is_text(member: Any) -> bool:
+    origin: Any = typing.get_origin(member)
+    return member is str or origin is Literal
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 @dataclass(frozen=True)
@@ -248,20 +298,18 @@ def summarise_runs(runs: Sequence[FewLabelRun], methods: Sequence[str]) -> list[
             names = list(group[0].dice)
             rows.append(
                 FewLabelRow(
-                    method, k, len(group), {n: _mean_sd([r.dice[n] for r in group]) for n in names}
+                    method,
+                    k,
+                    len(group),
+                    {n: _mean_and_sd([r.dice[n] for r in group]) for n in names},
                 )
             )
     return rows
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+def _mean_and_sd(values: Sequence[float]) -> tuple[float, float]:
+    summary = MeanSd.of(values)  # the one home of "mean ± sample sd over finite values"
+    return summary.mean, summary.sd
 
 
 def markdown_table(rows: Sequence[FewLabelRow]) -> str:

@@ -31,22 +31,6 @@ def _numbers(text: str | None, option: str) -> tuple[int, ...] | None:
         raise InputError(f"{option} {text!r}: expected comma-separated whole numbers") from None
 
 
-def _methods(text: str | None) -> tuple[str, ...] | None:
-    """Split on commas outside brackets: ``sal[a=1,b=2],pcl`` → two methods."""
-    if text is None:
-        return None
-    methods, depth, current = [], 0, ""
-    for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            methods.append(current.strip())
-            current = ""
-        else:
-            current += char
-    methods.append(current.strip())
-    return tuple(m for m in methods if m)
-
-
 @bench_app.command("few-label")
 def few_label(
     data: Annotated[
@@ -110,14 +94,14 @@ def few_label(
 
     from rich.markdown import Markdown
 
-    from salign_cli.bench.few_label import PROFILES, markdown_table, run_few_label
+    from salign_cli.bench.few_label import PROFILES, markdown_table, run_few_label, split_methods
     from salign_cli.train.engine import RuntimeOptions
 
     if profile not in PROFILES:
         raise InputError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     base = PROFILES[profile]
     overrides: dict[str, Any] = {
-        "methods": _methods(methods),
+        "methods": split_methods(methods) if methods is not None else None,
         "ks": _numbers(k, "--k"),
         "seeds": _numbers(seeds, "--seeds"),
         "test_cases": test_cases,

@@ -18,6 +18,7 @@ from salign_cli.bench.few_label import (
     markdown_table,
     parse_method,
     run_few_label,
+    split_methods,
     summarise_runs,
 )
 from salign_cli.bench.plot import COLOURS, plot_dice_vs_k
@@ -46,6 +47,30 @@ def test_method_specs_parse_overrides_with_their_field_types() -> None:
         parse_method("simclr")
     with pytest.raises(InputError, match="not name=value"):
         parse_method("sal[radius=2]")
+
+
+def test_fields_that_default_to_none_parse_as_their_annotated_type() -> None:
+    # Issue 24, bug 3: the type came from the default, so `None` defaults kept strings and
+    # PretrainOptions(pair_distance_mm="2.5") failed with a TypeError.
+    spec = parse_method("sal[pair_distance_mm=2.5,width=32,spacing=1.5]")
+    assert spec.overrides == {"pair_distance_mm": 2.5, "width": 32, "spacing": 1.5}
+    assert dataclasses.replace(PretrainOptions(), **spec.overrides).pair_distance_mm == 2.5
+    assert parse_method("sal[pair_distance_mm=none,spacing=native]").overrides == {
+        "pair_distance_mm": None,
+        "spacing": "native",
+    }
+    with pytest.raises(InputError, match="'width=wide'"):
+        parse_method("sal[width=wide]")
+    with pytest.raises(InputError, match="'symmetric=maybe'"):
+        parse_method("sal[symmetric=maybe]")
+
+
+def test_method_lists_split_on_commas_outside_brackets() -> None:
+    # bug 3, second half: benchmarks/few_label.py split "sal[a=1,b=2]" into two methods
+    assert split_methods("sal[feature_level=1/2,window_radius=0]+semi, pcl,") == (
+        "sal[feature_level=1/2,window_radius=0]+semi",
+        "pcl",
+    )
 
 
 def test_test_split_is_the_last_ids_in_sorted_order() -> None:
