@@ -50,6 +50,7 @@ from salign_cli.errors import InputError, SalignError
 from salign_cli.io.atomic import atomic_path
 from salign_cli.train.checkpoint import (
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -275,6 +276,23 @@ def _prune_metrics(path: Path, after_step: int) -> None:
         temporary.write_text("".join(line + "\n" for line in kept))
 
 
+def _clear_earlier_run(run_dir: Path, notify: Callable[[str], None]) -> None:
+    """A new run in a used folder starts clean: the old metrics would mix with the new ones
+    and an old checkpoint with more steps would be what a later ``--resume`` continues."""
+    metrics = run_dir / METRICS_FILE
+    checkpoints = list_checkpoints(run_dir)
+    if not metrics.is_file() and not checkpoints:
+        return
+    metrics.unlink(missing_ok=True)
+    for sidecar in checkpoints:
+        sidecar.with_suffix(".safetensors").unlink(missing_ok=True)
+        sidecar.unlink()
+    notify(
+        f"{run_dir}: removed an earlier run's {METRICS_FILE} and {len(checkpoints)} "
+        "checkpoint(s) before starting a new run here"
+    )
+
+
 def _as_float(value: torch.Tensor | float) -> float:
     return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
 
@@ -401,6 +419,8 @@ def _train(
         start_step, last_checkpoint = checkpoint.step, checkpoint.tensors_path
         if context.is_main:
             _prune_metrics(run_dir / METRICS_FILE, start_step)
+    elif context.is_main:
+        _clear_earlier_run(run_dir, reporter.on_message)
 
     forward: Callable[..., Any] = module
     if context.active:

@@ -28,6 +28,7 @@ from salign_cli.train.checkpoint import (
 )
 from salign_cli.train.engine import (
     NonFiniteLossError,
+    SilentReporter,
     TrainConfig,
     TrainingInterrupted,
     learning_rate,
@@ -35,6 +36,14 @@ from salign_cli.train.engine import (
 )
 
 HERE = Path(__file__).resolve().parent
+
+
+class _Notes(SilentReporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def on_message(self, message: str) -> None:
+        self.notes.append(message)
 
 
 class _Signal:
@@ -105,6 +114,30 @@ def test_rng_state_round_trips_through_json():
     second = (torch.rand(3), __import__("numpy").random.rand(2), __import__("random").random())
     assert torch.equal(first[0], second[0]) and (first[1] == second[1]).all()
     assert first[2] == second[2]
+
+
+def test_a_new_run_into_a_used_folder_starts_clean(tmp_path):
+    # Issue 24, bug 4: a new run appended to the old metrics.jsonl and kept its checkpoints,
+    # which a later --resume would have taken for this run's.
+    train(
+        make_tiny_task(),
+        TrainConfig(steps=6, batch_size=4, log_every=1, checkpoint_every=2),
+        tmp_path,
+    )
+    kept = [p.name for p in list_checkpoints(tmp_path)]
+    reporter = _Notes()
+    config = TrainConfig(steps=3, batch_size=4, log_every=1, checkpoint_every=100)
+    train(make_tiny_task(), config, tmp_path, reporter=reporter)
+    assert [row["step"] for row in map(json.loads, (tmp_path / "metrics.jsonl").open())] == [
+        1,
+        2,
+        3,
+    ]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000003.json"]
+    assert reporter.notes == [
+        f"{tmp_path}: removed an earlier run's metrics.jsonl and {len(kept)} checkpoint(s) "
+        "before starting a new run here"
+    ]
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
