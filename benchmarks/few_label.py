@@ -7,8 +7,8 @@
 Runs `salign bench few-label`'s protocol (`salign_cli.bench.few_label`) and then
 ``benchmarks/plain_unet.py`` on the same k, seeds, labelled scans and test split, on the same
 machine, with the plain script's own budget (600 steps × 32 slices at width 16 on a CPU profile,
-1,500 × 64 at width 32 on the full profile, as METHOD.md's reference). Prints the table and,
-last, one JSON line with every row.
+1,500 × 64 at width 32 on the full profile; docs/explanation/method.md, "Baselines"). Prints
+the table and, last, one JSON line with every row.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The plain 2D U-Net reference that salign's fine-tuning must beat (METHOD.md, "reference fine-tune").
+"""The plain 2D U-Net reference that salign's fine-tuning must beat.
+
+See docs/explanation/method.md, "Baselines".
 
 Deliberately independent of salign (numpy, nibabel and torch only, its own small U-Net): the
 same split and cases as `salign bench few-label`, nothing clever. Recipe: per-volume z-score,

@@ -5,10 +5,10 @@
 
 Each variant is a `salign bench few-label` method spec (``sal[la_variant=literal]``, ``pcl``,
 ``scratch`` = a random network). Pre-training runs on every image of DATA (labels ignored, as
-METHOD.md prescribes); the probe (`salign_cli.bench.probe`) fits a 1×1 head on the frozen
-features of one labelled scan and scores 20 validation scans — never the test split (the last
-50 ids). Prints the table and, last, one JSON line; ``results.json`` in the output folder is
-rewritten after every variant, so an interrupted run keeps what it measured.
+docs/explanation/method.md prescribes); the probe (`salign_cli.bench.probe`) fits a 1×1 head on
+the frozen features of one labelled scan and scores 20 validation scans — never the test split
+(the last 50 ids). Prints the table and, last, one JSON line; ``results.json`` in the output
+folder is rewritten after every variant, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations

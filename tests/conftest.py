@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,21 +13,54 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIXTURES_DIR = SHARED_DATA / "fixtures"
 HIPPOCAMPUS_DIR = SHARED_DATA / "hippocampus"
 
+# Every skip for missing real data starts with this, so the summary below can count them.
+NEEDS_SHARED_DATA = "needs ../shared/data: "
+
 
 @pytest.fixture
 def fixtures_dir() -> Path:
     """Real single-scan fixtures (RAS CT, LPS MR, anisotropic CT); skip when absent."""
     if not FIXTURES_DIR.is_dir():
-        pytest.skip(f"real fixtures not found at {FIXTURES_DIR}")
+        pytest.skip(reason=f"{NEEDS_SHARED_DATA}real fixtures not found at {FIXTURES_DIR}")
     return FIXTURES_DIR
 
 
 @pytest.fixture
 def hippocampus_dir() -> Path:
     """MSD Task04 Hippocampus (200 labelled MRI crops); skip when absent."""
-    if not (HIPPOCAMPUS_DIR / "imagesTr").is_dir():
-        pytest.skip(f"hippocampus data not found at {HIPPOCAMPUS_DIR}")
+    images = HIPPOCAMPUS_DIR / "imagesTr"
+    if not images.is_dir():
+        pytest.skip(reason=f"{NEEDS_SHARED_DATA}hippocampus data not found at {images}")
     return HIPPOCAMPUS_DIR
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """The reason a skipped test gave (``pytest.skip``'s "Skipped: " prefix dropped)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def skipped_line(reasons: list[str]) -> str:
+    """``skipped: 15 (12 need ../shared/data: … not found at PATH; 3 other: WHY ×2, WHY)``:
+    skips for missing real data grouped by their text (what is missing, where it was looked
+    for), then every other reason with its count."""
+    if not reasons:
+        return "skipped: 0"
+    data = Counter(r for r in reasons if r.startswith(NEEDS_SHARED_DATA))
+    other = Counter(r for r in reasons if not r.startswith(NEEDS_SHARED_DATA))
+    parts = [f"{n} need {reason.removeprefix('needs ')}" for reason, n in sorted(data.items())]
+    if other:
+        listed = ", ".join(r if n == 1 else f"{r} ×{n}" for r, n in sorted(other.items()))
+        parts.append(f"{other.total()} other: {listed}")
+    return f"skipped: {len(reasons)} ({'; '.join(parts)})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line saying how many tests were skipped and why (missing real data above all)."""
+    reports = terminalreporter.stats.get("skipped", [])
+    reasons = [_skip_reason(report) for report in reports]  # tests and whole skipped modules
+    terminalreporter.write_line(skipped_line(reasons))
 
 
 @pytest.fixture

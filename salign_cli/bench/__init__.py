@@ -1,1 +1,4 @@
-"""Reproducible benchmarks: the few-label protocol of METHOD.md (`few_label`) and its plot."""
+"""Reproducible benchmarks: the few-label protocol (`few_label`) and its plot.
+
+The protocol: docs/explanation/method.md, "How the defaults were chosen".
+"""

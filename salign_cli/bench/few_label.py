@@ -1,4 +1,6 @@
-"""The few-label protocol of METHOD.md ("Choosing defaults"), as one reproducible function.
+"""The few-label protocol as one reproducible function.
+
+The protocol: docs/explanation/method.md, "How the defaults were chosen".
 
 Why one module of about 630 lines (over the house's 600): the protocol, its runs and its table
 are one reproducible recipe; its pieces (split, pre-training reuse, fine-tune and score, summary)
@@ -10,7 +12,8 @@ On a folder of labelled scans:
    highest-numbered cases). They are never labelled training data and never validation; they
    are only scored, once per fine-tuned model.
 2. **Pre-training**, once per method, on every image of the folder (labels ignored, test images
-   included, as METHOD.md prescribes). ``scratch`` has none: it fine-tunes ``--from scratch``.
+   included, as docs/explanation/method.md prescribes). ``scratch`` has none: it fine-tunes
+   ``--from scratch``.
 3. **Fine-tuning** for every k and seed with the protocol's `FinetuneRecipe` (the product's
    defaults unless a profile says otherwise): the k labelled scans are the first k of the
    non-test case ids permuted by the seed (`salign_cli.train.scans.split_cases`), so every

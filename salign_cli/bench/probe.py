@@ -6,7 +6,8 @@ the bottleneck) is upsampled to the slice's size and stacked — a "hypercolumn"
 only a 1×1 convolution (a linear classifier per pixel) is fitted on the slices of ``labels``
 labelled scans, with cross-entropy + Dice. Its Dice on validation scans ranks pre-training
 variants in about a minute on two CPU cores, so an ablation can probe every variant and
-fine-tune only the best few (METHOD.md, "Evidence so far").
+fine-tune only the best few (docs/explanation/method.md,
+"How the defaults were chosen").
 
 Scans: the test split (the last ``test_cases`` ids, as in `salign_cli.bench.few_label`) is
 never touched; the labelled scans are the first ``labels`` of the other ids permuted by the

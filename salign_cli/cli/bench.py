@@ -1,4 +1,7 @@
-"""`salign bench few-label`: the few-label protocol of METHOD.md on a folder of labelled scans."""
+"""`salign bench few-label`: the few-label protocol on a folder of labelled scans.
+
+The protocol: docs/explanation/method.md, "How the defaults were chosen".
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ asks for it. That is what makes `--resume` exact and multi-GPU training equal to
 the same global batch: `StepBatchSampler` hands step ``s`` the global indices
 ``[s·G, (s+1)·G)`` and gives each rank its contiguous share, so its only state is the step.
 
-Pairs (pre-training) [ours, METHOD.md "Pairs"] are augmented here, one sample at a time:
+Pairs (pre-training) [ours, docs/explanation/method.md "Pairs"] are augmented here, one sample at
+a time:
 
 - spatial, shared by the two slices of a pair: flips, a small rotation and scale, and a random
   crop — or random placement inside a padded canvas when the slice is smaller than the training

@@ -4,7 +4,7 @@ The stage resolves scans (indexing folders first when needed), fills the slice c
 the network and the objective, hands both to the shared loop (`salign_cli.train.engine.train`)
 and writes a bundle of kind ``"pretrained"`` that ``salign finetune`` picks up by default.
 
-Methods (METHOD.md):
+Methods (docs/explanation/method.md, "Pre-training" and "Baselines"):
 
 - ``sal`` — L = L_(W)LA + λ·L_GP on pairs of nearby slices. Defaults: window LA (r = 3) on the
   1/4-resolution decoder map, the ``sharp`` collapse-guarded variant (τ = 0.1), symmetric, and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -62,7 +61,6 @@ def test_summary_written_in_pred_folder(cli, folders: tuple[Path, Path]) -> None
     assert [Path(p).name for p in payload["unmatched"]["predictions"]] == ["stray.nii.gz"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="HD95 needs scipy")
 def test_hd95_per_case_and_output_option(cli, folders: tuple[Path, Path], tmp_path: Path) -> None:
     preds, labels = folders
     output = tmp_path / "results" / "metrics.json"

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from dicom_series import write_dicom_series
 from index_corpus import (
     BAD_INPUTS,
@@ -143,7 +144,6 @@ def test_case_ids_stay_unique_in_one_folder_and_across_depths() -> None:
 
 
 def test_dicom_series_folder_is_one_scan(tmp_path: Path, workspace: Path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
     series = tmp_path / "dicom" / "patient1"
     series.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
@@ -549,7 +549,6 @@ MR_UID = "1.2.826.0.1.3680043.8.498.202"
 def test_dicom_series_with_uid_file_names_is_found_and_its_modality_tag_wins(
     fixtures_dir: Path, tmp_path: Path, workspace: Path
 ) -> None:
-    pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "patient7"
     files = write_dicom_series(
         folder,
@@ -569,7 +568,6 @@ def test_dicom_series_with_uid_file_names_is_found_and_its_modality_tag_wins(
 def test_ima_series_without_a_modality_tag_falls_back_to_intensities(
     fixtures_dir: Path, tmp_path: Path, workspace: Path
 ) -> None:
-    pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "head"
     write_dicom_series(
         folder,
@@ -587,7 +585,6 @@ def test_ima_series_without_a_modality_tag_falls_back_to_intensities(
 def test_two_series_in_one_folder_are_two_scans(
     fixtures_dir: Path, tmp_path: Path, workspace: Path
 ) -> None:
-    pytest.importorskip("SimpleITK")
     folder = tmp_path / "dicom" / "study"
     ct_files = write_dicom_series(
         folder,

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK  # noqa: F401  # a core dependency: missing, it fails here instead of skipping
 from dicom_series import write_dicom_series
 
 from salign_cli.errors import InputError
@@ -40,7 +41,6 @@ def test_nifti_sample_keeps_every_kth_voxel_with_at_most_32_per_axis(
 def test_two_series_in_one_folder_are_listed_apart_and_a_file_names_its_series(
     fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("SimpleITK")
     folder = tmp_path / "study"
     ct_files = write_dicom_series(
         folder,
@@ -81,7 +81,6 @@ def test_two_series_in_one_folder_are_listed_apart_and_a_file_names_its_series(
 def test_dicom_sample_reads_a_few_slices_and_equals_the_strided_volume(
     fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("SimpleITK")
     source = read_volume(fixtures_dir / "spleen2_ct.nii.gz")  # 164 x 166 x 26, whole HU
     write_dicom_series(
         tmp_path / "ct",
