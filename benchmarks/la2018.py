@@ -44,7 +44,8 @@ import numpy as np
 
 from salign_cli.infer.postprocess import connected_components, keep_largest_component
 from salign_cli.io.atomic import write_json
-from salign_cli.metrics import MeanSd, dice, surface_distances
+from salign_cli.metrics.aggregate import MeanSd
+from salign_cli.metrics.masks import dice, surface_distances
 
 SPACING_MM = 0.625  # the challenge's isotropic voxel size (UA-MT's h5 files keep the grid)
 CLASS_NAME = "left_atrium"

@@ -59,7 +59,8 @@ def run_phase(phase: str, arguments: list[str]) -> dict[str, float]:
         folders, workspace = [Path(a) for a in arguments[:-1]], Path(arguments[-1])
         files = len(index_folders(folders, workspace).records)
     else:
-        from salign_cli.infer.batch import SegmentOptions, segment
+        from salign_cli.infer.jobs import SegmentOptions
+        from salign_cli.infer.pipeline import segment
 
         bundle, output, listing = arguments
         inputs = Path(listing).read_text().splitlines()

@@ -92,7 +92,8 @@ def child(args: argparse.Namespace) -> None:
     """One segment call in this process; print timings and peak memory as JSON."""
     import torch
 
-    from salign_cli.infer.batch import SegmentOptions, segment
+    from salign_cli.infer.jobs import SegmentOptions
+    from salign_cli.infer.pipeline import segment
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,7 +21,8 @@ import json
 import time
 from pathlib import Path
 
-from salign_cli.infer.batch import SegmentOptions, segment
+from salign_cli.infer.jobs import SegmentOptions
+from salign_cli.infer.pipeline import segment
 from salign_cli.io.naming import MASK_SUFFIX, case_name
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import FinetuneOptions, finetune

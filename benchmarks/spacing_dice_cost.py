@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))  # this checkout's salign, not whichever one is in
 
 from salign_cli.data.preprocess import PreprocessConfig, prepare_scan, restore_labels  # noqa: E402 (after the path)
 from salign_cli.io.volume import read_volume  # noqa: E402 (after the path)
-from salign_cli.metrics import dice  # noqa: E402 (after the path)
+from salign_cli.metrics.masks import dice  # noqa: E402 (after the path)
 
 FIXTURES = REPO.parent / "shared" / "data" / "fixtures"
 

@@ -25,13 +25,13 @@ if TYPE_CHECKING:  # type checkers see the real names (``x as x``: re-exported);
     from salign_cli.data.index import index_folders as index_folders
     from salign_cli.data.index import load_index as load_index
     from salign_cli.demo import run_demo as run_demo
-    from salign_cli.infer.batch import SegmentOptions as SegmentOptions
+    from salign_cli.infer.jobs import SegmentOptions as SegmentOptions
     from salign_cli.infer.memory import segment as segment
     from salign_cli.infer.memory import segment_image as segment_image
     from salign_cli.infer.predictor import Predictor as Predictor
     from salign_cli.io.volume import read_volume as read_volume
     from salign_cli.io.volume import write_labels as write_labels
-    from salign_cli.metrics import evaluate_folders as evaluate_folders
+    from salign_cli.metrics.folders import evaluate_folders as evaluate_folders
     from salign_cli.train.engine import RuntimeOptions as RuntimeOptions
     from salign_cli.train.engine import TrainConfig as TrainConfig
     from salign_cli.train.finetune import FinetuneOptions as FinetuneOptions
@@ -54,9 +54,9 @@ _EXPORTS: dict[str, str] = {
     # inference and evaluation
     "segment": "salign_cli.infer.memory",  # images in memory, or files like the CLI
     "segment_image": "salign_cli.infer.memory",
-    "SegmentOptions": "salign_cli.infer.batch",
+    "SegmentOptions": "salign_cli.infer.jobs",
     "Predictor": "salign_cli.infer.predictor",
-    "evaluate_folders": "salign_cli.metrics",
+    "evaluate_folders": "salign_cli.metrics.folders",
     # bundles and the Hub
     "open_bundle": "salign_cli.bundles.resolve",
     "load_bundle": "salign_cli.bundles.store",

@@ -23,8 +23,11 @@ from pathlib import Path
 from salign_cli.data.index import ScanRecord, index_folders, labelled_scans
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
-from salign_cli.infer.batch import SegmentOptions, SegmentSummary, segment
-from salign_cli.metrics import EvaluationSummary, evaluate_folders, write_summary
+from salign_cli.infer.jobs import SegmentOptions
+from salign_cli.infer.pipeline import segment
+from salign_cli.infer.report import SegmentSummary
+from salign_cli.metrics.aggregate import EvaluationSummary
+from salign_cli.metrics.folders import evaluate_folders, write_summary
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import FinetuneOptions, FinetuneReporter, FinetuneResult, finetune
 from salign_cli.train.pretrain import PretrainOptions, PretrainResult, pretrain

@@ -11,19 +11,18 @@ import numpy as np
 import pytest
 
 from salign_cli.errors import InputError
-from salign_cli.metrics import (
+from salign_cli.metrics.aggregate import MeanSd
+from salign_cli.metrics.cases import score_arrays
+from salign_cli.metrics.folders import evaluate_folders, write_summary
+from salign_cli.metrics.masks import (
     ConfusionCounts,
-    MeanSd,
     confusion_counts,
     dice,
-    evaluate_folders,
     hd95,
-    match_cases,
     nsd,
-    score_arrays,
     surface_distances,
-    write_summary,
 )
+from salign_cli.metrics.pairing import match_cases
 
 
 def save_labels(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

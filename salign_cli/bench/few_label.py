@@ -64,7 +64,7 @@ from salign_cli.bench.plot import plot_dice_vs_k
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
-from salign_cli.metrics import EvaluationSummary, MeanSd
+from salign_cli.metrics.aggregate import EvaluationSummary, MeanSd
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain

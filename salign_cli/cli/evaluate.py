@@ -15,7 +15,7 @@ from salign_cli.cli.tables import dice_table, format_number
 from salign_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from salign_cli.metrics import EvaluationSummary
+    from salign_cli.metrics.aggregate import EvaluationSummary
 
 
 LISTED_UNMATCHED = 10  # the full list is in summary.json
@@ -121,7 +121,7 @@ def evaluate(
 
     Example: salign evaluate predictions/ Task04_Hippocampus/labelsTr --hd95 --nsd 1
     """
-    from salign_cli.metrics import default_summary_path, evaluate_folders, write_summary
+    from salign_cli.metrics.folders import default_summary_path, evaluate_folders, write_summary
 
     chosen = parse_classes(classes) if classes is not None else None
     with Progress(console=console, transient=True) as progress:

@@ -1,6 +1,6 @@
 """`salign segment`: masks for one or many scans, written beside them with the input's geometry.
 
-Parsing and rendering only; the work is :func:`salign_cli.infer.batch.segment`.
+Parsing and rendering only; the work is :func:`salign_cli.infer.pipeline.segment`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from salign_cli.cli.common import (
 from salign_cli.io.naming import MASK_SUFFIX
 
 if TYPE_CHECKING:
-    from salign_cli.infer.batch import FileResult, Job, ModelInfo, OutputType, SegmentSummary
+    from salign_cli.infer.jobs import Job, OutputType
     from salign_cli.infer.preview import Convention
+    from salign_cli.infer.report import FileResult, ModelInfo, SegmentSummary
 
 
 def _model_name(model: ModelInfo) -> str:
@@ -177,8 +178,8 @@ def segment(
     )
 
     from salign_cli.cli.progress import ScanBar
-    from salign_cli.infer.batch import SegmentOptions
-    from salign_cli.infer.batch import segment as run_segment
+    from salign_cli.infer.jobs import SegmentOptions
+    from salign_cli.infer.pipeline import segment as run_segment
 
     options = SegmentOptions(
         device=device,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from salign_cli.metrics import EvaluationSummary, MeanSd
+    from salign_cli.metrics.aggregate import EvaluationSummary, MeanSd
 
 
 def format_mean_sd(value: MeanSd, digits: int) -> str:

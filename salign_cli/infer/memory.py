@@ -5,7 +5,7 @@ and returns the mask as a nibabel image with exactly the input's shape, affine a
 the same voxels ``salign segment`` writes for the same scan and model, because both run
 :func:`~salign_cli.infer.predictor.segment_volume` on a :class:`~salign_cli.io.volume.Volume` built by
 :mod:`salign_cli.io.volume` (the one home of geometry). Given paths instead, ``segment`` is the
-file batch, :func:`salign_cli.infer.batch.segment`, so ``salign_cli.api.segment`` mirrors the CLI.
+file batch, :func:`salign_cli.infer.pipeline.segment`, so ``salign_cli.api.segment`` mirrors the CLI.
 
 No torch at import time: the model is loaded inside the call.
 """
@@ -29,8 +29,8 @@ from salign_cli.io.volume import (
 )
 
 if TYPE_CHECKING:
-    from salign_cli.infer.batch import SegmentSummary
     from salign_cli.infer.predictor import Predictor
+    from salign_cli.infer.report import SegmentSummary
     from salign_cli.workspace import Workspace
 
 
@@ -83,7 +83,8 @@ def segment_image(
         mask = segment_image(nib.load("t1.nii.gz"), model="hippocampus")
         nib.save(mask, "t1_seg.nii.gz")
     """
-    from salign_cli.infer.batch import SegmentOptions, load_predictor, modality_warning
+    from salign_cli.infer.jobs import SegmentOptions
+    from salign_cli.infer.pipeline import load_predictor, modality_warning
     from salign_cli.infer.predictor import Predictor, segment_volume
     from salign_cli.workspace import Workspace
 
@@ -120,7 +121,7 @@ def segment(
 def segment(image: Any, *args: Any, **kwargs: Any) -> Any:
     """``salign segment`` as one function: an image or array in → a mask image back
     (:func:`segment_image`); scan paths in → masks written beside them and a summary back
-    (:func:`salign_cli.infer.batch.segment`, same arguments as the CLI's options).
+    (:func:`salign_cli.infer.pipeline.segment`, same arguments as the CLI's options).
 
     >>> mask = segment(nib.load("t1.nii.gz"), model="hippocampus")          # doctest: +SKIP
     >>> summary = segment(["scans/"], "masks/", model="hippocampus")        # doctest: +SKIP
@@ -128,7 +129,7 @@ def segment(image: Any, *args: Any, **kwargs: Any) -> Any:
     if isinstance(image, str | Path) or (
         isinstance(image, Sequence) and all(isinstance(item, str | Path) for item in image)
     ):
-        from salign_cli.infer.batch import segment as segment_files
+        from salign_cli.infer.pipeline import segment as segment_files
 
         return segment_files(
             image if not isinstance(image, str | Path) else [image], *args, **kwargs

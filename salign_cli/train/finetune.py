@@ -47,7 +47,7 @@ from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.atomic import write_json
-from salign_cli.metrics import EvaluationSummary
+from salign_cli.metrics.aggregate import EvaluationSummary
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.train.checkpoint import resume_meta
 from salign_cli.train.engine import (

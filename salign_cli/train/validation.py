@@ -1,7 +1,7 @@
 """Scoring a trained network on held-out scans as `salign segment` would run it.
 
 Each scan is segmented at full resolution on its own grid (`Predictor`, with the given test-time
-mirroring) and scored against its label file with `salign_cli.metrics.score_arrays`, so a
+mirroring) and scored against its label file with `salign_cli.metrics.cases.score_arrays`, so a
 validation or benchmark Dice is the Dice a user would measure on the written masks. Used by
 fine-tuning (validation, and the one choice it makes: keeping the largest component) and by the
 benchmarks (the test split).
@@ -19,7 +19,8 @@ import torch
 from salign_cli.data.preprocess import PreparedScan, PreprocessConfig, prepare_scan
 from salign_cli.infer.defaults import InferenceDefaults
 from salign_cli.io.volume import Volume, label_values, read_volume
-from salign_cli.metrics import CaseResult, EvaluationSummary, score_arrays, summarise
+from salign_cli.metrics.aggregate import EvaluationSummary, summarise
+from salign_cli.metrics.cases import CaseResult, score_arrays
 from salign_cli.model.unet import UNet2D
 from salign_cli.train.scans import LabelledCase
 

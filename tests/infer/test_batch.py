@@ -13,8 +13,8 @@ import pytest
 from nifti import write_nifti
 
 from salign_cli.errors import InputError
-from salign_cli.infer import batch
-from salign_cli.infer.batch import SegmentOptions, expand_inputs, plan_jobs, segment
+from salign_cli.infer.jobs import SegmentOptions, expand_inputs, plan_jobs
+from salign_cli.infer.pipeline import load_predictor, modality_warning, segment
 from salign_cli.io.atomic import PARTIAL_MARKER
 from salign_cli.io.naming import case_name
 from salign_cli.io.volume import read_header, read_volume
@@ -143,7 +143,7 @@ def test_fast_masks_keep_the_input_geometry(fixtures_dir: Path, tmp_path: Path, 
         modality="CT", classes=("background", "organ"), target_spacing_mm=(1.5, 1.5)
     )
     image = fixtures_dir / "spleen2_ct.nii.gz"  # 164 x 166 in-plane at ~0.79 mm
-    predictor, _ = batch.load_predictor(
+    predictor, _ = load_predictor(
         str(bundle), Workspace.resolve(tmp_path / "ws"), SegmentOptions(fast=True)
     )
     volume = read_volume(image)
@@ -384,14 +384,13 @@ def test_a_modality_mismatch_is_a_warning(fixtures_dir: Path, tmp_path: Path, ma
     assert summary.results[0].status == "written"
     assert any("look like CT" in note for note in notes)
     assert (
-        batch.modality_warning(read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz"), "CT")
-        is None
+        modality_warning(read_volume(fixtures_dir / "totalseg_example_ct_sm.nii.gz"), "CT") is None
     )
 
 
 def test_a_missing_input_is_named_before_any_model_is_loaded(tmp_path) -> None:
     from salign_cli.errors import InputError
-    from salign_cli.infer.batch import segment
+    from salign_cli.infer.pipeline import segment
 
     # no model exists in this workspace either: the missing input must be what is reported
     with pytest.raises(InputError, match=r"missing\.nii\.gz: no such file or folder"):

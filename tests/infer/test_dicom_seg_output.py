@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from dicom_series import SERIES_UID, write_dicom_series
 
 from salign_cli.errors import InputError
-from salign_cli.infer.batch import SegmentOptions, plan_jobs, segment
+from salign_cli.infer.jobs import SegmentOptions, plan_jobs
+from salign_cli.infer.pipeline import segment
 from salign_cli.io.volume import read_volume
 
 DICOM_SEG = SegmentOptions(output_type="dicom-seg")
@@ -120,7 +121,7 @@ def test_segmenting_a_series_writes_a_seg_with_the_nifti_masks_labels(
 
 
 def test_a_parent_holding_only_seg_outputs_is_not_a_series(tmp_path: Path) -> None:
-    from salign_cli.infer.batch import expand_inputs
+    from salign_cli.infer.jobs import expand_inputs
 
     (tmp_path / "CT").mkdir()
     (tmp_path / "CT_seg.dcm").write_bytes(b"a SEG from an earlier run")

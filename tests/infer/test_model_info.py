@@ -6,8 +6,8 @@ from pathlib import Path
 
 from salign_cli.bundles.files import read_contract
 from salign_cli.bundles.spec import ResolvedBundle
-from salign_cli.infer.batch import ModelInfo
 from salign_cli.infer.predictor import BundleOrigin
+from salign_cli.infer.report import ModelInfo
 
 SHIPPED = Path(__file__).resolve().parents[2] / "salign_cli" / "_weights" / "hippocampus"
 

@@ -1,0 +1,105 @@
+"""What ``salign segment`` reports: one :class:`FileResult` per input, the :class:`ModelInfo` of
+the model that ran, and the whole run's :class:`SegmentSummary` (whose
+:meth:`~SegmentSummary.to_dict` is the ``--report`` JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from salign_cli.infer.predictor import BundleOrigin
+
+Status = Literal["written", "skipped", "failed"]
+
+
+@dataclass
+class FileResult:
+    """What happened to one input; ``seconds`` splits read / predict / write time."""
+
+    input: Path
+    output: Path
+    status: Status
+    error: str | None = None
+    exit_code: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    extras: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "status": self.status,
+            "error": self.error,
+            "seconds": {name: round(value, 4) for name, value in self.seconds.items()},
+            "shape": list(self.shape) if self.shape else None,
+            "volumes_ml": {name: round(value, 4) for name, value in self.volumes_ml.items()},
+            "warnings": self.warnings,
+            "extras": [str(path) for path in self.extras],
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model ran, for the report and the console: where its bundle was found and its
+    contract (``origin``), and the post-processing in effect (bundle default or flag)."""
+
+    origin: BundleOrigin
+    largest_component: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        resolved, contract = self.origin.resolved, self.origin.contract
+        return {
+            "spec": resolved.spec,
+            "folder": str(resolved.folder),
+            "source": resolved.source,
+            "repo_id": resolved.repo_id,
+            "revision": resolved.revision,
+            "commit": resolved.commit,
+            "weights_sha256": contract.weights_sha256,
+            "modality": contract.modality,
+            "classes": contract.class_names,
+            "largest_component": self.largest_component,
+        }
+
+
+@dataclass
+class SegmentSummary:
+    """The whole run: one result per input, the model, the device and the wall time."""
+
+    results: list[FileResult]
+    model: ModelInfo | None
+    device: str | None
+    seconds: float
+    stopped_early: bool = False
+
+    def by_status(self, status: Status) -> list[FileResult]:
+        return [result for result in self.results if result.status == status]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, else the most serious failure's code (bad input = 2)."""
+        codes = [result.exit_code for result in self.by_status("failed")]
+        return 0 if not codes else (2 if 2 in codes else max(codes))
+
+    def to_dict(self) -> dict[str, Any]:
+        written = self.by_status("written")
+        return {
+            "model": self.model.to_dict() if self.model else None,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "counts": {
+                status: len(self.by_status(status)) for status in ("written", "skipped", "failed")
+            },
+            "mean_file_seconds": (
+                round(sum(sum(r.seconds.values()) for r in written) / len(written), 4)
+                if written
+                else None
+            ),
+            "stopped_early": self.stopped_early,
+            "files": [result.to_dict() for result in self.results],
+        }
