@@ -46,6 +46,15 @@ def _print_summary(summary: SegmentSummary, quiet: bool) -> None:
         if failed:
             parts.append(f"[red]{len(failed)} failed[/]")
         console.print(f"{', '.join(parts)} in {summary.seconds:.1f} s")
+        to_check = summary.to_check()
+        if to_check:
+            listed = ", ".join(
+                f"{escape(result.output.name)} ({result.quality:.3f})" for result in to_check
+            )
+            console.print(
+                f"{len(to_check)} mask(s) to check first (lowest expected Dice): {listed}",
+                soft_wrap=True,
+            )
     if failed:
         err_console.print(f"[bold red]{len(failed)} failed:[/]")
         for result in failed:
@@ -227,8 +236,9 @@ def segment(
         progress.update(task, description=escape(result.input.name))
         if result.status == "written" and not quiet:
             volumes = ", ".join(f"{k} {v:.2f} mL" for k, v in result.volumes_ml.items())
+            quality = "" if result.quality is None else f"; expected Dice {result.quality:.3f}"
             progress.console.print(
-                f"[green]✓[/] {escape(str(result.output))}  [dim]{escape(volumes)}[/]"
+                f"[green]✓[/] {escape(str(result.output))}  [dim]{escape(volumes + quality)}[/]"
             )
         elif result.status == "failed":
             progress.console.print(f"[red]✗[/] {escape(result.error or '')}", soft_wrap=True)

@@ -42,6 +42,7 @@ from salign_cli.infer.jobs import (
     plan_jobs,
 )
 from salign_cli.infer.postprocess import label_volumes_ml
+from salign_cli.infer.quality import MaskQuality
 from salign_cli.infer.report import FileResult, ModelInfo, SegmentSummary
 from salign_cli.io.atomic import remove_stale_partials, write_json
 from salign_cli.io.dicom_seg import dicom_seg_problem, write_dicom_seg
@@ -59,7 +60,7 @@ from salign_cli.workspace import Workspace
 
 if TYPE_CHECKING:
     from salign_cli.data.preprocess import PreparedScan
-    from salign_cli.infer.predictor import Predictor
+    from salign_cli.infer.predictor import Prediction, Predictor
 
 # no space left, file size limit, quota: the disk is full for this user, not the folder wrong
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
@@ -328,10 +329,10 @@ def _run(
                 result.shape = tuple(loaded.volume.stored_shape or loaded.volume.shape)
                 result.warnings = [loaded.warning] if loaded.warning else []
                 progress = partial(on_slices, job) if on_slices else None
-                labels, probabilities, predict_s = _predict(
-                    loaded, predictor, model, options, progress
-                )
+                prediction, predict_s = _predict(loaded, predictor, model, options, progress)
+                labels, probabilities = prediction.labels, prediction.probabilities
                 result.seconds["predict"] = predict_s
+                _record_quality(result, prediction.quality, model.origin.contract.class_names)
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, model.origin.contract.class_names
                 )
@@ -360,7 +361,7 @@ def _predict(
     model: ModelInfo,
     options: SegmentOptions,
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, float]:
+) -> tuple[Prediction, float]:
     from salign_cli.infer.predictor import segment_volume
 
     start = time.perf_counter()
@@ -372,7 +373,19 @@ def _predict(
         with_probabilities=options.probabilities,
         on_progress=on_progress,
     )
-    return prediction.labels, prediction.probabilities, time.perf_counter() - start
+    return prediction, time.perf_counter() - start
+
+
+def _record_quality(
+    result: FileResult, quality: MaskQuality | None, class_names: Sequence[str]
+) -> None:
+    if quality is None:
+        return
+    result.quality = quality.score
+    result.quality_by_class = {
+        (class_names[label] if label < len(class_names) else f"class_{label}"): value
+        for label, value in quality.by_class.items()
+    }
 
 
 def _fail(result: FileResult, error: SalignError) -> None:

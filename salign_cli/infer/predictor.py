@@ -44,6 +44,7 @@ from salign_cli.data.preprocess import (
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.postprocess import keep_largest_component
+from salign_cli.infer.quality import MaskQuality, expected_dice
 from salign_cli.io.volume import Volume, canonical_grid, label_dtype
 
 if TYPE_CHECKING:
@@ -127,10 +128,12 @@ class Prediction:
 
     ``labels``: integer ``volume.shape`` (uint8, uint16 beyond 255 classes).
     ``probabilities``: float16 ``[*volume.shape, C]`` softmax, only when asked for.
+    ``quality``: the model's expected Dice of its mask (`salign_cli.infer.quality`).
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None = None
+    quality: MaskQuality | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,12 +274,13 @@ class Predictor:
         )
         with torch_threads(self._threads_for(prepared)):
             probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
+            quality = expected_dice(probabilities)
             labels = restore_labels(probabilities, prepared, volume)
             restored = None
             if with_probabilities:
                 restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
         labels = labels.astype(label_dtype(self.num_classes - 1))
-        return Prediction(labels=labels, probabilities=restored)
+        return Prediction(labels=labels, probabilities=restored, quality=quality)
 
     def slice_probabilities(
         self,
@@ -365,4 +369,4 @@ def segment_volume(
     if not largest_component:
         return prediction
     labels = keep_largest_component(prediction.labels, range(1, predictor.num_classes))
-    return Prediction(labels=labels, probabilities=prediction.probabilities)
+    return dataclasses.replace(prediction, labels=labels)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from salign_cli.infer.quality import worst_first
+
 if TYPE_CHECKING:
     from salign_cli.infer.predictor import BundleOrigin
 
@@ -26,6 +28,8 @@ class FileResult:
     seconds: dict[str, float] = field(default_factory=dict)
     shape: tuple[int, ...] | None = None
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    quality: float | None = None  # expected Dice, `salign_cli.infer.quality`
+    quality_by_class: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     extras: list[Path] = field(default_factory=list)
 
@@ -38,6 +42,10 @@ class FileResult:
             "seconds": {name: round(value, 4) for name, value in self.seconds.items()},
             "shape": list(self.shape) if self.shape else None,
             "volumes_ml": {name: round(value, 4) for name, value in self.volumes_ml.items()},
+            "quality": {
+                "expected_dice": _rounded(self.quality),
+                "by_class": {name: _rounded(q) for name, q in self.quality_by_class.items()},
+            },
             "warnings": self.warnings,
             "extras": [str(path) for path in self.extras],
         }
@@ -80,6 +88,15 @@ class SegmentSummary:
     def by_status(self, status: Status) -> list[FileResult]:
         return [result for result in self.results if result.status == status]
 
+    def to_check(self, count: int = 3) -> list[FileResult]:
+        """The written masks with the lowest expected Dice, worst first (none for one mask:
+        a ranking needs company)."""
+        written = {str(result.output): result for result in self.by_status("written")}
+        if len(written) < 2:
+            return []
+        scores = {name: result.quality for name, result in written.items()}
+        return [written[name] for name, _ in worst_first(scores, count)]
+
     @property
     def exit_code(self) -> int:
         """0 when nothing failed, else the most serious failure's code (bad input = 2)."""
@@ -101,5 +118,13 @@ class SegmentSummary:
                 else None
             ),
             "stopped_early": self.stopped_early,
+            "check_first": [
+                {"output": str(result.output), "expected_dice": _rounded(result.quality)}
+                for result in self.to_check()
+            ],
             "files": [result.to_dict() for result in self.results],
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

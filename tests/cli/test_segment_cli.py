@@ -153,3 +153,36 @@ def test_the_neurological_preview_mirrors_the_radiological_one(cli, tmp_path: Pa
             radiological[rows, start : start + panel],
             neurological[rows, start : start + panel][:, ::-1],
         )
+
+
+def test_masks_carry_their_expected_dice_and_the_worst_are_listed_first(
+    cli, tmp_path: Path, make_bundle
+):
+    rng = np.random.default_rng(1)
+    for name, scale in (("calm", 0.1), ("noisy", 3.0), ("middle", 1.0)):
+        write_scan(
+            tmp_path / f"{name}.nii.gz", rng.normal(size=(10, 12, 3)).astype(np.float32) * scale
+        )
+    report = tmp_path / "run.json"
+    result = cli("segment", str(tmp_path), "--model", str(make_bundle()), "--report", str(report))
+    assert result.exit_code == 0, result.output
+    payload = json.loads(report.read_text())
+    scores = {Path(f["output"]).name: f["quality"]["expected_dice"] for f in payload["files"]}
+    assert all(0 <= value <= 1 for value in scores.values())
+    by_class = payload["files"][0]["quality"]["by_class"]
+    assert set(by_class) == {"anterior", "posterior"}
+    ranked = sorted(scores, key=lambda name: scores[name])
+    assert [Path(c["output"]).name for c in payload["check_first"]] == ranked
+    listed = ", ".join(f"{name} ({scores[name]:.3f})" for name in ranked)
+    assert f"3 mask(s) to check first (lowest expected Dice): {listed}" in result.output
+    assert f"expected Dice {scores['calm_seg.nii.gz']:.3f}" in result.output
+
+
+def test_one_mask_has_no_worst_first_list(cli, tmp_path: Path, make_bundle):
+    scan = write_scan(tmp_path / "in.nii.gz")
+    report = tmp_path / "run.json"
+    assert (
+        cli("segment", str(scan), "--model", str(make_bundle()), "--report", str(report)).exit_code
+        == 0
+    )
+    assert json.loads(report.read_text())["check_first"] == []
