@@ -131,6 +131,15 @@ def segment(
             "float16).",
         ),
     ] = False,
+    uncertainty: Annotated[
+        bool,
+        typer.Option(
+            "--uncertainty",
+            help="Also save a voxel map of the model's doubt beside each mask "
+            "(<mask>_uncertainty.nii.gz: 1 - the top softmax probability, 0 = certain; the "
+            "input's grid). Every mask's expected Dice is reported either way.",
+        ),
+    ] = False,
     preview: Annotated[
         bool, typer.Option("--preview", help="Also save a PNG overlay (<mask>_preview.png).")
     ] = False,
@@ -196,6 +205,7 @@ def segment(
         tta=tta,
         largest_component=largest_component,
         probabilities=probabilities,
+        uncertainty=uncertainty,
         preview=preview,
         preview_convention=cast("Convention", preview_convention),  # SegmentOptions checks it
         overwrite=overwrite,

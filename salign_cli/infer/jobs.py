@@ -37,6 +37,7 @@ from salign_cli.io.volume import read_header, read_volume, same_grid
 
 MASK_ENDING = ".nii.gz"
 PROBABILITIES_TAG = "_probabilities"
+UNCERTAINTY_TAG = "_uncertainty"
 PREVIEW_TAG = "_preview"
 _GLOB_CHARACTERS = frozenset("*?[")
 # --fast: twice the bundle's in-plane spacing, a quarter of the pixels per slice. The CT default
@@ -56,6 +57,7 @@ class SegmentOptions:
     tta: bool | None = None  # None: the bundle's inference default
     largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
+    uncertainty: bool = False  # write 1 - max softmax beside each mask
     preview: bool = False
     preview_convention: Convention = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False
@@ -84,6 +86,10 @@ class Job:
         return _beside(self.output, PROBABILITIES_TAG, MASK_ENDING)
 
     @property
+    def uncertainty_path(self) -> Path:
+        return _beside(self.output, UNCERTAINTY_TAG, MASK_ENDING)
+
+    @property
     def preview_path(self) -> Path:
         return _beside(self.output, PREVIEW_TAG, ".png")
 
@@ -100,7 +106,7 @@ def _is_own_output(path: Path, suffix: str) -> bool:
     return (
         path.name.startswith(".")
         or PARTIAL_MARKER in path.name
-        or name.endswith((suffix, f"{suffix}{PROBABILITIES_TAG}"))
+        or name.endswith((suffix, f"{suffix}{PROBABILITIES_TAG}", f"{suffix}{UNCERTAINTY_TAG}"))
         or path.name.endswith((f"{suffix}{PREVIEW_TAG}.png", f"{suffix}{SEG_ENDING}"))
     )
 
@@ -256,6 +262,7 @@ def is_complete(job: Job, options: SegmentOptions) -> bool:
     return (
         job.output.is_file()
         and (not options.probabilities or job.probabilities_path.is_file())
+        and (not options.uncertainty or job.uncertainty_path.is_file())
         and (not options.preview or job.preview_path.is_file())
     )
 

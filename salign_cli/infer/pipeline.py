@@ -42,7 +42,7 @@ from salign_cli.infer.jobs import (
     plan_jobs,
 )
 from salign_cli.infer.postprocess import label_volumes_ml
-from salign_cli.infer.quality import MaskQuality
+from salign_cli.infer.quality import MaskQuality, uncertainty_map
 from salign_cli.infer.report import FileResult, ModelInfo, SegmentSummary
 from salign_cli.io.atomic import remove_stale_partials, write_json
 from salign_cli.io.dicom_seg import dicom_seg_problem, write_dicom_seg
@@ -55,6 +55,7 @@ from salign_cli.io.volume import (
     same_grid,
     write_labels,
     write_probabilities,
+    write_voxel_map,
 )
 from salign_cli.workspace import Workspace
 
@@ -180,8 +181,13 @@ def _write(
     extras = []
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        if probabilities is not None:
+        if probabilities is not None and options.probabilities:
             extras.append(write_probabilities(probabilities, volume, job.probabilities_path))
+        if probabilities is not None and options.uncertainty:
+            uncertainty = uncertainty_map(probabilities)
+            extras.append(
+                write_voxel_map(uncertainty, volume, job.uncertainty_path, "1-max softmax")
+            )
         if options.preview:
             extras.append(
                 render_preview(
@@ -370,7 +376,7 @@ def _predict(
         loaded.volume,
         largest_component=model.largest_component,
         prepared=loaded.prepared,
-        with_probabilities=options.probabilities,
+        with_probabilities=options.probabilities or options.uncertainty,
         on_progress=on_progress,
     )
     return prediction, time.perf_counter() - start

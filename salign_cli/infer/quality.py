@@ -66,6 +66,13 @@ def expected_dice(probabilities: np.ndarray) -> MaskQuality:
     return MaskQuality(by_class)
 
 
+def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
+    """Per voxel ``1 − max_c p_c`` of softmax ``[..., C]`` (float32): 0 where the network is
+    certain, at most ``1 − 1/C`` where every class is equally likely."""
+    top: np.ndarray = np.asarray(probabilities, dtype=np.float32).max(axis=-1)
+    return (1.0 - top).astype(np.float32)
+
+
 def worst_first(scores: dict[str, float | None], count: int = 3) -> list[tuple[str, float]]:
     """The ``count`` lowest-scored names, worst first (names without a score are left out)."""
     scored = [(name, value) for name, value in scores.items() if value is not None]

@@ -701,6 +701,20 @@ def write_probabilities(probabilities: np.ndarray, like: Volume, path: Path | st
     return path
 
 
+def write_voxel_map(values: np.ndarray, like: Volume, path: Path | str, intent: str) -> Path:
+    """A float32 map of ``like.shape`` (e.g. the uncertainty beside a mask) on ``like``'s grid,
+    written atomically with the header handling of :func:`write_labels`; ``intent`` names it in
+    the header's intent (NIfTI ``estimate``)."""
+    path = Path(path)
+    if tuple(values.shape) != like.shape:
+        raise ValueError(f"voxel map shape {values.shape} != {like.shape}")
+    image = _nifti_like(np.asarray(values, dtype=np.float32), like)
+    image.header.set_intent("estimate", (), intent[:15])  # the header holds 15 characters
+    with atomic_path(path) as temporary:
+        nib.save(image, temporary)
+    return path
+
+
 def _nifti_like(data: np.ndarray, like: Volume) -> nib.Nifti1Image:
     """``data`` as a NIfTI image with ``like``'s affine and, when ``like`` came from a NIfTI file,
     its header (qform/sform codes, units, description), unscaled; else qform/sform code 1."""

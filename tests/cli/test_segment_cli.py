@@ -186,3 +186,26 @@ def test_one_mask_has_no_worst_first_list(cli, tmp_path: Path, make_bundle):
         == 0
     )
     assert json.loads(report.read_text())["check_first"] == []
+
+
+def test_uncertainty_map_lies_on_the_input_grid_and_is_one_minus_the_top_probability(
+    cli, tmp_path: Path, make_bundle
+):
+    import nibabel as nib
+
+    scan = write_scan(tmp_path / "in.nii.gz")
+    model = str(make_bundle())
+    result = cli("segment", str(scan), "--model", model, "--uncertainty", "--probabilities", "-q")
+    assert result.exit_code == 0, result.output
+    uncertainty = nib.load(tmp_path / "in_seg_uncertainty.nii.gz")
+    assert uncertainty.shape == (10, 12, 3)
+    assert np.array_equal(uncertainty.affine, nib.load(scan).affine)
+    probabilities = nib.load(tmp_path / "in_seg_probabilities.nii.gz").get_fdata()[..., 0, :]
+    values = uncertainty.get_fdata()
+    np.testing.assert_allclose(values, 1 - probabilities.max(axis=-1), atol=2e-3)
+    assert values.min() >= 0 and values.max() <= 1 - 1 / probabilities.shape[-1] + 1e-3
+    # the map is salign's own output: a second run over the folder does not take it as a scan
+    again = cli("segment", str(tmp_path), "--model", model, "--uncertainty", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert "1 written" in again.output
+    assert not (tmp_path / "in_seg_uncertainty_seg.nii.gz").exists()

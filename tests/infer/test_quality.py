@@ -50,3 +50,11 @@ def test_worst_first_lists_the_lowest_scores_and_skips_unscored() -> None:
     scores = {"a": 0.9, "b": 0.5, "c": None, "d": 0.7, "e": float("nan")}
     assert worst_first(scores, 2) == [("b", 0.5), ("d", 0.7)]
     assert worst_first({}) == []
+
+
+def test_uncertainty_is_one_minus_the_top_probability() -> None:
+    from salign_cli.infer.quality import uncertainty_map
+
+    probabilities = np.array([[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(uncertainty_map(probabilities), [0.0, 0.5, 2 / 3], rtol=1e-6)
+    assert uncertainty_map(probabilities).dtype == np.float32
