@@ -131,6 +131,15 @@ def segment(
             "float16).",
         ),
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Also write review.html beside the masks: one self-contained page (opens "
+            "offline) with axial, coronal and sagittal views of every new mask, class volumes "
+            "and expected Dice, worst first.",
+        ),
+    ] = False,
     uncertainty: Annotated[
         bool,
         typer.Option(
@@ -206,6 +215,7 @@ def segment(
         largest_component=largest_component,
         probabilities=probabilities,
         uncertainty=uncertainty,
+        review=review,
         preview=preview,
         preview_convention=cast("Convention", preview_convention),  # SegmentOptions checks it
         overwrite=overwrite,
@@ -267,6 +277,8 @@ def segment(
             on_slices=lambda job, done, total: scan_bar.update(escape(job.input.name), done, total),
         )
     _print_summary(summary, quiet)
+    if summary.review is not None and not quiet:
+        console.print(f"review page: {escape(str(summary.review))}")
     if report is not None and not quiet:
         console.print(f"report: {escape(str(report))}")
     if summary.exit_code:

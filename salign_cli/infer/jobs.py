@@ -58,6 +58,7 @@ class SegmentOptions:
     largest_component: bool | None = None  # None: the bundle's inference default
     probabilities: bool = False
     uncertainty: bool = False  # write 1 - max softmax beside each mask
+    review: bool = False  # write review.html beside the masks (salign_cli.infer.review)
     preview: bool = False
     preview_convention: Convention = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False

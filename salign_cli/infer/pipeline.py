@@ -20,6 +20,7 @@ What a caller can rely on, besides the input and output rules of :mod:`salign_cl
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,9 +45,11 @@ from salign_cli.infer.jobs import (
 from salign_cli.infer.postprocess import label_volumes_ml
 from salign_cli.infer.quality import MaskQuality, uncertainty_map
 from salign_cli.infer.report import FileResult, ModelInfo, SegmentSummary
+from salign_cli.infer.review import REVIEW_NAME, review_row, write_review
 from salign_cli.io.atomic import remove_stale_partials, write_json
 from salign_cli.io.dicom_seg import dicom_seg_problem, write_dicom_seg
 from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
+from salign_cli.io.naming import case_name
 from salign_cli.io.volume import (
     Volume,
     read_header,
@@ -287,6 +290,8 @@ def segment(
     order = {job.input: index for index, job in enumerate(jobs)}
     results.sort(key=lambda result: order[result.input])
     summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
+    if options.review and model_info is not None:
+        summary.review = _write_review_page(summary.by_status("written"), model_info)
     if report is not None:
         write_json(Path(report).expanduser(), summary.to_dict())
     return summary
@@ -342,6 +347,16 @@ def _run(
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, model.origin.contract.class_names
                 )
+                if options.review:
+                    result.review = review_row(
+                        case_name(job.input),
+                        job.output,
+                        loaded.volume,
+                        labels,
+                        volumes_ml=result.volumes_ml,
+                        expected_dice=result.quality,
+                        convention=options.preview_convention,
+                    )
                 write = writer.submit(
                     _write, job, loaded.volume, labels, probabilities, options, model
                 )
@@ -380,6 +395,16 @@ def _predict(
         on_progress=on_progress,
     )
     return prediction, time.perf_counter() - start
+
+
+def _write_review_page(written: Sequence[FileResult], model: ModelInfo) -> Path | None:
+    """`review.html` in the folder that holds every written mask (their common folder)."""
+    rows = [result.review for result in written if result.review is not None]
+    if not rows:
+        return None
+    folder = Path(os.path.commonpath([result.output.parent for result in written]))
+    title = f"salign review: {len(rows)} mask(s), model {model.origin.resolved.spec}"
+    return write_review(rows, model.origin.contract.class_names, folder / REVIEW_NAME, title)
 
 
 def _record_quality(

@@ -12,12 +12,15 @@ is never a guess.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from salign_cli.io.atomic import atomic_path
 from salign_cli.io.volume import Volume, to_canonical
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Distinct colours for labels 1..N (cycled beyond ten classes); label 0 is not drawn.
 LABEL_COLOURS = np.array(
@@ -82,8 +85,6 @@ def render_preview(
 ) -> Path:
     """Write a PNG of ``count`` slices of ``volume`` with ``labels`` (on its grid) overlaid,
     in ``convention`` (radiological: the patient's right on the viewer's left), side-marked."""
-    from PIL import Image, ImageDraw, ImageFont
-
     image = to_canonical(volume).array
     canonical_labels = to_canonical(Volume(labels, volume.affine)).array
     slice_axis = 2 if image.shape[2] > 1 else int(np.argmin(image.shape))
@@ -99,27 +100,67 @@ def render_preview(
         )
         for index in preview_slices(canonical_labels, slice_axis, count)
     ]
-    strip = np.concatenate(panels, axis=1)
-    scale = max(1, int(np.ceil(MIN_PANEL_PIXELS / max(1, min(strip.shape[:2])))))
-    picture = Image.fromarray(strip).resize(
-        (strip.shape[1] * scale, strip.shape[0] * scale), Image.Resampling.NEAREST
-    )
-    font = ImageFont.load_default(size=max(MARK_MIN_PX, picture.height // 12))
-    draw = ImageDraw.Draw(picture)
-    panel_width = panels[0].shape[1] * scale
+    picture = _enlarged(np.concatenate(panels, axis=1))
+    panel_width = picture.width // len(panels)
     for start in range(0, picture.width, panel_width):
-        for letter, at_left in ((left_mark, True), (right_mark, False)):
-            # bounding boxes, not text anchors: Pillow's bitmap fallback font has no anchors
-            x0, y0, x1, y1 = draw.textbbox((0, 0), letter, font=font)
-            x = (
-                start + MARK_MARGIN_PX - x0
-                if at_left
-                else start + panel_width - MARK_MARGIN_PX - x1
-            )
-            draw.text((x, (picture.height - (y1 - y0)) // 2 - y0), letter, MARK_COLOUR, font)
+        _draw_marks(picture, left_mark, right_mark, start, panel_width)
     with atomic_path(path) as temporary:
         picture.save(temporary, format="PNG")
     return path
+
+
+def orthogonal_views(
+    volume: Volume, labels: np.ndarray, convention: Convention = "radiological"
+) -> list[Image.Image]:
+    """Axial, coronal and sagittal slices through the centre of the labelled voxels (the scan's
+    centre when none), each enlarged to be legible and side-marked (``R``/``L``, ``P``/``A``),
+    with superior (axial: anterior) up: what the review page shows per case."""
+    image = to_canonical(volume).array
+    canonical_labels = to_canonical(Volume(labels, volume.affine)).array
+    labelled = np.argwhere(canonical_labels > 0)
+    centre = (
+        (labelled.mean(axis=0) if labelled.size else (np.array(image.shape) - 1) / 2)
+        .round()
+        .astype(int)
+    )
+    low, high = np.percentile(image, (1.0, 99.0))
+    views = []
+    for slice_axis in (2, 1, 0):
+        left_mark, right_mark = side_marks(slice_axis, convention)
+        panel = _panel(
+            np.take(image, centre[slice_axis], axis=slice_axis),
+            np.take(canonical_labels, centre[slice_axis], axis=slice_axis),
+            float(low),
+            float(high),
+            mirrored=left_mark == "R",
+        )
+        picture = _enlarged(panel)
+        _draw_marks(picture, left_mark, right_mark, 0, picture.width)
+        views.append(picture)
+    return views
+
+
+def _enlarged(pixels: np.ndarray) -> Image.Image:
+    """RGB pixels as an image at least `MIN_PANEL_PIXELS` on its short side (nearest)."""
+    from PIL import Image
+
+    scale = max(1, int(np.ceil(MIN_PANEL_PIXELS / max(1, min(pixels.shape[:2])))))
+    return Image.fromarray(pixels).resize(
+        (pixels.shape[1] * scale, pixels.shape[0] * scale), Image.Resampling.NEAREST
+    )
+
+
+def _draw_marks(picture: Image.Image, left: str, right: str, start: int, width: int) -> None:
+    """Side letters at the left and right edges of the panel at ``start`` of ``width`` px."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(MARK_MIN_PX, picture.height // 12))
+    draw = ImageDraw.Draw(picture)
+    for letter, at_left in ((left, True), (right, False)):
+        # bounding boxes, not text anchors: Pillow's bitmap fallback font has no anchors
+        x0, y0, x1, y1 = draw.textbbox((0, 0), letter, font=font)
+        x = start + MARK_MARGIN_PX - x0 if at_left else start + width - MARK_MARGIN_PX - x1
+        draw.text((x, (picture.height - (y1 - y0)) // 2 - y0), letter, MARK_COLOUR, font)
 
 
 def _panel(

@@ -12,6 +12,7 @@ from salign_cli.infer.quality import worst_first
 
 if TYPE_CHECKING:
     from salign_cli.infer.predictor import BundleOrigin
+    from salign_cli.infer.review import ReviewRow
 
 Status = Literal["written", "skipped", "failed"]
 
@@ -32,6 +33,7 @@ class FileResult:
     quality_by_class: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     extras: list[Path] = field(default_factory=list)
+    review: ReviewRow | None = None  # its row of the review page (--review), not in the JSON
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class SegmentSummary:
     device: str | None
     seconds: float
     stopped_early: bool = False
+    review: Path | None = None  # the review page, when --review wrote one
 
     def by_status(self, status: Status) -> list[FileResult]:
         return [result for result in self.results if result.status == status]
@@ -118,6 +121,7 @@ class SegmentSummary:
                 else None
             ),
             "stopped_early": self.stopped_early,
+            "review": str(self.review) if self.review else None,
             "check_first": [
                 {"output": str(result.output), "expected_dice": _rounded(result.quality)}
                 for result in self.to_check()

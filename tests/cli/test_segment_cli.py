@@ -209,3 +209,25 @@ def test_uncertainty_map_lies_on_the_input_grid_and_is_one_minus_the_top_probabi
     assert again.exit_code == 0, again.output
     assert "1 written" in again.output
     assert not (tmp_path / "in_seg_uncertainty_seg.nii.gz").exists()
+
+
+def test_review_page_lists_every_new_mask_worst_first_with_volumes(
+    cli, tmp_path: Path, make_bundle
+):
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        write_scan(tmp_path / f"{name}.nii.gz", rng.normal(size=(10, 12, 3)).astype(np.float32))
+    report = tmp_path / "run.json"
+    result = cli(
+        "segment", str(tmp_path), "--model", str(make_bundle()), "--review", "--report", str(report)
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(report.read_text())
+    page = (tmp_path / "review.html").read_text()
+    assert payload["review"] == str(tmp_path / "review.html")
+    assert f"review page: {tmp_path / 'review.html'}" in result.output.replace("\n", "")
+    ranked = sorted(payload["files"], key=lambda f: f["quality"]["expected_dice"])
+    positions = [page.index(f'title="{f["output"]}"') for f in ranked]
+    assert positions == sorted(positions)  # worst first
+    volume = ranked[0]["volumes_ml"]["anterior"]
+    assert f"anterior {volume:.2f}" in page
