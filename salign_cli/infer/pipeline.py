@@ -194,7 +194,11 @@ def _write(
         if options.preview:
             extras.append(
                 render_preview(
-                    volume, labels, job.preview_path, convention=options.preview_convention
+                    volume,
+                    labels,
+                    job.preview_path,
+                    convention=options.preview_convention,
+                    class_names=model.origin.contract.class_names,
                 )
             )
         if options.output_type == "dicom-seg":

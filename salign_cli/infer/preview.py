@@ -11,6 +11,7 @@ is never a guess.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -43,6 +44,7 @@ MIN_PANEL_PIXELS = 256  # small scans (hippocampus crops) are enlarged so the pr
 MARK_COLOUR = (255, 255, 0)
 MARK_MARGIN_PX = 4
 MARK_MIN_PX = 14  # side letters are a twelfth of the preview's height, at least this
+LEGEND_PX = 14  # height of the legend's swatches and names
 
 Convention = Literal["radiological", "neurological"]
 CONVENTIONS: tuple[Convention, ...] = ("radiological", "neurological")
@@ -82,9 +84,11 @@ def render_preview(
     path: Path,
     count: int = 3,
     convention: Convention = "radiological",
+    class_names: Sequence[str] = (),
 ) -> Path:
     """Write a PNG of ``count`` slices of ``volume`` with ``labels`` (on its grid) overlaid,
-    in ``convention`` (radiological: the patient's right on the viewer's left), side-marked."""
+    in ``convention`` (radiological: the patient's right on the viewer's left), side-marked;
+    with ``class_names`` (``class_names[label]``) a legend strip below names each colour."""
     image = to_canonical(volume).array
     canonical_labels = to_canonical(Volume(labels, volume.affine)).array
     slice_axis = 2 if image.shape[2] > 1 else int(np.argmin(image.shape))
@@ -104,6 +108,8 @@ def render_preview(
     panel_width = picture.width // len(panels)
     for start in range(0, picture.width, panel_width):
         _draw_marks(picture, left_mark, right_mark, start, panel_width)
+    if len(class_names) > 1:
+        picture = _with_legend(picture, class_names)
     with atomic_path(path) as temporary:
         picture.save(temporary, format="PNG")
     return path
@@ -161,6 +167,27 @@ def _draw_marks(picture: Image.Image, left: str, right: str, start: int, width: 
         x0, y0, x1, y1 = draw.textbbox((0, 0), letter, font=font)
         x = start + MARK_MARGIN_PX - x0 if at_left else start + width - MARK_MARGIN_PX - x1
         draw.text((x, (picture.height - (y1 - y0)) // 2 - y0), letter, MARK_COLOUR, font)
+
+
+def _with_legend(picture: Image.Image, class_names: Sequence[str]) -> Image.Image:
+    """``picture`` over a black strip with a colour swatch and the name of each class > 0."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=LEGEND_PX)
+    height = LEGEND_PX + 2 * MARK_MARGIN_PX
+    framed = Image.new("RGB", (picture.width, picture.height + height), (0, 0, 0))
+    framed.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(framed)
+    x, top = MARK_MARGIN_PX, picture.height + MARK_MARGIN_PX
+    for label, name in enumerate(class_names):
+        if label == 0:
+            continue
+        colour = tuple(int(c) for c in LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)])
+        draw.rectangle((x, top, x + LEGEND_PX - 1, top + LEGEND_PX - 1), fill=colour)
+        x += LEGEND_PX + MARK_MARGIN_PX
+        draw.text((x, top), name, (255, 255, 255), font)
+        x += int(draw.textlength(name, font=font)) + 3 * MARK_MARGIN_PX
+    return framed
 
 
 def _panel(

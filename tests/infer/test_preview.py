@@ -76,3 +76,19 @@ def test_side_letters_by_slice_axis_and_convention():
     assert side_marks(0, "radiological") == side_marks(0, "neurological") == ("P", "A")
     with pytest.raises(ValueError, match="convention"):
         side_marks(2, "upside-down")
+
+
+def test_the_legend_strip_shows_each_class_colour_below_the_views(tmp_path: Path):
+    from salign_cli.infer.preview import LABEL_COLOURS, LEGEND_PX, MARK_MARGIN_PX
+
+    volume, labels = left_blob_volume("RAS"), np.zeros(SHAPE, np.uint8)
+    plain = render_preview(volume, labels, tmp_path / "plain.png", count=1)
+    named = render_preview(
+        volume, labels, tmp_path / "named.png", count=1, class_names=("background", "a", "b")
+    )
+    with Image.open(plain) as without, Image.open(named) as with_legend:
+        assert with_legend.height == without.height + LEGEND_PX + 2 * MARK_MARGIN_PX
+        assert np.array_equal(np.asarray(with_legend)[: without.height], np.asarray(without))
+        strip = np.asarray(with_legend.convert("RGB"))[without.height :].reshape(-1, 3)
+    for colour in LABEL_COLOURS[:2]:
+        assert (strip == colour.astype(np.uint8)).all(axis=1).sum() == LEGEND_PX**2
