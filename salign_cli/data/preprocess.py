@@ -170,7 +170,12 @@ def mirror_axes(mirror: str, slice_axis: int) -> tuple[int, ...]:
 
     >>> mirror_axes("lr", 2), mirror_axes("lr", 0), mirror_axes("all", 0)
     ((0,), (), (0, 1))
+
+    Only resolved values are meaningful here (``auto`` is `resolve_mirror`'s to settle); any
+    other string is a bug upstream, not "no mirroring", so it raises ``ValueError``.
     """
+    if mirror not in ("lr", "none", "all"):
+        raise ValueError(f"mirror must be 'lr', 'none' or 'all' here, got {mirror!r}")
     if mirror == "all":
         return (0, 1)
     if mirror == "lr" and slice_axis != 0:

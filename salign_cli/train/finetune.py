@@ -412,7 +412,11 @@ def finetune(
         origin = task_config["origin"]
         unlabelled_scans = [ScanEntry.from_dict(e) for e in task_config["unlabelled_scans"]]
     else:
-        options = options or FinetuneOptions(labels=1)
+        if options is None:  # there is no sane default for how many scans to learn from
+            raise InputError(
+                "a new fine-tuning run needs options: FinetuneOptions(labels=N) or "
+                "FinetuneOptions(case_ids=(...)); only a resumed run takes them from its checkpoint"
+            )
         cases, dataset_names = resolve_labelled_cases(folders, space, reporter.on_message)
         excluded = set(options.exclude_case_ids)
         unknown = sorted(excluded - {c.case_id for c in cases})

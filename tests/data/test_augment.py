@@ -24,7 +24,7 @@ from salign_cli.data.augment import (
     identity_params,
     spatial_grid,
 )
-from salign_cli.data.preprocess import OUTSIDE_SCAN
+from salign_cli.data.preprocess import OUTSIDE_SCAN, mirror_axes
 from salign_cli.errors import InputError
 
 # float32 grid coordinates are exact to ~1e-6 px, so a "crop" is exact to that relative level.
@@ -453,3 +453,11 @@ def test_config_round_trips_through_json() -> None:
     assert AugmentConfig.from_dict({}) == AugmentConfig()
     with pytest.raises(InputError, match="flip_probability"):
         AugmentConfig.from_dict({"flip_probability": 0.5})
+
+
+def test_mirror_axes_refuses_values_it_does_not_know() -> None:
+    # Issue 24: any unknown string (a typo, an unresolved "auto") meant "no mirroring" silently
+    assert mirror_axes("none", 2) == ()
+    for wrong in ("auto", "LR", ""):
+        with pytest.raises(ValueError, match="mirror must be"):
+            mirror_axes(wrong, 2)

@@ -13,6 +13,7 @@ from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import (
+    SCRATCH,
     FinetuneOptions,
     SegmentationObjective,
     finetune,
@@ -45,6 +46,12 @@ def test_options_need_exactly_one_way_of_choosing() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # options, schedule
+
+
+def test_a_new_run_without_options_is_refused_not_given_one_label(tmp_path: Path) -> None:
+    # Issue 24: the library fell back to labels=1, a default nobody chose
+    with pytest.raises(InputError, match="needs options: FinetuneOptions"):
+        finetune([tmp_path], workspace=tmp_path / "ws", base=SCRATCH)
 
 
 def test_the_profile_picks_the_recipe_and_flags_override_single_fields() -> None:
