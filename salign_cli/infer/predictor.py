@@ -279,7 +279,7 @@ class Predictor:
             restored = None
             if with_probabilities:
                 restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
-        labels = labels.astype(label_dtype(self.num_classes - 1))
+        labels = labels.astype(label_dtype(self.num_classes - 1), copy=False)
         return Prediction(labels=labels, probabilities=restored, quality=quality)
 
     def slice_probabilities(

@@ -145,6 +145,43 @@ def test_two_fold_upsampling_then_restore_recovers_labels_exactly():
     assert np.array_equal(restore_labels(_one_hot(prepared.labels, 4), prepared, volume), labels)
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_restored_labels_are_the_argmax_of_the_resampled_scores_in_the_smallest_type(classes):
+    # The torch path must equal the definition: bilinear resampling of each class map to the
+    # original in-plane size, then the first maximal class (ties included: float16 scores tie).
+    rng = np.random.default_rng(2)
+    affine = np.diag([0.7, 0.7, 3.0, 1.0])
+    volume = _volume(rng.normal(size=(23, 19, 40)).astype(np.float32), affine)
+    prepared = prepare_scan(volume, PreprocessConfig(target_spacing_mm=(1.5, 1.5)))
+    depth, height, width = prepared.slices.shape
+    scores = rng.random((classes, depth, height, width)).round(1).astype(np.float16)
+    resized = preprocess._resize_slices(scores.astype(np.float32), (23, 19), nearest=False)
+    expected = np.moveaxis(resized.argmax(axis=0), 0, 2)  # RAS input: only the slice axis moves
+    restored = restore_labels(scores, prepared, volume)
+    assert restored.dtype == np.uint8
+    assert np.array_equal(restored, expected)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_in_place_normalisation_equals_the_plain_expression_bit_for_bit(modality, dtype):
+    array = (np.random.default_rng(3).normal(200, 600, size=(30, 20, 10))).astype(dtype)
+    untouched = array.copy()
+    config = PreprocessConfig(modality=modality)
+    values = np.asarray(array, dtype=np.float32)
+    if modality == "CT":
+        low, high = config.ct_window
+        expected = ((np.clip(values, low, high) - (low + high) / 2) / ((high - low) / 2)).astype(
+            np.float32
+        )
+    else:
+        clipped = np.clip(values, *np.percentile(values, config.mr_percentiles))
+        expected = ((clipped - float(clipped.mean())) / float(clipped.std())).astype(np.float32)
+    result = preprocess.normalise_intensity(array, config)
+    assert result.dtype == np.float32 and np.array_equal(result, expected)
+    assert np.array_equal(array, untouched)  # the caller's voxels are never changed
+
+
 def test_label_geometry_mismatch_and_fractional_labels_are_input_errors(tmp_path: Path):
     volume = _volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
     with pytest.raises(InputError, match="does not match"):
