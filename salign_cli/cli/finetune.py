@@ -74,7 +74,8 @@ def finetune(
         typer.Option(
             "--from",
             help="Start from: a run or bundle folder, org/name[@rev], or 'scratch'. "
-            "Default: the newest pre-training run.",
+            "Default: the newest pre-training run. A fine-tuned model of the same classes "
+            "(more labels for the same task) keeps its head and trains 30% of the steps.",
         ),
     ] = None,
     data: Annotated[

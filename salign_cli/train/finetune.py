@@ -248,24 +248,44 @@ def load_base(base: str, modality: str, notify: Callable[[str], None] | None = N
     return bundle
 
 
-def plan_overrides(options: FinetuneOptions, base: Bundle | None) -> PlanOverrides:
-    """What the user's flags (and a base bundle's network) fix, leaving the rest to the plan."""
+def continues_finetuned(base: Bundle | None, class_names: Sequence[str]) -> bool:
+    """Whether ``base`` is a fine-tuned model of exactly these classes: then its head is kept
+    and the plan takes a shorter schedule (more labels for the same task)."""
+    return (
+        base is not None
+        and base.contract.kind == "finetuned"
+        and list(base.contract.class_names) == list(class_names)
+    )
+
+
+def plan_overrides(
+    options: FinetuneOptions, base: Bundle | None, class_names: Sequence[str] = ()
+) -> PlanOverrides:
+    """What the user's flags (and a base bundle's network) fix, leaving the rest to the plan:
+    a base fixes spacing, depth and slice axis, and a 2.5D base its context too."""
     spacing: str | float | tuple[float, float] = options.spacing
-    depth = None
+    depth, context = None, options.context
     if base is not None:
         bundle_spacing = base.contract.preprocessing.target_spacing_mm
         spacing = "native" if bundle_spacing is None else bundle_spacing
         depth = base.contract.architecture.depth
+        if context is None and base.contract.architecture.in_channels > 1:
+            context = base.contract.preprocessing.context
     return PlanOverrides(
         spacing=spacing,
         patch_size=None if options.size is None else (options.size, options.size),
         batch_size=options.batch_size,
         depth=depth,
-        context=options.context,
+        context=context,
         steps=options.steps,
         semi=_semi_fixed_by(options),
         slice_axis_from_base=base is not None,
+        continues_finetuned=continues_finetuned(base, class_names),
     )
+
+
+def _ordered_names(class_names: Mapping[int, str]) -> list[str]:
+    return [class_names[label] for label in sorted(class_names)]
 
 
 def _semi_fixed_by(options: FinetuneOptions) -> bool | None:
@@ -286,6 +306,7 @@ def initial_network(
     width: int,
     seed: int,
     base_spec: str = SCRATCH,
+    keep_head: bool = False,
 ) -> tuple[UNet2D, PreprocessConfig, dict[str, Any]]:
     """The U-Net to fine-tune, the preprocessing it expects, and where it came from.
 
@@ -318,7 +339,8 @@ def initial_network(
             f"--from {base_spec}: {error}; pass --context to match the bundle"
         ) from None
     torch.manual_seed(seed)
-    model.replace_head(num_classes)
+    if not keep_head:  # a fine-tuned model of the same classes keeps what its head learnt
+        model.replace_head(num_classes)
     provenance = {
         "base_model": base_spec,
         "base_kind": contract.kind,
@@ -459,7 +481,7 @@ def finetune(
         plan = plan_finetune(
             dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
             PlanBudget(recipe.batch_pixels, recipe.max_patch_px, recipe.steps),
-            plan_overrides(options, base_bundle),
+            plan_overrides(options, base_bundle, _ordered_names(class_names)),
         )
         wanted = recipe.semi.method != "none" and options.unlabelled != "none"
         if wanted and not (plan.semi and unlabelled_scans):
@@ -484,6 +506,7 @@ def finetune(
             width=recipe.width,
             seed=options.seed,
             base_spec=base_spec,
+            keep_head=continues_finetuned(base_bundle, _ordered_names(class_names)),
         )
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)

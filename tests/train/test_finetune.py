@@ -16,6 +16,7 @@ from salign_cli.train.finetune import (
     SCRATCH,
     FinetuneOptions,
     SegmentationObjective,
+    continues_finetuned,
     finetune,
     initial_network,
     load_base,
@@ -199,6 +200,26 @@ def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> 
     assert overrides.spacing == (bundle.contract.preprocessing.target_spacing_mm or "native")
     with pytest.raises(InputError, match="MR bundle"):
         load_base(str(folder), "CT")
+
+
+def test_a_finetuned_model_of_the_same_classes_continues_with_its_head(make_bundle) -> None:
+    # issue 23: more labels for the same task start from the model, head included
+    from salign_cli.bundles.store import load_bundle
+
+    classes = ("background", "foreground")
+    folder = make_bundle(kind="finetuned", classes=classes, modality="MR")
+    bundle = load_base(str(folder), "MR")
+    assert continues_finetuned(bundle, list(classes))
+    assert not continues_finetuned(bundle, ["background", "tumour"])
+    overrides = plan_overrides(FinetuneOptions(labels=1), bundle, list(classes))
+    assert overrides.continues_finetuned
+    model, _, _ = initial_network(
+        bundle, 2, _plan(context=0), modality="MR", width=8, seed=0, keep_head=True
+    )
+    saved = load_bundle(folder).state_dict
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in model.state_dict().items())
+    pretrained = load_base(str(make_bundle(kind="pretrained", classes=classes)), "MR")
+    assert not continues_finetuned(pretrained, list(classes))
 
 
 def test_scratch_network_is_built_as_planned() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from salign_cli.errors import InputError
 from salign_cli.train.plan import (
+    CONTINUE_STEPS_FRACTION,
     MIN_BATCH,
     FinetunePlan,
     Fingerprint,
@@ -52,6 +53,14 @@ def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
     assert plan.patch_size == (48, 64) and plan.batch_size == 32
     assert plan.depth == 4 and plan.context == 1 and plan.steps == 1000
     assert plan.semi and plan.largest_component
+
+
+def test_continuing_a_finetuned_model_takes_a_share_of_the_steps() -> None:
+    plan = plan_finetune(hippocampus_like(), CPU_BUDGET, PlanOverrides(continues_finetuned=True))
+    assert plan.steps == round(CPU_RECIPE.steps * CONTINUE_STEPS_FRACTION) == 300
+    assert "continuing a fine-tuned model" in plan.reasons["steps"]
+    fixed = PlanOverrides(continues_finetuned=True, steps=50)
+    assert plan_finetune(hippocampus_like(), CPU_BUDGET, fixed).steps == 50  # --steps wins
 
 
 def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> None:
