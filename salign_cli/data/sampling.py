@@ -165,7 +165,7 @@ def augment_intensity(
     return torch.where(inside, image + noise_std * torch.from_numpy(noise), OUTSIDE_SCAN)
 
 
-def usable_scans(
+def scans_with_slice_pairs(
     volumes: Sequence[np.ndarray], names: Sequence[str] | None = None
 ) -> tuple[list[int], list[str]]:
     """Indices of scans with at least two slices, and a warning for each one skipped."""
@@ -228,7 +228,7 @@ class SlicePairDataset(Dataset[dict[str, torch.Tensor]]):
         if pair_shift < 0 or pair_rotation_deg < 0 or pair_scale < 0:
             raise InputError("pair shift, rotation and scale must be >= 0")
         self.volumes = list(volumes)
-        self.scans, self.warnings = usable_scans(self.volumes, names)
+        self.scans, self.warnings = scans_with_slice_pairs(self.volumes, names)
         if not self.scans:
             raise InputError("no scan has two or more slices; slice pairs need at least two")
         self.pair_distances = distances
