@@ -1,9 +1,8 @@
 """More labels for a model already fine-tuned: continue from it vs a fresh fine-tune (issue 23).
 
 Fine-tunes ``--from BUNDLE`` (a fine-tuned bundle of the same classes: the plan keeps its head
-and takes `CONTINUE_STEPS_FRACTION` of the recipe's steps) on the first ``--labels`` scans of the
-few-label protocol's seeded order (the same scans a fresh ``few_label.py --k K --seeds S`` run
-uses), and scores it on the fixed test split with the protocol's own scorer. Compare with the
+and takes `CONTINUE_STEPS_FRACTION` of the recipe's steps) on ``--labels`` scans drawn with
+``--seed`` exactly as a fresh ``few_label.py --k K --seeds S`` run draws them, and scores it on the fixed test split with the protocol's own scorer. Compare with the
 fresh run's row (``benchmarks/few_label.py``): Dice and wall time.
 
     python benchmarks/continue_finetune.py ../shared/data/hippocampus --from K1_BUNDLE --labels 5 \\
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from salign_cli.bench.few_label import PROFILES, fixed_test_split, score_bundle
 from salign_cli.train.finetune import FinetuneOptions, finetune
-from salign_cli.train.scans import resolve_labelled_cases, split_cases
+from salign_cli.train.scans import resolve_labelled_cases
 from salign_cli.workspace import Workspace
 
 
@@ -42,15 +41,13 @@ def main() -> None:
     workspace = Workspace(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], workspace)
     test_ids = set(fixed_test_split([c.case_id for c in cases], protocol.test_cases))
-    pool = [c.case_id for c in cases if c.case_id not in test_ids]
-    labelled, _ = split_cases(pool, labels=args.labels, seed=args.seed)
     started = time.perf_counter()
     result = finetune(
         [args.data],
         workspace=workspace,
         base=args.base,
         options=FinetuneOptions(
-            case_ids=tuple(labelled),
+            labels=args.labels,
             exclude_case_ids=tuple(sorted(test_ids)),
             seed=args.seed,
             recipe=protocol.finetune,
@@ -67,7 +64,7 @@ def main() -> None:
         "from": args.base,
         "labels": args.labels,
         "seed": args.seed,
-        "labelled_case_ids": labelled,
+        "labelled_case_ids": result.labelled_case_ids,
         "steps": result.report.get("steps"),
         "plan_steps_reason": (result.report.get("plan") or {}).get("reasons", {}).get("steps"),
         "dice": {c.name: round(c.dice.mean, 4) for c in summary.classes},

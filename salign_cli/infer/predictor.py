@@ -45,7 +45,7 @@ from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.infer.postprocess import keep_largest_component
 from salign_cli.infer.quality import MaskQuality, expected_dice
-from salign_cli.io.volume import Volume, canonical_grid, label_dtype
+from salign_cli.io.volume import Volume, canonical_grid
 
 if TYPE_CHECKING:
     from salign_cli.bundles.contract import BundleContract
@@ -279,7 +279,6 @@ class Predictor:
             restored = None
             if with_probabilities:
                 restored = restore_scores(probabilities, prepared, volume).astype(np.float16)
-        labels = labels.astype(label_dtype(self.num_classes - 1), copy=False)
         return Prediction(labels=labels, probabilities=restored, quality=quality)
 
     def slice_probabilities(

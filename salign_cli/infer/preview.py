@@ -169,6 +169,12 @@ def _draw_marks(picture: Image.Image, left: str, right: str, start: int, width: 
         draw.text((x, (picture.height - (y1 - y0)) // 2 - y0), letter, MARK_COLOUR, font)
 
 
+def label_colour(label: int) -> tuple[int, int, int]:
+    """The RGB colour of label ``label`` (> 0) in previews, review pages and their legends."""
+    red, green, blue = (int(c) for c in LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)])
+    return red, green, blue
+
+
 def _with_legend(picture: Image.Image, class_names: Sequence[str]) -> Image.Image:
     """``picture`` over a black strip with a colour swatch and the name of each class > 0."""
     from PIL import Image, ImageDraw, ImageFont
@@ -182,8 +188,7 @@ def _with_legend(picture: Image.Image, class_names: Sequence[str]) -> Image.Imag
     for label, name in enumerate(class_names):
         if label == 0:
             continue
-        colour = tuple(int(c) for c in LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)])
-        draw.rectangle((x, top, x + LEGEND_PX - 1, top + LEGEND_PX - 1), fill=colour)
+        draw.rectangle((x, top, x + LEGEND_PX - 1, top + LEGEND_PX - 1), fill=label_colour(label))
         x += LEGEND_PX + MARK_MARGIN_PX
         draw.text((x, top), name, (255, 255, 255), font)
         x += int(draw.textlength(name, font=font)) + 3 * MARK_MARGIN_PX

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from salign_cli.infer.preview import LABEL_COLOURS, Convention, orthogonal_views
+from salign_cli.infer.preview import Convention, label_colour, orthogonal_views
 from salign_cli.io.atomic import atomic_path
 from salign_cli.io.volume import Volume
 
@@ -79,7 +79,7 @@ def review_row(
 def ordered_rows(rows: Sequence[ReviewRow]) -> list[ReviewRow]:
     """Worst first: by true Dice when every row has one, else by expected Dice (rows without
     a score last), then by case name."""
-    by_truth = bool(rows) and all(row.dice is not None for row in rows)
+    by_truth = _ranked_by_truth(rows)
 
     def key(row: ReviewRow) -> tuple[bool, float, str]:
         value = row.dice if by_truth else row.expected_dice
@@ -88,12 +88,16 @@ def ordered_rows(rows: Sequence[ReviewRow]) -> list[ReviewRow]:
     return sorted(rows, key=key)
 
 
+def _ranked_by_truth(rows: Sequence[ReviewRow]) -> bool:
+    return bool(rows) and all(row.dice is not None for row in rows)
+
+
 def write_review(
     rows: Sequence[ReviewRow], class_names: Sequence[str], path: Path, title: str
 ) -> Path:
     """Write the page atomically to ``path``; ``class_names[label]`` names label values."""
     with_dice = any(row.dice is not None for row in rows)
-    ranked_by = "Dice" if rows and all(row.dice is not None for row in rows) else "expected Dice"
+    ranked_by = "Dice" if _ranked_by_truth(rows) else "expected Dice"
     legend = " ".join(
         f'<span><i class="swatch" style="background: {_colour(label)}"></i>'
         f"{html.escape(name)}</span>"
@@ -147,5 +151,4 @@ def _number(value: float | None) -> str:
 
 
 def _colour(label: int) -> str:
-    red, green, blue = LABEL_COLOURS[(label - 1) % len(LABEL_COLOURS)].astype(int)
-    return f"rgb({red}, {green}, {blue})"
+    return "rgb({}, {}, {})".format(*label_colour(label))

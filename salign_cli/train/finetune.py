@@ -478,10 +478,11 @@ def finetune(
         base_bundle = None
         if base_spec != SCRATCH:
             base_bundle = load_base(base_spec, modality, reporter.on_message)
+        overrides = plan_overrides(options, base_bundle, _ordered_names(class_names))
         plan = plan_finetune(
             dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
             PlanBudget(recipe.batch_pixels, recipe.max_patch_px, recipe.steps),
-            plan_overrides(options, base_bundle, _ordered_names(class_names)),
+            overrides,
         )
         wanted = recipe.semi.method != "none" and options.unlabelled != "none"
         if wanted and not (plan.semi and unlabelled_scans):
@@ -506,7 +507,7 @@ def finetune(
             width=recipe.width,
             seed=options.seed,
             base_spec=base_spec,
-            keep_head=continues_finetuned(base_bundle, _ordered_names(class_names)),
+            keep_head=overrides.continues_finetuned,
         )
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
