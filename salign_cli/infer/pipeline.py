@@ -45,7 +45,7 @@ from salign_cli.infer.jobs import (
 from salign_cli.infer.postprocess import label_volumes_ml
 from salign_cli.infer.quality import MaskQuality, uncertainty_map
 from salign_cli.infer.report import FileResult, ModelInfo, SegmentSummary
-from salign_cli.infer.review import REVIEW_NAME, review_row, write_review
+from salign_cli.infer.review import REVIEW_NAME, ReviewRow, review_row, write_review
 from salign_cli.io.atomic import remove_stale_partials, write_json
 from salign_cli.io.dicom_seg import dicom_seg_problem, write_dicom_seg
 from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
@@ -169,6 +169,13 @@ def seg_model_name(model: ModelInfo) -> str:
     return f"{resolved.repo_id}@{resolved.revision}" if resolved.repo_id else resolved.spec
 
 
+@dataclass(frozen=True, eq=False)
+class _Written:
+    seconds: float
+    extras: list[Path]
+    review: ReviewRow | None
+
+
 def _write(
     job: Job,
     volume: Volume,
@@ -176,8 +183,11 @@ def _write(
     probabilities: np.ndarray | None,
     options: SegmentOptions,
     model: ModelInfo,
-) -> tuple[float, list[Path]]:
-    """Extras first, then the mask (its presence marks the job complete); verify geometry."""
+    review: Callable[[], ReviewRow] | None = None,
+) -> _Written:
+    """Extras first, then the mask (its presence marks the job complete); verify geometry.
+    ``review`` renders the case's row of the review page, here in the writer thread, off the
+    device's path."""
     from salign_cli.infer.preview import render_preview
 
     start = time.perf_counter()
@@ -224,7 +234,7 @@ def _write(
         verify_dicom_seg(job.output, job.input)
     else:
         verify_geometry(job.output, volume)
-    return time.perf_counter() - start, extras
+    return _Written(time.perf_counter() - start, extras, review() if review else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +339,7 @@ def _run(
         next_load: Future[_Loaded] = reader.submit(
             _load, jobs[0], predictor, model.origin.contract.modality
         )
-        in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None = None
+        in_flight: tuple[FileResult, Future[_Written]] | None = None
         for index, job in enumerate(jobs):
             load = next_load
             if index + 1 < len(jobs):
@@ -351,8 +361,10 @@ def _run(
                 result.volumes_ml = label_volumes_ml(
                     labels, loaded.volume.affine, model.origin.contract.class_names
                 )
+                review = None
                 if options.review:
-                    result.review = review_row(
+                    review = partial(
+                        review_row,
                         case_name(job.input),
                         job.output,
                         loaded.volume,
@@ -362,7 +374,7 @@ def _run(
                         convention=options.preview_convention,
                     )
                 write = writer.submit(
-                    _write, job, loaded.volume, labels, probabilities, options, model
+                    _write, job, loaded.volume, labels, probabilities, options, model, review
                 )
             except SalignError as error:
                 _fail(result, error)
@@ -418,8 +430,7 @@ def _record_quality(
         return
     result.quality = quality.score
     result.quality_by_class = {
-        (class_names[label] if label < len(class_names) else f"class_{label}"): value
-        for label, value in quality.by_class.items()
+        class_names[label]: value for label, value in quality.by_class.items()
     }
 
 
@@ -430,7 +441,7 @@ def _fail(result: FileResult, error: SalignError) -> None:
 
 
 def _drain(
-    in_flight: tuple[FileResult, Future[tuple[float, list[Path]]]] | None,
+    in_flight: tuple[FileResult, Future[_Written]] | None,
     finish: Callable[[FileResult], bool],
 ) -> bool:
     """Wait for a submitted write and record its result; True if the batch should stop."""
@@ -438,7 +449,9 @@ def _drain(
         return False
     result, write = in_flight
     try:
-        result.seconds["write"], result.extras = write.result()
+        written = write.result()
+        result.seconds["write"] = written.seconds
+        result.extras, result.review = written.extras, written.review
     except SalignError as error:
         _fail(result, error)
     return finish(result)
