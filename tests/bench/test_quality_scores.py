@@ -42,7 +42,7 @@ def test_a_run_prints_rows_and_a_final_json_line(tmp_path: Path, make_bundle) ->
         write_nifti(labels / name, (rng.random((10, 12, 3)) > 0.7).astype(np.uint8), affine)
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(make_bundle()), str(images), str(labels), "--last", "2"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, encoding="utf-8", check=True,  # it prints ρ, whatever the locale
     )  # fmt: skip
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["cases"] == 2 and summary["worst_10pct_found"].endswith("/1")
