@@ -69,6 +69,10 @@ def distributed_session(context: DistributedContext, device: torch.device) -> It
     dist.init_process_group(backend, rank=context.rank, world_size=context.world_size)
     try:
         yield
+        # Tear down together: a rank that destroys its group and exits while a peer is still
+        # busy (rank 0 writing the last checkpoint) can abort in Gloo's teardown ("terminate
+        # called without an active exception"; seen under CPU load in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
