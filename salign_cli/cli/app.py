@@ -10,7 +10,18 @@ from __future__ import annotations
 import typer
 
 from salign_cli import __version__
-from salign_cli.cli import bench, demo, evaluate, finetune, index, info, pretrain, segment, weights
+from salign_cli.cli import (
+    bench,
+    demo,
+    evaluate,
+    finetune,
+    index,
+    info,
+    pretrain,
+    segment,
+    suggest,
+    weights,
+)
 from salign_cli.cli.common import new_app
 
 HELP = """\
@@ -23,6 +34,7 @@ Few-label 3D CT/MRI segmentation with Self-Supervised Alignment Learning (SAL).
   salign pretrain ./scans                     # alignment pre-training on the unlabelled scans
   salign finetune --labels 5                  # fine-tune with 5 labelled scans
   salign segment in.nii.gz -o mask.nii.gz     # masks with the input's exact geometry
+  salign suggest 4                            # which unlabelled scans to label next
 
 Everything salign makes lives in one workspace folder (--workspace, else $SALIGN_HOME,
 else the user data folder). Exit codes: 0 ok, 1 runtime failure, 2 bad arguments or input.
@@ -67,6 +79,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("segment")(segment.segment)
 app.command("evaluate")(evaluate.evaluate)
+app.command("suggest")(suggest.suggest)
 app.add_typer(weights.weights_app, name="weights")
 app.add_typer(bench.bench_app, name="bench")
 app.command("info")(info.info)

@@ -14,6 +14,7 @@ An option that several commands take is declared once here (``DeviceOption``, ``
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -154,13 +155,31 @@ class _ReportingTyper(typer.Typer):
     """A Typer app whose every command goes through `reports_errors` (see `new_app`)."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
-        register = super().command(*args, **kwargs)
-
         def decorator(function: F) -> F:
-            register(reports_errors(function))
+            help_text = kwargs.pop("help", None) or reflowed_help(function.__doc__)
+            super(_ReportingTyper, self).command(*args, help=help_text, **kwargs)(
+                reports_errors(function)
+            )
             return function
 
         return decorator
+
+
+def reflowed_help(docstring: str | None) -> str | None:
+    """A command's docstring as ``--help`` shows it: the lines of each prose paragraph joined,
+    so Rich wraps them to the terminal's width (in Rich markup mode Typer keeps every source
+    line break, which breaks lines mid-sentence on a narrow terminal). Paragraphs with indented
+    or bulleted lines (examples, lists) keep their lines."""
+    if docstring is None:
+        return None
+    paragraphs = []
+    for paragraph in inspect.cleandoc(docstring).split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.startswith((" ", "- ")) for line in lines):
+            paragraphs.append(paragraph)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
 
 
 def new_app(**settings: Any) -> typer.Typer:
@@ -182,3 +201,15 @@ def resume_target(resume: bool, resume_from: Path | None) -> Path | bool:
 def resolve_workspace(workspace: Path | None) -> Workspace:
     """The workspace for a command, created on first use."""
     return Workspace.resolve(workspace).ensure()
+
+
+def case_list(text: str | None) -> tuple[str, ...]:
+    """Case ids from an option: ``id,id,...``, or the path of a file that lists them (what
+    ``salign suggest`` writes; see `read_case_list`)."""
+    if not text:
+        return ()
+    if "," not in text and Path(text).expanduser().is_file():
+        from salign_cli.suggest.lists import read_case_list
+
+        return read_case_list(Path(text).expanduser())
+    return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -17,6 +17,7 @@ from salign_cli.cli.common import (
     ResumeOption,
     SeedOption,
     WorkspaceOption,
+    case_list,
     console,
     resolve_workspace,
     resume_target,
@@ -26,10 +27,6 @@ from salign_cli.errors import InputError
 
 if TYPE_CHECKING:
     from salign_cli.train.finetune import FinetuneResult
-
-
-def _case_list(text: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
 def _render(result: FinetuneResult) -> None:
@@ -58,7 +55,11 @@ def finetune(
     ] = None,
     cases: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--cases", help="Train on these case ids instead: id,id,..."),
+        typer.Option(
+            "--cases",
+            help="Train on these case ids instead: id,id,... or a file listing them (the .csv "
+            "or .json that salign suggest writes, or plain text).",
+        ),
     ] = None,
     exclude: Annotated[
         Optional[str],  # noqa: UP045
@@ -204,8 +205,8 @@ def finetune(
             raise InputError("say how many labelled scans to use: --labels N (or --cases ID,ID)")
         options = FinetuneOptions(
             labels=labels,
-            case_ids=_case_list(cases),
-            exclude_case_ids=_case_list(exclude),
+            case_ids=case_list(cases),
+            exclude_case_ids=case_list(exclude),
             seed=seed,
             profile=profile,
             steps=steps,

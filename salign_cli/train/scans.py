@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, default_target_spacing
 from salign_cli.errors import InputError
 from salign_cli.workspace import Workspace
+
+if TYPE_CHECKING:
+    from salign_cli.data.index.records import ScanRecord
 
 
 class CacheReporter(Protocol):
@@ -43,6 +46,16 @@ class ScanEntry:
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
         return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
+
+    @classmethod
+    def from_record(cls, record: ScanRecord) -> ScanEntry:
+        return cls(
+            case_id=record.case_id,
+            image_path=str(record.image_path),
+            content_hash=str(record.content_hash),
+            modality=record.modality,
+            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,10 @@ def resolve_scans(
     for folder in folders:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = _indexed_scans(folders, workspace, index_first, notify)
+    entries = [
+        ScanEntry.from_record(record)
+        for record in indexed_records(folders, workspace, index_first=index_first, notify=notify)
+    ]
     for folder in folders:
         if not any(lies_under(e.image_path, [folder]) for e in entries):
             raise InputError(
@@ -98,18 +114,20 @@ def resolve_scans(
     return entries
 
 
-def _indexed_scans(
-    folders: list[Path],
+def indexed_records(
+    folders: Sequence[Path],
     workspace: Workspace,
-    index_first: bool,
-    notify: Callable[[str], None] | None,
-) -> list[ScanEntry]:
-    """Usable scans (no index errors) under ``folders`` (all if none) after indexing them (by
-    rank 0 only under DDP); the others are reported through ``notify``."""
+    *,
+    index_first: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> list[ScanRecord]:
+    """Usable index records (no errors; labelled or not) under ``folders`` (all if none), after
+    indexing the folders (by rank 0 only under DDP) when ``index_first``; the unusable ones are
+    reported through ``notify``."""
     from salign_cli.data.index import index_folders, load_index, skipped_scan_notes, usable_scans
 
     if folders and index_first:
-        records = index_folders(folders, workspace).records
+        records = index_folders(list(folders), workspace).records
     else:
         records = load_index(workspace) if workspace.index_path.is_file() else []
     records = [
@@ -118,16 +136,7 @@ def _indexed_scans(
     if notify:
         for note in skipped_scan_notes(records):
             notify(note)
-    return [
-        ScanEntry(
-            case_id=record.case_id,
-            image_path=str(record.image_path),
-            content_hash=str(record.content_hash),
-            modality=record.modality,
-            spacing_mm=tuple(float(s) for s in record.spacing_mm or (1.0, 1.0, 1.0)),  # type: ignore[arg-type]
-        )
-        for record in usable_scans(records)
-    ]
+    return usable_scans(records)
 
 
 def preprocess_config_for(

@@ -83,8 +83,8 @@ def test_every_command_declares_the_shared_options_alike():
             for option in set(parameter.opts) & set(shared):
                 assert parameter.help == shared[option], f"salign {' '.join(path)} {option}"
                 seen[option] += 1
-    # device: pretrain, finetune, segment, demo, bench few-label, bench probe
-    assert seen == {"--device": 6, "--quiet": 6, "--seed": 4, "--batch-size": 3, "--compile": 2}
+    # device: pretrain, finetune, segment, suggest, demo, bench few-label, bench probe
+    assert seen == {"--device": 7, "--quiet": 7, "--seed": 5, "--batch-size": 3, "--compile": 2}
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
@@ -99,3 +99,33 @@ def test_pretrain_still_takes_the_old_resume_spelling(cli, workspace):
     missing = workspace / "runs" / "nowhere"
     result = cli("pretrain", "--resume", str(missing))
     assert result.exit_code == 2 and "no such run folder" in result.output
+
+
+def test_help_paragraphs_are_reflowed_and_examples_keep_their_lines():
+    doc = """Title line.
+
+    First sentence goes on
+    over two lines.
+
+    [bold]Examples[/]
+
+      salign a --b      # one
+      salign c          # two
+    """
+    assert common.reflowed_help(doc) == (
+        "Title line.\n\nFirst sentence goes on over two lines.\n\n[bold]Examples[/]\n\n"
+        "  salign a --b      # one\n  salign c          # two"
+    )
+
+
+def test_a_wide_terminal_shows_a_help_sentence_on_one_line(cli):
+    result = cli("finetune", "--help", env={"COLUMNS": "200"})
+    assert "prints the plan, one reason per choice: in-plane spacing, patch" in result.output
+
+
+def test_case_lists_come_from_commas_or_from_a_file(tmp_path):
+    listing = tmp_path / "next.txt"
+    listing.write_text("case_1\ncase_2, case_3\n")
+    assert common.case_list("a, b,,c") == ("a", "b", "c")
+    assert common.case_list(str(listing)) == ("case_1", "case_2", "case_3")
+    assert common.case_list(None) == ()
