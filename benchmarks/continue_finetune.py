@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from salign_cli.bench.few_label import PROFILES, fixed_test_split, score_bundle
-from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.finetune import finetune
+from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.train.scans import resolve_labelled_cases
 from salign_cli.workspace import Workspace
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from salign_cli.bench.few_label import fixed_test_split
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.finetune import finetune
+from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
 from salign_cli.train.scans import resolve_labelled_cases
 from salign_cli.workspace import Workspace

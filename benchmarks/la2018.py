@@ -167,7 +167,8 @@ def run_one(
     """Fine-tune on the first k training ids and score the test (or validation) volumes."""
     from salign_cli.infer.predictor import Predictor, segment_volume
     from salign_cli.io.volume import label_values, read_volume
-    from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
+    from salign_cli.train.finetune import finetune
+    from salign_cli.train.finetune_setup import SCRATCH, FinetuneOptions
 
     splits = json.loads((data / "splits.json").read_text())
     train_ids: list[str] = splits["train"]

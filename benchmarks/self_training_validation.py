@@ -25,7 +25,8 @@ from salign_cli.infer.jobs import SegmentOptions
 from salign_cli.infer.pipeline import segment
 from salign_cli.io.naming import MASK_SUFFIX, case_name
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.finetune import finetune
+from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.workspace import Workspace
 
 SUFFIX = ".nii.gz"  # every file this script links is named <case>.nii.gz (MSD layout)

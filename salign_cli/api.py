@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # type checkers see the real names (``x as x``: re-exported);
     from salign_cli.metrics.folders import evaluate_folders as evaluate_folders
     from salign_cli.train.engine import RuntimeOptions as RuntimeOptions
     from salign_cli.train.engine import TrainConfig as TrainConfig
-    from salign_cli.train.finetune import FinetuneOptions as FinetuneOptions
     from salign_cli.train.finetune import finetune as finetune
+    from salign_cli.train.finetune_setup import FinetuneOptions as FinetuneOptions
     from salign_cli.train.pretrain import PretrainOptions as PretrainOptions
     from salign_cli.train.pretrain import pretrain as pretrain
     from salign_cli.workspace import Workspace as Workspace
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "pretrain": "salign_cli.train.pretrain",
     "PretrainOptions": "salign_cli.train.pretrain",
     "finetune": "salign_cli.train.finetune",
-    "FinetuneOptions": "salign_cli.train.finetune",
+    "FinetuneOptions": "salign_cli.train.finetune_setup",
     "TrainConfig": "salign_cli.train.engine",
     "RuntimeOptions": "salign_cli.train.engine",
     # inference and evaluation

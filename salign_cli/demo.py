@@ -29,7 +29,8 @@ from salign_cli.infer.report import SegmentSummary
 from salign_cli.metrics.aggregate import EvaluationSummary
 from salign_cli.metrics.folders import evaluate_folders, write_summary
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
-from salign_cli.train.finetune import FinetuneOptions, FinetuneReporter, FinetuneResult, finetune
+from salign_cli.train.finetune import FinetuneReporter, FinetuneResult, finetune
+from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.train.pretrain import PretrainOptions, PretrainResult, pretrain
 from salign_cli.workspace import Workspace
 

@@ -132,3 +132,53 @@ def test_no_import_cycle_through_deferred_imports_either() -> None:
     assert import_cycles(import_graph(PACKAGE_ROOT, module_level_only=False)) == (
         KNOWN_DEFERRED_CYCLES
     )
+
+
+# The documented layers (docs/explanation/architecture.md, "Layers"), lowest first, by the
+# package's top-level module or subpackage ("" is salign_cli/__init__.py). A module may import
+# its own layer and those below, never one above.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("", "io", "errors", "device", "workspace"),
+    ("data",),
+    ("model", "objectives", "metrics"),
+    ("bundles",),
+    ("train", "infer"),
+    ("suggest",),
+    ("api", "bench", "demo"),
+    ("cli", "__main__"),
+)
+# The documented exceptions, all to leaf modules that import nothing back: the bundle contract
+# reads two configuration dataclasses, the workspace knows the bundle folder's name.
+ALLOWED_UPWARD: set[tuple[str, str]] = {
+    ("salign_cli.bundles.contract", "salign_cli.infer.defaults"),
+    ("salign_cli.bundles.contract", "salign_cli.train.recipe"),
+    ("salign_cli.workspace", "salign_cli.bundles.layout"),
+}
+
+
+def layer_of(module: str) -> int:
+    """The rank in `LAYERS` of ``salign_cli.<top>...``; a module of no layer fails the test,
+    so a new subpackage has to be placed in the documented layers first."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module}: in no documented layer; add it to LAYERS and the docs")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(m, d) for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m)}
+
+
+def test_upward_imports_are_found() -> None:
+    graph = {
+        "salign_cli.data.x": {"salign_cli.cli.y", "salign_cli.io.z"},
+        "salign_cli.cli.y": set(),
+    }
+    assert upward_imports(graph) == {("salign_cli.data.x", "salign_cli.cli.y")}
+
+
+def test_modules_import_only_their_own_layer_and_those_below() -> None:
+    graph = import_graph(PACKAGE_ROOT, module_level_only=False)
+    assert upward_imports(graph) == ALLOWED_UPWARD

@@ -66,7 +66,8 @@ from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.metrics.aggregate import EvaluationSummary, MeanSd
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
-from salign_cli.train.finetune import SCRATCH, FinetuneOptions, finetune
+from salign_cli.train.finetune import finetune
+from salign_cli.train.finetune_setup import SCRATCH, FinetuneOptions
 from salign_cli.train.pretrain import METHODS, PretrainOptions, pretrain
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE, FinetuneRecipe
 from salign_cli.train.scans import LabelledCase, resolve_labelled_cases, seeded_order

@@ -35,7 +35,7 @@ from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.objectives.segmentation import segmentation_losses
-from salign_cli.train.finetune import SCRATCH
+from salign_cli.train.finetune_setup import SCRATCH
 from salign_cli.train.pretrain import CPU_WIDTH
 from salign_cli.train.scans import (
     class_names_for,

@@ -194,8 +194,8 @@ def finetune(
     """
     from salign_cli.io.atomic import write_json
     from salign_cli.train.engine import RuntimeOptions
-    from salign_cli.train.finetune import FinetuneOptions
     from salign_cli.train.finetune import finetune as run_finetune
+    from salign_cli.train.finetune_setup import FinetuneOptions
 
     space = resolve_workspace(workspace)
     resume_run = resume_target(resume, resume_from)

@@ -100,7 +100,8 @@ FINETUNE_SCRIPT = """
 import sys
 from pathlib import Path
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import FinetuneOptions, finetune
+from salign_cli.train.finetune import finetune
+from salign_cli.train.finetune_setup import FinetuneOptions
 options = FinetuneOptions(labels=1, steps=24, batch_size=2, size=16, width=4, checkpoint_every=3,
                           max_validation_cases=1)
 finetune([Path(sys.argv[1])], workspace=Path(sys.argv[2]), base="scratch", options=options,

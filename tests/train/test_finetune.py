@@ -12,15 +12,16 @@ import torch
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
 from salign_cli.train.engine import RuntimeOptions
-from salign_cli.train.finetune import (
+from salign_cli.train.finetune import SegmentationObjective, finetune
+from salign_cli.train.finetune_setup import (
     SCRATCH,
     FinetuneOptions,
-    SegmentationObjective,
+    FinetuneSetup,
     continues_finetuned,
-    finetune,
     initial_network,
     load_base,
     plan_overrides,
+    plan_setup,
 )
 from salign_cli.train.plan import FinetunePlan
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
@@ -259,3 +260,28 @@ def test_excluding_an_unknown_case_id_is_an_error_not_a_silent_leak(
         finetune(
             [synthetic], workspace=tmp_path / "ws", base="scratch", options=options, runtime=CPU
         )
+
+
+def test_a_setup_read_back_from_its_checkpoint_record_is_the_same_setup(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    space = Workspace(tmp_path / "ws").ensure()
+    options = FinetuneOptions(labels=2, seed=1, **TINY)
+
+    class Notes:
+        def on_message(self, message: str) -> None:
+            pass
+
+    setup, model = plan_setup([synthetic], space, SCRATCH, options, "cpu", Notes())
+    assert model.config == setup.architecture
+    assert len(setup.labelled_cases) == 2 and len(setup.validation_cases) == 2
+    stored = {
+        "task_config": json.loads(json.dumps(setup.to_task_config())),  # as a checkpoint holds it
+        "train_config": setup.train_config.to_dict(),
+    }
+    assert FinetuneSetup.from_checkpoint(stored, tmp_path) == setup
+
+
+def test_a_checkpoint_from_before_plans_cannot_be_resumed_and_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="before fine-tuning plans were recorded"):
+        FinetuneSetup.from_checkpoint({"task_config": {}, "train_config": {}}, tmp_path)
