@@ -68,13 +68,16 @@ from salign_cli.workspace import Workspace
 
 
 class FinetuneReporter(Reporter, Protocol):
-    """A `Reporter` that also hears about slice-cache and validation progress."""
+    """A `Reporter` that also hears about slice-cache and validation progress, the plan, and
+    from which step on steps cost more (``on_schedule``: semi-supervised steps)."""
 
     def on_cache(self, done: int, total: int) -> None: ...
 
     def on_validation(self, done: int, total: int) -> None: ...
 
     def on_plan(self, description: str) -> None: ...
+
+    def on_schedule(self, slow_from: int) -> None: ...
 
 
 class SilentFinetuneReporter(SilentReporter):
@@ -84,6 +87,9 @@ class SilentFinetuneReporter(SilentReporter):
         pass
 
     def on_plan(self, description: str) -> None:
+        pass
+
+    def on_schedule(self, slow_from: int) -> None:
         pass
 
     def on_validation(self, done: int, total: int) -> None:
@@ -167,6 +173,9 @@ def finetune(
         run_dir.mkdir(parents=True, exist_ok=True)
     reporter.on_plan(setup.describe())
     task, objective = _training_task(setup, model, SliceCache(space.cache_dir), reporter)
+    if isinstance(objective, SemiSupervisedObjective):
+        # the progress bar times supervised and semi-supervised steps apart (honest time left)
+        reporter.on_schedule(objective.supervised_steps)
     result = train(
         task,
         setup.train_config,

@@ -9,6 +9,7 @@ Both get batches of source canvases and augment them on the device
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,6 +136,12 @@ class SemiSupervisedObjective(SegmentationObjective):
         self.seed = seed
         # a buffer, so a resumed run knows where it is in the ramp
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def supervised_steps(self) -> int:
+        """How many steps run before the unlabelled half joins: they skip the teacher and the
+        unlabelled batch, so they cost about half a semi-supervised step."""
+        return math.ceil(self.semi.start_fraction * max(1, self.total_steps))
 
     def unlabelled_weight(self) -> float:
         """The ramp: 0 before the start, then sigmoid-shaped up to 1 over the ramp."""

@@ -285,3 +285,28 @@ def test_a_setup_read_back_from_its_checkpoint_record_is_the_same_setup(
 def test_a_checkpoint_from_before_plans_cannot_be_resumed_and_says_so(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="before fine-tuning plans were recorded"):
         FinetuneSetup.from_checkpoint({"task_config": {}, "train_config": {}}, tmp_path)
+
+
+def test_a_semi_supervised_run_tells_the_progress_bar_when_slower_steps_begin(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    from salign_cli.train.finetune import SilentFinetuneReporter
+
+    class Recording(SilentFinetuneReporter):
+        schedule: list[int] = []
+
+        def on_schedule(self, slow_from: int) -> None:
+            self.schedule.append(slow_from)
+
+    reporter = Recording()
+    options = FinetuneOptions(labels=1, semi="fixmatch", max_validation_cases=0, **TINY)
+    result = finetune(
+        [synthetic],
+        workspace=tmp_path / "ws",
+        base=SCRATCH,
+        options=options,
+        runtime=CPU,
+        reporter=reporter,
+    )
+    assert result.report["semi_supervision"]["method"] == "fixmatch"
+    assert reporter.schedule == [1]  # ceil(0.2 of 2 steps): step 1 supervised, step 2 not

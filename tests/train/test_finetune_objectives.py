@@ -48,6 +48,17 @@ def test_the_unlabelled_term_waits_for_the_start_then_ramps_to_one() -> None:
     assert int(semi.state_dict()["steps_done"]) == 10  # saved with every checkpoint
 
 
+@pytest.mark.parametrize(("start", "supervised"), [(0.5, 5), (0.21, 3), (0.0, 0)])
+def test_supervised_steps_counts_the_steps_with_no_unlabelled_term(start, supervised) -> None:
+    semi = objective("fixmatch", start_fraction=start, ramp_fraction=0.2)
+    assert semi.supervised_steps == supervised
+    weights = []
+    for _ in range(10):
+        weights.append(semi.unlabelled_weight())
+        semi.after_step()
+    assert weights.index(next(w for w in weights if w > 0)) == supervised
+
+
 @pytest.mark.parametrize("method", ["fixmatch", "bcp"])
 def test_both_methods_give_a_differentiable_loss_and_pseudo_label_statistics(method) -> None:
     semi = objective(method, start_fraction=0.0, ramp_fraction=0.0)
