@@ -293,7 +293,8 @@ def test_a_semi_supervised_run_tells_the_progress_bar_when_slower_steps_begin(
     from salign_cli.train.finetune import SilentFinetuneReporter
 
     class Recording(SilentFinetuneReporter):
-        schedule: list[int] = []
+        def __init__(self) -> None:
+            self.schedule: list[int] = []
 
         def on_schedule(self, slow_from: int) -> None:
             self.schedule.append(slow_from)
