@@ -12,7 +12,7 @@ import pytest
 
 from salign_cli.errors import InputError
 from salign_cli.metrics.aggregate import MeanSd
-from salign_cli.metrics.cases import score_arrays
+from salign_cli.metrics.cases import reference_dice, score_arrays
 from salign_cli.metrics.folders import evaluate_folders, write_summary
 from salign_cli.metrics.masks import (
     ConfusionCounts,
@@ -519,3 +519,25 @@ def test_nnunet_inputs_and_their_masks_match_labels_by_case(tmp_path: Path) -> N
         ("hippo_002", "hippo_002_0000.nii.gz"),
     ]
     assert match.unmatched_predictions == ()
+
+
+def test_reference_dice_is_the_mean_over_classes_present_in_either(tmp_path: Path) -> None:
+    from salign_cli.io.volume import read_volume
+
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 1, 1), np.float32), np.eye(4)), scan)
+    volume = read_volume(scan)
+    reference = tmp_path / "reference.nii.gz"
+    nib.save(
+        nib.Nifti1Image(np.array([1, 0, 0, 2], np.uint8).reshape(4, 1, 1), np.eye(4)), reference
+    )
+    labels = np.array([1, 1, 0, 2]).reshape(4, 1, 1)
+    # class 1: 2·1 / (2 + 1) = 2/3; class 2: 1; class 3 absent from both: left out
+    assert reference_dice(labels, volume, reference) == pytest.approx((2 / 3 + 1) / 2)
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 1, 1), np.uint8), np.eye(4)), empty)
+    assert reference_dice(np.zeros((4, 1, 1), int), volume, empty) is None
+    elsewhere = tmp_path / "elsewhere.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 1, 1), np.uint8), np.diag([2.0, 1, 1, 1])), elsewhere)
+    with pytest.raises(InputError, match="not on the grid"):
+        reference_dice(labels, volume, elsewhere)

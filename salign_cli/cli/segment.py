@@ -140,6 +140,15 @@ def segment(
             "and expected Dice, worst first.",
         ),
     ] = False,
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option(
+            "--reference",
+            help="Folder of reference labels (<case>.nii.gz, as salign evaluate takes them): "
+            "each new mask's Dice against its reference is printed, saved in --report and "
+            "shown on the --review page, which then ranks the masks by it.",
+        ),
+    ] = None,
     uncertainty: Annotated[
         bool,
         typer.Option(
@@ -216,6 +225,7 @@ def segment(
         probabilities=probabilities,
         uncertainty=uncertainty,
         review=review,
+        references=reference,
         preview=preview,
         preview_convention=cast("Convention", preview_convention),  # SegmentOptions checks it
         overwrite=overwrite,
@@ -257,6 +267,7 @@ def segment(
         if result.status == "written" and not quiet:
             volumes = ", ".join(f"{k} {v:.2f} mL" for k, v in result.volumes_ml.items())
             quality = "" if result.quality is None else f"; expected Dice {result.quality:.3f}"
+            quality += "" if result.dice is None else f"; Dice {result.dice:.3f}"
             progress.console.print(
                 f"[green]✓[/] {escape(str(result.output))}  [dim]{escape(volumes + quality)}[/]"
             )

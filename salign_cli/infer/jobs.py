@@ -59,6 +59,7 @@ class SegmentOptions:
     probabilities: bool = False
     uncertainty: bool = False  # write 1 - max softmax beside each mask
     review: bool = False  # write review.html beside the masks (salign_cli.infer.review)
+    references: Path | None = None  # a folder of reference labels: each mask's Dice
     preview: bool = False
     preview_convention: Convention = "radiological"  # or "neurological" (see infer/preview.py)
     overwrite: bool = False

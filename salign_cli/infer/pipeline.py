@@ -49,7 +49,7 @@ from salign_cli.infer.review import REVIEW_NAME, ReviewRow, review_row, write_re
 from salign_cli.io.atomic import remove_stale_partials, write_json
 from salign_cli.io.dicom_seg import dicom_seg_problem, write_dicom_seg
 from salign_cli.io.modality import CT_AIR_THRESHOLD_HU
-from salign_cli.io.naming import case_name
+from salign_cli.io.naming import case_name, without_channel
 from salign_cli.io.volume import (
     Volume,
     read_header,
@@ -60,6 +60,8 @@ from salign_cli.io.volume import (
     write_probabilities,
     write_voxel_map,
 )
+from salign_cli.metrics.cases import reference_dice
+from salign_cli.metrics.pairing import reference_files
 from salign_cli.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -174,6 +176,8 @@ class _Written:
     seconds: float
     extras: list[Path]
     review: ReviewRow | None
+    dice: float | None = None  # against the reference labels (``--reference``)
+    warning: str | None = None
 
 
 def _write(
@@ -183,11 +187,13 @@ def _write(
     probabilities: np.ndarray | None,
     options: SegmentOptions,
     model: ModelInfo,
-    review: Callable[[], ReviewRow] | None = None,
+    review: Callable[..., ReviewRow] | None = None,
+    reference: Path | None = None,
 ) -> _Written:
     """Extras first, then the mask (its presence marks the job complete); verify geometry.
-    ``review`` renders the case's row of the review page, here in the writer thread, off the
-    device's path."""
+    Then the Dice against ``reference`` (a reference that does not fit is a warning, not a
+    failed mask) and ``review``, the case's row of the review page: here in the writer
+    thread, off the device's path."""
     from salign_cli.infer.preview import render_preview
 
     start = time.perf_counter()
@@ -234,7 +240,14 @@ def _write(
         verify_dicom_seg(job.output, job.input)
     else:
         verify_geometry(job.output, volume)
-    return _Written(time.perf_counter() - start, extras, review() if review else None)
+    dice, warning = None, None
+    if reference is not None:
+        try:
+            dice = reference_dice(labels, volume, reference)
+        except InputError as error:
+            warning = f"no Dice for this mask: {error}"
+    row = review(dice=dice) if review else None
+    return _Written(time.perf_counter() - start, extras, row, dice, warning)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +306,7 @@ def segment(
     for result in results:
         if on_file:
             on_file(result)
+    references = reference_files(options.references) if options.references else {}
     model_info, device, stopped = None, None, False
     if pending:
         ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
@@ -300,7 +314,9 @@ def segment(
         device = str(predictor.device)
         if on_start:
             on_start(pending, model_info, device)
-        stopped = _run(pending, predictor, model_info, options, results, on_file, notify, on_slices)
+        stopped = _run(
+            pending, predictor, model_info, options, results, on_file, notify, on_slices, references
+        )
     order = {job.input: index for index, job in enumerate(jobs)}
     results.sort(key=lambda result: order[result.input])
     summary = SegmentSummary(results, model_info, device, time.perf_counter() - started, stopped)
@@ -320,8 +336,10 @@ def _run(
     on_file: Callable[[FileResult], None] | None,
     notify: Callable[[str], None] | None,
     on_slices: Callable[[Job, int, int], None] | None = None,
+    references: dict[str, Path] | None = None,
 ) -> bool:
-    """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast."""
+    """Read ahead in one thread, predict here, write in another; True if stopped by fail_fast.
+    ``references``: reference label files by case name, for each mask's Dice."""
 
     def finish(result: FileResult) -> bool:
         results.append(result)
@@ -374,7 +392,15 @@ def _run(
                         convention=options.preview_convention,
                     )
                 write = writer.submit(
-                    _write, job, loaded.volume, labels, probabilities, options, model, review
+                    _write,
+                    job,
+                    loaded.volume,
+                    labels,
+                    probabilities,
+                    options,
+                    model,
+                    review,
+                    _reference_for(job, references or {}),
                 )
             except SalignError as error:
                 _fail(result, error)
@@ -390,6 +416,13 @@ def _run(
             in_flight = (result, write)
         _drain(in_flight, finish)
     return False
+
+
+def _reference_for(job: Job, references: dict[str, Path]) -> Path | None:
+    """The reference label file of ``job``'s scan: ``case`` for ``case.nii.gz``, and for an
+    nnU-Net-named input ``case_0000.nii.gz`` too."""
+    name = case_name(job.input)
+    return references.get(name) or references.get(without_channel(name))
 
 
 def _predict(
@@ -451,7 +484,9 @@ def _drain(
     try:
         written = write.result()
         result.seconds["write"] = written.seconds
-        result.extras, result.review = written.extras, written.review
+        result.extras, result.review, result.dice = written.extras, written.review, written.dice
+        if written.warning:
+            result.warnings.append(written.warning)
     except SalignError as error:
         _fail(result, error)
     return finish(result)

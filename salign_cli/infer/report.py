@@ -31,6 +31,7 @@ class FileResult:
     volumes_ml: dict[str, float] = field(default_factory=dict)
     quality: float | None = None  # expected Dice, `salign_cli.infer.quality`
     quality_by_class: dict[str, float | None] = field(default_factory=dict)
+    dice: float | None = None  # against a reference label file (--reference)
     warnings: list[str] = field(default_factory=list)
     extras: list[Path] = field(default_factory=list)
     review: ReviewRow | None = None  # its row of the review page (--review), not in the JSON
@@ -48,6 +49,7 @@ class FileResult:
                 "expected_dice": _rounded(self.quality),
                 "by_class": {name: _rounded(q) for name, q in self.quality_by_class.items()},
             },
+            "dice": _rounded(self.dice),
             "warnings": self.warnings,
             "extras": [str(path) for path in self.extras],
         }

@@ -150,3 +150,16 @@ def evaluate_case(
         nsd_tolerance_mm=nsd_tolerance_mm,
     )
     return CaseResult(case, prediction, reference, results, n_voxels=int(ref_labels.size))
+
+
+def reference_dice(labels: np.ndarray, volume: Volume, reference: Path) -> float | None:
+    """Mean Dice over the foreground classes of a mask just made (``labels`` on ``volume``'s
+    grid) against a reference label file, as `salign evaluate` scores it (classes present in
+    either; a class empty in both is left out); ``None`` when neither has any foreground.
+    `InputError` when the reference is not on the scan's grid."""
+    reference_volume = read_volume(reference)
+    require_same_grid(volume, reference_volume)
+    truth = label_values(reference_volume)
+    results = score_arrays(labels, truth, _foreground_labels(labels, truth), volume.spacing_mm)
+    scores = [r.dice for r in results.values() if math.isfinite(r.dice)]
+    return float(np.mean(scores)) if scores else None

@@ -48,6 +48,17 @@ def _by_case(files: Iterable[Path], case_of: Callable[[Path], str], what: str) -
     return cases
 
 
+def reference_files(folder: Path) -> dict[str, Path]:
+    """Label files directly in ``folder`` by case name (``scan_name``: ``case.nii.gz`` →
+    ``case``); `InputError` for a missing folder, one without label files, or a case twice."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; give the folder of reference label files")
+    references = _by_case(_scan_files(folder), scan_name, "label file")
+    if not references:
+        raise InputError(f"{folder}: no label files (.nii.gz, .nrrd, .mha) in this folder")
+    return references
+
+
 def match_cases(pred: Path, labels: Path) -> CaseMatch:
     """Pair prediction and label files by case name (``scan_name``).
 
@@ -64,9 +75,7 @@ def match_cases(pred: Path, labels: Path) -> CaseMatch:
         return CaseMatch((CasePair(scan_name(labels), pred, labels),), (), ())
     if not (pred.is_dir() and labels.is_dir()):
         raise InputError(f"{pred} and {labels}: give two folders or two files, not one of each")
-    references = _by_case(_scan_files(labels), scan_name, "label file")
-    if not references:
-        raise InputError(f"{labels}: no label files (.nii.gz, .nrrd, .mha) in this folder")
+    references = reference_files(labels)
 
     def reference_case(path: Path) -> str:
         name = scan_name(path)

@@ -10,6 +10,8 @@ from nifti import write_nifti
 
 from salign_cli.io.volume import read_header
 
+SCAN_AFFINE = np.diag([-1.0, 1.2, 2.0, 1.0])
+
 
 def write_scan(path: Path, data: np.ndarray | None = None) -> Path:
     values = (
@@ -17,7 +19,7 @@ def write_scan(path: Path, data: np.ndarray | None = None) -> Path:
         if data is None
         else data
     )
-    return write_nifti(path, values, np.diag([-1.0, 1.2, 2.0, 1.0]))
+    return write_nifti(path, values, SCAN_AFFINE)
 
 
 def test_one_file_to_one_mask(cli, tmp_path: Path, make_bundle):
@@ -231,3 +233,50 @@ def test_review_page_lists_every_new_mask_worst_first_with_volumes(
     assert positions == sorted(positions)  # worst first
     volume = ranked[0]["volumes_ml"]["anterior"]
     assert f"anterior {volume:.2f}" in page
+
+
+def test_reference_labels_give_each_mask_its_dice_and_the_review_ranks_by_it(
+    cli, tmp_path: Path, make_bundle
+):
+    import nibabel as nib
+
+    scans, references = tmp_path / "scans", tmp_path / "references"
+    rng = np.random.default_rng(3)
+    for name in ("a", "b", "c"):
+        write_scan(scans / f"{name}.nii.gz", rng.normal(size=(10, 12, 3)).astype(np.float32))
+    model = str(make_bundle())
+    first = cli("segment", str(scans), "--model", model)  # the masks, to build references from
+    assert first.exit_code == 0, first.output
+    # a: its own mask (Dice 1); b: its mask with one class wiped (lower); c: on another grid
+    for name in ("a", "b"):
+        mask = np.asarray(nib.load(scans / f"{name}_seg.nii.gz").dataobj)
+        if name == "b":
+            mask = np.where(mask == 1, 0, mask)
+        write_nifti(references / f"{name}.nii.gz", mask.astype(np.uint8), SCAN_AFFINE)
+    write_nifti(references / "c.nii.gz", np.zeros((4, 4, 4), np.uint8), SCAN_AFFINE)
+    report = tmp_path / "run.json"
+    result = cli(
+        "segment", str(scans), "--model", model, "--overwrite", "--review",
+        "--reference", str(references), "--report", str(report),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    dice = {Path(f["input"]).name: f["dice"] for f in json.loads(report.read_text())["files"]}
+    assert dice["a.nii.gz"] == 1.0
+    assert dice["b.nii.gz"] < 1.0
+    assert dice["c.nii.gz"] is None  # another grid: a warning, the mask is still written
+    assert "no Dice for this mask" in result.output and "3 written" in result.output
+    assert "; Dice 1.000" in result.output
+    page = (scans / "review.html").read_text()
+    assert page.index("b_seg.nii.gz") < page.index("a_seg.nii.gz")  # worst first by true Dice
+
+
+def test_a_reference_folder_that_is_not_there_is_refused_before_any_work(
+    cli, tmp_path: Path, make_bundle
+):
+    write_scan(tmp_path / "a.nii.gz")
+    result = cli(
+        "segment", str(tmp_path), "--model", str(make_bundle()), "--reference", str(tmp_path / "no")
+    )
+    assert result.exit_code == 2
+    assert "no such folder" in result.output
+    assert not (tmp_path / "a_seg.nii.gz").exists()
