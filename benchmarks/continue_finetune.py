@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from salign_cli.bench.few_label import PROFILES, fixed_test_split, score_bundle
+from salign_cli.bench.few_label import PROFILES, score_bundle, test_split_of
 from salign_cli.train.finetune import finetune
 from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.train.scans import resolve_labelled_cases
@@ -41,7 +41,7 @@ def main() -> None:
     protocol = PROFILES["cpu"]
     workspace = Workspace(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], workspace)
-    test_ids = set(fixed_test_split([c.case_id for c in cases], protocol.test_cases))
+    test_ids = set(test_split_of(cases, protocol.test_cases))
     started = time.perf_counter()
     result = finetune(
         [args.data],

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from salign_cli.bench.few_label import fixed_test_split
+from salign_cli.bench.few_label import test_split_of
 from salign_cli.train.engine import RuntimeOptions
 from salign_cli.train.finetune import finetune
 from salign_cli.train.finetune_setup import FinetuneOptions
@@ -67,7 +67,7 @@ def main() -> None:
     )
     space = Workspace.resolve(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], space)
-    test = fixed_test_split([c.case_id for c in cases], 50)
+    test = test_split_of(cases, 50)
     started = time.perf_counter()
     result = finetune(
         [args.data],

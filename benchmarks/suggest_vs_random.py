@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from salign_cli.bench.few_label import PROFILES, fixed_test_split, score_bundle
+from salign_cli.bench.few_label import PROFILES, score_bundle, test_split_of
 from salign_cli.suggest.stage import suggest_scans
 from salign_cli.train.finetune import finetune
 from salign_cli.train.finetune_setup import FinetuneOptions
@@ -60,9 +60,7 @@ def main() -> None:
     protocol = PROFILES["cpu"]
     workspace = Workspace(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], workspace)
-    test_ids = set(
-        fixed_test_split([c.case_id for c in cases], args.test_cases or protocol.test_cases)
-    )
+    test_ids = set(test_split_of(cases, args.test_cases or protocol.test_cases))
     pool = [c for c in cases if c.case_id not in test_ids]
     test_cases = [c for c in cases if c.case_id in test_ids]
     start = [] if args.start is None else [args.start]

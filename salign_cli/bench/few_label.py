@@ -293,6 +293,26 @@ def fixed_test_split(case_ids: Sequence[str], count: int) -> list[str]:
     return ordered[-count:]
 
 
+def test_split_of(cases: Sequence[LabelledCase], count: int) -> list[str]:
+    """`fixed_test_split` of the cases' ids, refusing ids that are not their files' names.
+
+    The index gives a case a folder prefix when another indexed folder holds a file of the same
+    name (``imagesTr_hippocampus_040``): the sorted order — and with it the test split — would
+    then depend on what else the workspace once indexed, and the "last 50" could be training
+    scans while real test scans are drawn as labels.
+    """
+    from salign_cli.io.naming import scan_name
+
+    renamed = [c for c in cases if c.case_id != scan_name(Path(c.image_path))]
+    if renamed:
+        raise InputError(
+            f"{renamed[0].image_path}: its case id {renamed[0].case_id!r} carries a folder "
+            "prefix because the workspace also indexes another folder with the same file names, "
+            "which would shift the fixed test split; benchmark in a workspace of its own (-w)"
+        )
+    return fixed_test_split([c.case_id for c in cases], count)
+
+
 def summarise_runs(runs: Sequence[FewLabelRun], methods: Sequence[str]) -> list[FewLabelRow]:
     """Rows of mean ± sample sd over seeds per (method, k), methods in the order given."""
     rows = []
@@ -389,7 +409,7 @@ def run_few_label(
     started = time.perf_counter()
 
     cases, _ = resolve_labelled_cases([Path(data_dir)], space)
-    test_ids = fixed_test_split([c.case_id for c in cases], protocol.test_cases)
+    test_ids = test_split_of(cases, protocol.test_cases)
     pool_size = len(cases) - len(test_ids)
     if max(protocol.ks) > pool_size:
         raise InputError(

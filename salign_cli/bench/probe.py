@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from salign_cli.bench.few_label import fixed_test_split
+from salign_cli.bench.few_label import test_split_of
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
 from salign_cli.model.unet import UNet2D, UNetConfig
@@ -134,7 +134,7 @@ def probe(
     space = space.ensure()
     torch_device = resolve_device(device)
     cases, dataset_names = resolve_labelled_cases([Path(data_dir)], space)
-    test = set(fixed_test_split([c.case_id for c in cases], test_cases))
+    test = set(test_split_of(cases, test_cases))
     order = seeded_order([c.case_id for c in cases if c.case_id not in test], seed)
     chosen = order[:labels]
     held = order[labels : labels + validation_cases]

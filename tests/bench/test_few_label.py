@@ -187,3 +187,21 @@ def test_a_finished_pretraining_in_the_output_folder_is_reused_only_for_the_same
     assert finished_pretraining(bundle.parent, options, longer) is None
     other = dataclasses.replace(options, gp="none")
     assert finished_pretraining(bundle.parent, other, settings) is None
+
+
+def test_the_test_split_refuses_case_ids_shifted_by_another_indexed_folder(tmp_path: Path):
+    from salign_cli.bench.few_label import test_split_of
+    from salign_cli.data.index import index_folders
+    from salign_cli.train.scans import resolve_labelled_cases
+    from salign_cli.workspace import Workspace
+
+    data = write_dataset(tmp_path / "data", cases=4, test_cases=0)
+    alone = Workspace(tmp_path / "alone").ensure()
+    cases, _ = resolve_labelled_cases([data], alone)
+    assert test_split_of(cases, 1) == [sorted(c.case_id for c in cases)[-1]]
+    # the same file names in a second folder of the same workspace: the ids get prefixes
+    shared = Workspace(tmp_path / "shared").ensure()
+    index_folders([write_dataset(tmp_path / "copy", cases=4, test_cases=0)], shared)
+    cases, _ = resolve_labelled_cases([data], shared)
+    with pytest.raises(InputError, match="workspace of its own"):
+        test_split_of(cases, 1)
