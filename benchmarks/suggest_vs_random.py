@@ -6,9 +6,9 @@ Two questions, each answered on the fixed test split (never used for a choice):
   training pool with ``--model`` (a pre-training run: SAL features), against ``--draws``
   random draws of ``k`` (``seeded_order`` with seeds 0 … draws − 1, as ``--labels k --seed s``
   draws them).
-- **loop** (``--start CASE_ID``, ``--start-model`` its fine-tuned bundle): the start scan plus
-  ``k − 1`` that `suggest_scans` picks with that model (features + expected Dice), against the
-  start scan plus ``k − 1`` random additions.
+- **loop** (``--start CASE_ID``): fine-tune on that one scan (or take ``--start-model``, its
+  fine-tuned bundle), then the start scan plus ``k − 1`` that `suggest_scans` picks with that
+  model (features + expected Dice), against the start scan plus ``k − 1`` random additions.
 
 Every arm is fine-tuned alike: the CPU recipe, supervised (``--unlabelled none``, so four to
 eight fine-tunes fit a session on 2 cores; the selection is what is compared), from scratch
@@ -17,7 +17,7 @@ unless ``--from``, no validation scans (the plan decides from the labelled scans
     python benchmarks/suggest_vs_random.py ../shared/data/hippocampus --model runs/pretrain-X \\
         --k 5 --draws 3 -o OUT -w WS
     python benchmarks/suggest_vs_random.py ../shared/data/hippocampus --start hippocampus_101 \\
-        --start-model OUT/k1/bundle --k 5 --draws 3 -o OUT -w WS
+        --k 5 --draws 3 -o OUT -w WS
 
 Prints one row per arm, the summary, and a final JSON line.
 """
@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +55,7 @@ def main() -> None:
     parser.add_argument("-w", "--workspace", type=Path, required=True)
     args = parser.parse_args()
     if (args.start is None) == (args.model is None):
-        parser.error("give --model (cold start) or --start with --start-model (loop)")
+        parser.error("give --model (cold start) or --start (loop)")
     protocol = PROFILES["cpu"]
     workspace = Workspace(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], workspace)
@@ -66,6 +65,10 @@ def main() -> None:
     start = [] if args.start is None else [args.start]
     candidates = [_unlabelled(c) for c in pool if c.case_id not in start]
 
+    rows: list[dict[str, Any]] = []
+    if start and args.start_model is None:
+        rows.append(_finetune_and_score("start", start, args, protocol, test_cases, workspace))
+        args.start_model = rows[0]["bundle"]
     started = time.perf_counter()
     picked = suggest_scans(
         candidates,
@@ -83,17 +86,18 @@ def main() -> None:
             (f"random {draw}", [*start, *seeded_order(others, draw)[: args.k - len(start)]])
         )
 
-    rows = [
+    rows += [
         _finetune_and_score(name, ids, args, protocol, test_cases, workspace) for name, ids in arms
     ]
-    random_dice = [row["mean_dice"] for row in rows[1:]]
+    suggested = next(row for row in rows if row["arm"] == "suggested")
+    random_dice = [row["mean_dice"] for row in rows if row["arm"].startswith("random")]
     summary: dict[str, Any] = {
         "benchmark": "suggest_vs_random",
         "mode": "loop" if start else "cold",
         "model": args.model or args.start_model,
         "k": args.k,
         "start": args.start,
-        "suggested_dice": rows[0]["mean_dice"],
+        "suggested_dice": suggested["mean_dice"],
         "random_mean": round(statistics.mean(random_dice), 4),
         "random_sd": round(statistics.stdev(random_dice), 4) if len(random_dice) > 1 else None,
         "suggest_s": round(suggest_s, 1),
@@ -167,4 +171,4 @@ def _finetune_and_score(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
