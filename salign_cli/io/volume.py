@@ -11,7 +11,7 @@ Conventions every caller can rely on:
 - Every write is atomic (temp file beside the target, then rename).
 - One "same grid?" rule (:func:`same_grid`) and one label type rule (:func:`label_dtype`).
 
-Why one module of about 750 lines (over the house's 600): reading and writing share the NIfTI
+Why one module of about 800 lines (over the house's 600): reading and writing share the NIfTI
 and ITK header helpers that make geometry round-trip exactly; split apart, the orientation code
 would live in two places. Finding DICOM series lives in :mod:`salign_cli.io.dicom`.
 """

@@ -18,6 +18,10 @@ Methods (docs/explanation/method.md, "Pre-training" and "Baselines"):
 A run folder ``runs/pretrain-<timestamp>/`` holds ``checkpoints/``, ``metrics.jsonl``,
 ``report.json`` and ``bundle/``. Everything needed to resume (options, scans, preprocessing)
 is stored in each checkpoint's sidecar.
+
+Why a little over 600 lines: the options with their checks, the SAL objective module and the
+stage are one method's definition, changed together; the losses themselves live in
+`salign_cli.objectives`, the loop in `salign_cli.train.engine`.
 """
 
 from __future__ import annotations
