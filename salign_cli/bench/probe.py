@@ -39,7 +39,7 @@ from salign_cli.train.finetune_setup import SCRATCH
 from salign_cli.train.pretrain import CPU_WIDTH
 from salign_cli.train.scans import (
     class_names_for,
-    load_labelled_slices,
+    load_cached_slices,
     preprocess_config_for,
     resolve_labelled_cases,
     seeded_order,
@@ -145,7 +145,7 @@ def probe(
     for parameter in unet.parameters():
         parameter.requires_grad_(False)
     cache = SliceCache(space.cache_dir)
-    train = load_labelled_slices([by_id[i] for i in chosen], preprocess, cache)
+    train = load_cached_slices([by_id[i] for i in chosen], preprocess, cache)
     features = torch.cat([hypercolumns(unet, v, torch_device) for v in train.images])
     targets = torch.cat([torch.from_numpy(np.asarray(v, np.int64)) for v in train.labels])
     mean = features.mean(dim=(0, 2, 3), keepdim=True)
@@ -162,7 +162,7 @@ def probe(
             (losses["ce"] + losses["dice"]).backward()
             optimiser.step()
 
-    validation = load_labelled_slices([by_id[i] for i in held], preprocess, cache)
+    validation = load_cached_slices([by_id[i] for i in held], preprocess, cache)
     per_class: dict[int, list[float]] = {label: [] for label in names if label > 0}
     with torch.no_grad():
         for image, reference in zip(validation.images, validation.labels, strict=True):

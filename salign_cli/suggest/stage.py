@@ -26,7 +26,7 @@ from salign_cli.errors import InputError
 from salign_cli.suggest.features import scan_embeddings
 from salign_cli.suggest.lists import Suggestion, SuggestResult
 from salign_cli.suggest.selection import Pick, pick_typical_diverse
-from salign_cli.train.scans import ScanEntry, indexed_records, load_labelled_slices
+from salign_cli.train.scans import ScanEntry, indexed_records, load_cached_slices
 from salign_cli.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -112,7 +112,7 @@ def suggest_scans(
     network = build_model(bundle).eval()
     cache = SliceCache(workspace.ensure().cache_dir)
     scans = list(candidates) + list(labelled)
-    slices = load_labelled_slices(scans, preprocess, cache).images
+    slices = load_cached_slices(scans, preprocess, cache).images
 
     def report(what: str) -> Callable[[int, int], None] | None:
         if on_progress is None:

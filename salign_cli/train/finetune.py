@@ -56,7 +56,7 @@ from salign_cli.train.finetune_setup import (
     FinetuneSetup,
     plan_setup,
 )
-from salign_cli.train.scans import LabelledCase, load_labelled_slices
+from salign_cli.train.scans import LabelledCase, load_cached_slices
 from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
 from salign_cli.train.validation import (
     dice_table,
@@ -195,7 +195,7 @@ def _training_task(
 ) -> tuple[FinetuneTask, SegmentationObjective]:
     """The datasets (labelled, and unlabelled when semi-supervised) and the objective."""
     recipe, seed = setup.recipe, setup.train_config.seed
-    slices = load_labelled_slices(setup.labelled_cases, setup.preprocess, cache, reporter)
+    slices = load_cached_slices(setup.labelled_cases, setup.preprocess, cache, reporter)
     _check_label_range(setup.labelled_cases, slices.labels, len(setup.class_names))
     assert recipe.patch_size is not None  # the plan always sets it
     patch_size = recipe.patch_size
@@ -219,7 +219,7 @@ def _training_task(
             pretrained_lr_scale=setup.lr_scale,
         )
         return FinetuneTask(module=objective, dataset=labelled_data), objective
-    unlabelled = load_labelled_slices(setup.unlabelled_scans, setup.preprocess, cache, reporter)
+    unlabelled = load_cached_slices(setup.unlabelled_scans, setup.preprocess, cache, reporter)
     unlabelled_data = LabelledSliceDataset(
         unlabelled.images,
         None,

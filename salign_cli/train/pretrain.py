@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -79,7 +78,12 @@ from salign_cli.train.engine import (
     TrainConfig,
     train,
 )
-from salign_cli.train.scans import ScanEntry, preprocess_config_for, resolve_scans
+from salign_cli.train.scans import (
+    ScanEntry,
+    load_cached_slices,
+    preprocess_config_for,
+    resolve_scans,
+)
 from salign_cli.workspace import Workspace
 
 Method = Literal["sal", "pcl", "scratch"]
@@ -299,36 +303,6 @@ class PretrainTask:
     slices_per_sample: int = SlicePairDataset.slices_per_sample
 
 
-# ---------------------------------------------------------------------------------------------
-# the slice cache
-
-
-def load_slices(
-    scans: Sequence[ScanEntry],
-    config: PreprocessConfig,
-    cache: SliceCache,
-    *,
-    rebuild: bool = False,
-    workers: int | None = None,
-    reporter: PretrainReporter | None = None,
-) -> list[np.ndarray]:
-    """Float16 ``[D, H, W]`` memory maps for every scan, building missing cache entries in threads."""
-    done = 0
-
-    def one(scan: ScanEntry) -> np.ndarray:
-        return cache.get_or_build(Path(scan.image_path), config, rebuild=rebuild).slices
-
-    threads = workers or min(8, os.cpu_count() or 1)
-    volumes = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for volume in pool.map(one, scans):
-            volumes.append(volume)
-            done += 1
-            if reporter is not None:
-                reporter.on_cache(done, len(scans))
-    return volumes
-
-
 def data_summary(volumes: Sequence[np.ndarray], dataset: SlicePairDataset) -> dict[str, Any]:
     """Counts and shape ranges for the report and the bundle's provenance."""
     shapes = np.array([v.shape for v in volumes])
@@ -521,12 +495,15 @@ def _pretrain(
     cache = SliceCache(workspace.cache_dir)
     volumes = on_main_first(
         context,
-        lambda: load_slices(
-            scans,
-            preprocess,
-            cache,
-            rebuild=rebuild_cache and context.is_main,
-            reporter=reporter if context.is_main else None,
+        lambda: (
+            load_cached_slices(
+                scans,
+                preprocess,
+                cache,
+                reporter if context.is_main else None,
+                rebuild=rebuild_cache and context.is_main,
+                workers=min(8, os.cpu_count() or 1),
+            ).images
         ),
     )
     dataset = SlicePairDataset(

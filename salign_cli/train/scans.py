@@ -285,22 +285,30 @@ class LabelledSlices:
     slice_axes: list[int]
 
 
-def load_labelled_slices(
+def load_cached_slices(
     cases: Sequence[LabelledCase | ScanEntry],
     config: PreprocessConfig,
     cache: SliceCache,
     reporter: CacheReporter | None = None,
+    *,
+    rebuild: bool = False,
+    workers: int | None = None,
 ) -> LabelledSlices:
-    """Every case from the slice cache (built in threads where missing); labels for the
-    `LabelledCase` ones (a run passes either labelled cases or unlabelled `ScanEntry` ones)."""
+    """Every scan's prepared slices from the slice cache (entries built in ``workers`` threads
+    where missing, or all of them again with ``rebuild``); labels for the `LabelledCase` ones
+    (a run passes either labelled cases or unlabelled `ScanEntry` ones). The one loader of the
+    cache: pre-training, fine-tuning, the probe and `salign suggest` all read through it."""
 
     def one(case: LabelledCase | ScanEntry) -> tuple[np.ndarray, np.ndarray | None, int]:
         label_path = Path(case.label_path) if isinstance(case, LabelledCase) else None
-        cached = cache.get_or_build(Path(case.image_path), config, label_path=label_path)
+        cached = cache.get_or_build(
+            Path(case.image_path), config, label_path=label_path, rebuild=rebuild
+        )
         return cached.slices, cached.labels, cached.slice_axis
 
     loaded = LabelledSlices([], [], [])
-    with ThreadPoolExecutor(max_workers=min(4, max(1, len(cases)))) as pool:
+    threads = workers or min(4, max(1, len(cases)))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         for done, (image, label, axis) in enumerate(pool.map(one, cases), start=1):
             loaded.images.append(image)
             if label is not None:
