@@ -65,13 +65,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from salign_cli.config import known_fields
 from salign_cli.data.preprocess import OUTSIDE_SCAN
 from salign_cli.errors import InputError
 
@@ -240,14 +241,8 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> AugmentConfig:
-        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are an error."""
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(payload) - known)
-        if unknown:
-            raise InputError(
-                f"unknown augmentation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(payload))
+        """Inverse of :meth:`to_dict` (`salign_cli.config`'s policy)."""
+        return cls(**known_fields(cls, payload, "augmentation"))
 
 
 def identity_params(batch_size: int) -> dict[str, torch.Tensor]:

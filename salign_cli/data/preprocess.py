@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as functional
 
+from salign_cli.config import known_fields
 from salign_cli.errors import InputError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.io.hashing import text_hash
@@ -100,7 +101,9 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> PreprocessConfig:
-        """The inverse of `to_dict` (``__post_init__`` checks every value, e.g. the modality)."""
+        """The inverse of `to_dict` (``__post_init__`` checks every value, e.g. the modality;
+        `salign_cli.config`'s policy for keys, the format ``version`` aside)."""
+        payload = known_fields(cls, payload, "preprocessing", ignored=("version",))
 
         def pair(value: Any) -> tuple[float, float] | None:
             return None if value is None else (float(value[0]), float(value[1]))

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from salign_cli.config import known_fields
+
 MIRRORS = ("lr", "none", "all")
 
 
@@ -38,13 +40,10 @@ class InferenceDefaults:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any] | None) -> InferenceDefaults:
-        """Rebuild from `to_dict` output (``None``: `LEGACY`); unknown keys are a ``ValueError``."""
+        """Rebuild from `to_dict` output (``None``: `LEGACY`; `salign_cli.config`'s policy)."""
         if payload is None:
             return LEGACY
-        unknown = sorted(set(payload) - {"tta", "mirror", "largest_component"})
-        if unknown:
-            raise ValueError(f"unknown inference keys {unknown}")
-        return cls(**payload)
+        return cls(**known_fields(cls, payload, "inference"))
 
 
 LEGACY = InferenceDefaults()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salign_cli.config import known_fields
 from salign_cli.model.unet import UNet2D, level_scale
 
 
@@ -49,14 +50,9 @@ class SALHeadsConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SALHeadsConfig:
-        """Rebuild from `to_dict` output; unknown keys raise ``ValueError``."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown SALHeadsConfig keys {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**{**data, "extra_levels": tuple(data.get("extra_levels", ()))})
+        """Rebuild from `to_dict` output (`salign_cli.config`'s policy)."""
+        values = known_fields(cls, data, "SALHeadsConfig")
+        return cls(**{**values, "extra_levels": tuple(values.get("extra_levels", ()))})
 
 
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:

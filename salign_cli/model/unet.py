@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salign_cli.config import known_fields
 from salign_cli.data.preprocess import OUTSIDE_SCAN
 
 NormKind = Literal["batch", "instance"]
@@ -76,17 +77,9 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        """Rebuild from `to_dict` output; missing keys take defaults, unknown keys are an error.
-
-        Raises ``ValueError`` naming the bad key; callers that read a file add its path.
-        """
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown UNetConfig keys {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**data)
+        """Rebuild from `to_dict` output (`salign_cli.config`'s policy: unknown keys are a
+        ``ConfigError``, missing ones take defaults); callers that read a file add its path."""
+        return cls(**known_fields(cls, data, "UNetConfig"))
 
 
 def feature_levels(depth: int) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from salign_cli.config import known_fields
 from salign_cli.data.sampling import StepBatchSampler
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, SalignError
@@ -125,8 +126,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in known})
+        return cls(**known_fields(cls, payload, "training schedule"))
 
 
 @dataclass(frozen=True)

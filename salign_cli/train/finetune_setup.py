@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import torch
 
 from salign_cli.bundles.resolve import latest_bundle_spec
+from salign_cli.config import known_fields
 from salign_cli.data.augment import AugmentConfig
 from salign_cli.data.preprocess import PreprocessConfig, parse_spacing
 from salign_cli.errors import InputError
@@ -149,7 +150,7 @@ class FinetuneOptions:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> FinetuneOptions:
-        values = dict(payload)
+        values = known_fields(cls, payload, "fine-tuning options")
         for name in ("case_ids", "exclude_case_ids"):
             values[name] = tuple(values.get(name, ()))
         if values.get("recipe") is not None:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salign_cli.config import known_fields
 from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
@@ -188,7 +189,7 @@ class PretrainOptions:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> PretrainOptions:
-        return cls(**payload)
+        return cls(**known_fields(cls, payload, "pre-training options"))
 
 
 class PretrainReporter(Reporter, Protocol):

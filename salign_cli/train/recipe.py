@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from salign_cli.config import known_fields
 from salign_cli.data.augment import AugmentConfig
 from salign_cli.errors import InputError
 
@@ -174,15 +175,13 @@ class FinetuneRecipe:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> FinetuneRecipe:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(payload) - known)
-        if unknown:
-            raise InputError(f"unknown fine-tuning recipe keys {unknown}")
-        values = dict(payload)
+        values = known_fields(cls, payload, "fine-tuning recipe")
         if "augment" in values:
             values["augment"] = AugmentConfig.from_dict(values["augment"])
         if "semi" in values:
-            values["semi"] = SemiConfig(**values["semi"])
+            values["semi"] = SemiConfig(
+                **known_fields(SemiConfig, values["semi"], "semi-supervision")
+            )
         if values.get("patch_size") is not None:
             values["patch_size"] = tuple(values["patch_size"])
         return cls(**values)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from salign_cli.config import known_fields
 from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, default_target_spacing
 from salign_cli.errors import InputError
@@ -45,7 +46,8 @@ class ScanEntry:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> ScanEntry:
-        return cls(**{**payload, "spacing_mm": tuple(payload["spacing_mm"])})
+        values = known_fields(cls, payload, "scan entry")
+        return cls(**{**values, "spacing_mm": tuple(values["spacing_mm"])})
 
     @classmethod
     def from_record(cls, record: ScanRecord) -> ScanEntry:
@@ -72,11 +74,12 @@ class LabelledCase:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> LabelledCase:
+        values = known_fields(cls, payload, "labelled case")
         return cls(
             **{
-                **payload,
-                "spacing_mm": tuple(payload["spacing_mm"]),
-                "label_values": tuple(payload.get("label_values", ())),
+                **values,
+                "spacing_mm": tuple(values["spacing_mm"]),
+                "label_values": tuple(values.get("label_values", ())),
             }
         )
 

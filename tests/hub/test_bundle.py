@@ -165,7 +165,7 @@ def test_bad_contract_names_the_file(tiny_bundle: Path, edit, message: str) -> N
         ({"weights_sha256": "abc"}, "64 lowercase hex"),
         ({"inference": {"tta": "yes"}}, "true or false"),
         ({"inference": {"mirror": "diagonal"}}, "inference.mirror"),
-        ({"inference": {"sharpen": True}}, "unknown inference keys"),
+        ({"inference": {"sharpen": True}}, "unknown inference key"),
         ({"preprocessing": {"modality": "CT", "context": 1}}, "does not match preprocessing"),
     ],
 )

@@ -123,7 +123,7 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
         UNetConfig(num_classes=1)
     with pytest.raises(ValueError, match="width"):
         UNetConfig.from_dict({"width": 8.0})
-    with pytest.raises(ValueError, match="unknown UNetConfig keys"):
+    with pytest.raises(ValueError, match="unknown UNetConfig key"):
         UNetConfig.from_dict({"widht": 8})
 
 
