@@ -192,6 +192,73 @@ class PretrainOptions:
         return cls(**known_fields(cls, payload, "pre-training options"))
 
 
+@dataclass(frozen=True)
+class PretrainSetup:
+    """Everything a pre-training run does, decided once (`plan_pretrain_setup`) and stored in
+    each checkpoint (`to_task_config`), so a resumed run (`from_checkpoint`) is the same run:
+    the options (width resolved for the device), the schedule, the scans and their
+    preprocessing, and the bundle it started from (``None``: a seeded network)."""
+
+    options: PretrainOptions
+    train_config: TrainConfig
+    scans: tuple[ScanEntry, ...]
+    preprocess: PreprocessConfig
+    base_model: str | None
+
+    def to_task_config(self) -> dict[str, Any]:
+        """The JSON-ready record every checkpoint stores (the engine keeps ``train_config``)."""
+        return {
+            "stage": "pretrain",
+            "options": self.options.to_dict(),
+            "scans": [dataclasses.asdict(s) for s in self.scans],
+            "preprocessing": self.preprocess.to_dict(),
+            "base_model": self.base_model,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, stored: Mapping[str, Any]) -> PretrainSetup:
+        """The setup a checkpoint's sidecar recorded (`resume_meta`'s answer)."""
+        task_config = stored["task_config"]
+        return cls(
+            options=PretrainOptions.from_dict(task_config["options"]),
+            train_config=TrainConfig.from_dict(stored["train_config"]),
+            scans=tuple(ScanEntry.from_dict(s) for s in task_config["scans"]),
+            preprocess=PreprocessConfig.from_dict(task_config["preprocessing"]),
+            base_model=task_config.get("base_model"),
+        )
+
+
+def plan_pretrain_setup(
+    folders: Sequence[Path],
+    workspace: Workspace,
+    options: PretrainOptions | None,
+    train_config: TrainConfig | None,
+    base: str | None,
+    reporter: Reporter,
+    context: DistributedContext,
+    device: torch.device,
+) -> PretrainSetup:
+    """A new run's setup: the scans (indexed by rank 0 first), their preprocessing, and the
+    library defaults (`PretrainOptions()`, 300 steps of 32 pairs) where nothing was given."""
+    scans = on_main_first(
+        context,
+        lambda: resolve_scans(
+            folders,
+            workspace,
+            index_first=context.is_main,
+            notify=reporter.on_message if context.is_main else None,
+        ),
+    )
+    resolved = (options or PretrainOptions()).resolved(device)
+    return PretrainSetup(
+        options=resolved,
+        train_config=train_config or TrainConfig(steps=300, batch_size=32),
+        scans=tuple(scans),
+        preprocess=preprocess_config_for(scans, resolved.spacing),
+        base_model=base,
+    )
+
+
 class PretrainReporter(Reporter, Protocol):
     """A `Reporter` that also hears about slice-cache progress."""
 
@@ -463,35 +530,15 @@ def _pretrain(
 ) -> PretrainResult:
     if resume:
         run_dir = workspace.run_to_resume("pretrain", resume)
-        stored = resume_meta(run_dir, "pretrain", reporter.on_message)
-        task_config = stored["task_config"]
-        options = PretrainOptions.from_dict(task_config["options"])
-        train_config = TrainConfig.from_dict(stored["train_config"])
-        scans = [ScanEntry.from_dict(s) for s in task_config["scans"]]
-        _check_resumed_scans(run_dir, scans, folders)
-        preprocess = PreprocessConfig.from_dict(task_config["preprocessing"])
-        base = task_config.get("base_model")
+        setup = PretrainSetup.from_checkpoint(resume_meta(run_dir, "pretrain", reporter.on_message))
+        _check_resumed_scans(run_dir, list(setup.scans), folders)
     else:
-        options = (options or PretrainOptions()).resolved(device)
-        train_config = train_config or TrainConfig(steps=300, batch_size=32)
-        scans = on_main_first(
-            context,
-            lambda: resolve_scans(
-                folders,
-                workspace,
-                index_first=context.is_main,
-                notify=reporter.on_message if context.is_main else None,
-            ),
+        setup = plan_pretrain_setup(
+            folders, workspace, options, train_config, base, reporter, context, device
         )
-        preprocess = preprocess_config_for(scans, options.spacing)
         run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
-        task_config = {
-            "stage": "pretrain",
-            "options": options.to_dict(),
-            "scans": [dataclasses.asdict(s) for s in scans],
-            "preprocessing": preprocess.to_dict(),
-            "base_model": base,
-        }
+    options, train_config, scans = setup.options, setup.train_config, setup.scans
+    preprocess, base = setup.preprocess, setup.base_model
 
     cache = SliceCache(workspace.cache_dir)
     volumes = on_main_first(
@@ -532,7 +579,7 @@ def _pretrain(
             task,
             train_config,
             run_dir,
-            task_config=task_config,
+            task_config=setup.to_task_config(),
             runtime=runtime,
             resume=bool(resume),
             reporter=reporter,

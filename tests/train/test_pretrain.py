@@ -203,3 +203,25 @@ def test_several_la_levels_get_one_embedding_head_each() -> None:
     assert [tuple(e.shape) for e in embeddings] == [(2, 8, 8, 8), (2, 8, 16, 16)]
     with pytest.raises(InputError, match="join several"):
         PretrainOptions(feature_level="1/4+1/3")
+
+
+def test_a_pretraining_setup_read_back_from_its_checkpoint_record_is_the_same(tmp_path):
+    import json
+
+    from salign_cli.data.preprocess import PreprocessConfig
+    from salign_cli.train.engine import TrainConfig
+    from salign_cli.train.pretrain import PretrainOptions, PretrainSetup
+    from salign_cli.train.scans import ScanEntry
+
+    setup = PretrainSetup(
+        options=PretrainOptions(width=8, size=32),
+        train_config=TrainConfig(steps=4, batch_size=2),
+        scans=(ScanEntry("a", str(tmp_path / "a.nii.gz"), "h", "MR", (1.0, 1.0, 2.0)),),
+        preprocess=PreprocessConfig(modality="MR"),
+        base_model=None,
+    )
+    stored = {
+        "task_config": json.loads(json.dumps(setup.to_task_config())),
+        "train_config": setup.train_config.to_dict(),
+    }
+    assert PretrainSetup.from_checkpoint(stored) == setup
