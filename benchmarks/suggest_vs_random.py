@@ -10,7 +10,8 @@ Two questions, each answered on the fixed test split (never used for a choice):
   fine-tuned bundle), then the start scan plus ``k − 1`` that `suggest_scans` picks with that
   model (features + expected Dice), against the start scan plus ``k − 1`` random additions.
 
-Every arm is fine-tuned alike: the CPU recipe, supervised (``--unlabelled none``, so four to
+With ``--test DIR`` (LA 2018: ``SCRATCH/train`` as DATA, ``SCRATCH/test`` as the test folder)
+every scan of DATA is in the pool and the test scans are DIR's. Every arm is fine-tuned alike: the CPU recipe, supervised (``--unlabelled none``, so four to
 eight fine-tunes fit a session on 2 cores; the selection is what is compared), from scratch
 unless ``--from``, no validation scans (the plan decides from the labelled scans), seed 0.
 
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--from", dest="base", default="scratch")
     parser.add_argument("--test-cases", type=int, help="default: the CPU protocol's")
+    parser.add_argument(
+        "--test", type=Path, help="a folder of labelled test scans instead (LA 2018's test 20)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("-w", "--workspace", type=Path, required=True)
     args = parser.parse_args()
@@ -59,9 +63,12 @@ def main() -> None:
     protocol = PROFILES["cpu"]
     workspace = Workspace(args.workspace).ensure()
     cases, _ = resolve_labelled_cases([args.data], workspace)
-    test_ids = set(test_split_of(cases, args.test_cases or protocol.test_cases))
-    pool = [c for c in cases if c.case_id not in test_ids]
-    test_cases = [c for c in cases if c.case_id in test_ids]
+    if args.test is None:
+        test_ids = set(test_split_of(cases, args.test_cases or protocol.test_cases))
+        pool = [c for c in cases if c.case_id not in test_ids]
+        test_cases = [c for c in cases if c.case_id in test_ids]
+    else:  # every scan of DATA is in the pool; the test scans are a folder of their own
+        pool, (test_cases, _) = cases, resolve_labelled_cases([args.test], workspace)
     start = [] if args.start is None else [args.start]
     candidates = [_unlabelled(c) for c in pool if c.case_id not in start]
 
