@@ -98,6 +98,8 @@ def main() -> None:
         "per_class": {c.name: round(c.dice.mean, 4) for c in result.validation.classes},
         "inference": result.report["inference"],
         "seconds": round(time.perf_counter() - started),
+        "train_s": round(result.report["elapsed_s"], 1),
+        "steps": result.report["steps"],
         "run": str(result.run_dir),
     }
     args.log.parent.mkdir(parents=True, exist_ok=True)
