@@ -81,7 +81,9 @@ def suggest(
     largest remaining groups the most typical scan is suggested (TypiClust's rule, made for a
     few labels). With a fine-tuned model the pick within a group leans to the scan the model
     is least sure of (lowest expected Dice). Measured against random picks in
-    docs/benchmarks.md ("Which scans to label"): read it before trusting the list.
+    docs/benchmarks.md ("Which scans to label"): on MSD Hippocampus and LA 2018 the suggested
+    scans trained models level with random picks (+0.01 Dice, within the spread of three
+    random draws), so treat the list as a sensible default, not as a proven gain.
 
     [bold]Examples[/]
 
