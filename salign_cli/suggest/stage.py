@@ -15,12 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from salign_cli.data.preprocess import SliceCache
+from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
 from salign_cli.suggest.features import scan_embeddings
@@ -29,7 +28,7 @@ from salign_cli.suggest.selection import Pick, pick_typical_diverse
 from salign_cli.train.scans import ScanEntry, indexed_records, load_cached_slices
 from salign_cli.workspace import Workspace
 
-Progress = Callable[[str, int, int], None]  # (what, done, total)
+OnProgress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def suggestion_pool(
@@ -85,7 +84,7 @@ def suggest_scans(
     workspace: Workspace,
     device: str = "auto",
     seed: int = 0,
-    on_progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
 ) -> SuggestResult:
     """The ``count`` of ``candidates`` to label next, best first (see the module).
 
@@ -150,7 +149,7 @@ def suggest_scans(
 
 def _expected_dice(
     network: torch.nn.Module,
-    preprocess: Any,
+    preprocess: PreprocessConfig,
     scans: Sequence[np.ndarray],
     device: torch.device,
     report: Callable[[str], Callable[[int, int], None] | None],
