@@ -108,6 +108,7 @@ def suggest_scans(
     contract = bundle.contract
     preprocess = contract.preprocessing
     torch_device = resolve_device(device)
+    candidates, labelled = _of_modality(candidates, labelled, contract.modality, spec)
     network = build_model(bundle).eval()
     cache = SliceCache(workspace.ensure().cache_dir)
     scans = list(candidates) + list(labelled)
@@ -145,6 +146,21 @@ def suggest_scans(
         labelled=len(labelled),
         seconds=time.perf_counter() - started,
     )
+
+
+def _of_modality(
+    candidates: Sequence[ScanEntry], labelled: Sequence[ScanEntry], modality: str, spec: str
+) -> tuple[Sequence[ScanEntry], Sequence[ScanEntry]]:
+    """The scans of the model's modality (a CT model sees MR scans as noise); `InputError`
+    when no candidate is left."""
+    kept = [scan for scan in candidates if scan.modality == modality]
+    if not kept:
+        found = sorted({scan.modality for scan in candidates})
+        raise InputError(
+            f"--model {spec}: a {modality} model, but the unlabelled scans are "
+            f"{', '.join(found)}; pass a model trained on {found[0]} scans"
+        )
+    return kept, [scan for scan in labelled if scan.modality == modality]
 
 
 def _expected_dice(

@@ -116,3 +116,11 @@ def test_the_cli_refuses_zero_and_an_empty_workspace(cli, tmp_path):
     empty = cli("suggest", "2", "-w", str(tmp_path / "ws"))
     assert empty.exit_code == 2
     assert "no indexed scans" in empty.output
+
+
+def test_a_model_of_another_modality_is_refused_with_the_fix(scans, make_bundle, tmp_path):
+    workspace = Workspace(tmp_path / "ws").ensure()
+    candidates, _ = suggestion_pool([scans], workspace)
+    ct_model = str(make_bundle(modality="CT", kind="pretrained"))
+    with pytest.raises(InputError, match="a CT model, but the unlabelled scans are MR"):
+        suggest_scans(candidates, 2, model=ct_model, workspace=workspace, device="cpu")
