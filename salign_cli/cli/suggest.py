@@ -93,9 +93,10 @@ def suggest(
 
       salign finetune --cases suggestions.csv         # once those scans are labelled
     """
-    from salign_cli.suggest.lists import write_suggestions
+    from salign_cli.suggest.lists import check_list_path, write_suggestions
     from salign_cli.suggest.stage import suggest_scans, suggestion_pool
 
+    check_list_path(output)
     space = resolve_workspace(workspace)
 
     def note(message: str) -> None:

@@ -67,9 +67,27 @@ class SuggestResult:
         }
 
 
+def check_list_path(path: Path) -> None:
+    """Refuse, before any work, a list path that cannot be written: a folder, or a file in a
+    folder that does not exist."""
+    if path.is_dir():
+        raise InputError(f"-o {path}: a folder; give a file name such as {path / 'next.csv'}")
+    if not path.parent.is_dir():
+        raise InputError(f"-o {path}: no folder {path.parent}; create it or write elsewhere")
+
+
 def write_suggestions(path: Path, result: SuggestResult) -> None:
     """The list as CSV (``.csv``: one row per scan, `CSV_COLUMNS`) or JSON (anything else);
-    both are what ``salign finetune --cases FILE`` reads. Written atomically."""
+    both are what ``salign finetune --cases FILE`` reads. Written atomically; a file that
+    cannot be written is an `InputError` naming it."""
+    try:
+        _write(path, result)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"{path}: cannot write the list ({reason}); choose another -o") from None
+
+
+def _write(path: Path, result: SuggestResult) -> None:
     from salign_cli.io.atomic import atomic_path, write_json
 
     if path.suffix.lower() != ".csv":

@@ -46,3 +46,26 @@ def test_a_bad_list_is_one_clear_error_naming_the_file(tmp_path, name, text, mes
     with pytest.raises(InputError, match=message) as raised:
         read_case_list(tmp_path / name)
     assert name in str(raised.value)
+
+
+def test_an_unwritable_list_path_is_refused_before_any_work(tmp_path, cli):
+    from salign_cli.suggest.lists import check_list_path
+
+    with pytest.raises(InputError, match="a folder"):
+        check_list_path(tmp_path)
+    with pytest.raises(InputError, match="no folder"):
+        check_list_path(tmp_path / "missing" / "next.csv")
+    check_list_path(tmp_path / "next.csv")  # fine
+    result = cli("suggest", "2", "-o", str(tmp_path / "missing" / "x.csv"), "-w", str(tmp_path))
+    assert result.exit_code == 2 and "no folder" in result.output
+
+
+def test_a_write_that_fails_is_one_clear_error(tmp_path, monkeypatch):
+    import salign_cli.suggest.lists as lists
+
+    def refuse(path, result):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lists, "_write", refuse)
+    with pytest.raises(InputError, match=r"cannot write the list \(Permission denied"):
+        write_suggestions(tmp_path / "next.csv", result())
