@@ -1,4 +1,5 @@
-"""One policy for reading a configuration back from JSON (a checkpoint, a bundle, a report).
+"""One policy for reading a configuration back from JSON (a checkpoint, a bundle, a report),
+and the stage defaults that the command line shows without importing torch.
 
 Every ``from_dict`` of salign's configuration dataclasses goes through `known_fields`:
 
@@ -18,6 +19,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from salign_cli.errors import InputError
+
+# The one default schedule of `salign pretrain` and `pretrain()` (the benchmarks' protocols set
+# their own and say so): the reference setting; ``--steps 300`` is the quick CPU run. Here, not
+# in the torch-using stage module, so the CLI can show it without importing torch.
+PRETRAIN_STEPS = 1500
+PRETRAIN_PAIRS = 32  # slice pairs per step, all GPUs together
 
 
 class ConfigError(InputError, ValueError):

@@ -25,9 +25,8 @@ from salign_cli.cli.common import (
     resume_target,
 )
 from salign_cli.cli.progress import TrainingProgress
+from salign_cli.config import PRETRAIN_PAIRS, PRETRAIN_STEPS
 from salign_cli.workspace import is_run_folder
-
-DEFAULT_BATCH_SIZE = 32  # slice pairs per step, all GPUs together
 
 
 def _child_arguments(context: typer.Context, run_dir: Path) -> list[str]:
@@ -78,7 +77,7 @@ def pretrain(
         Optional[list[Path]],  # noqa: UP045 - typer needs Optional on Python 3.10
         typer.Argument(help="Folders of scans (labels are ignored). Default: every indexed scan."),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = PRETRAIN_STEPS,
     batch_size: BatchSizeOption = None,
     size: Annotated[
         int, typer.Option("--size", "--crop", help="Training slice size in pixels (crop/pad).")
@@ -234,7 +233,7 @@ def pretrain(
     )
     train_config = TrainConfig(
         steps=steps,
-        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        batch_size=PRETRAIN_PAIRS if batch_size is None else batch_size,
         lr=lr,
         seed=seed,
         checkpoint_every=checkpoint_every,

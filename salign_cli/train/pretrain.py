@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from salign_cli.config import known_fields
+from salign_cli.config import PRETRAIN_PAIRS, PRETRAIN_STEPS, known_fields
 from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import (
     ISOTROPY_TOLERANCE,
@@ -239,7 +239,8 @@ def plan_pretrain_setup(
     device: torch.device,
 ) -> PretrainSetup:
     """A new run's setup: the scans (indexed by rank 0 first), their preprocessing, and the
-    library defaults (`PretrainOptions()`, 300 steps of 32 pairs) where nothing was given."""
+    defaults (`PretrainOptions()`, `PRETRAIN_STEPS` steps of `PRETRAIN_PAIRS` pairs) where nothing
+    was given."""
     scans = on_main_first(
         context,
         lambda: resolve_scans(
@@ -252,7 +253,7 @@ def plan_pretrain_setup(
     resolved = (options or PretrainOptions()).resolved(device)
     return PretrainSetup(
         options=resolved,
-        train_config=train_config or TrainConfig(steps=300, batch_size=32),
+        train_config=train_config or TrainConfig(steps=PRETRAIN_STEPS, batch_size=PRETRAIN_PAIRS),
         scans=tuple(scans),
         preprocess=preprocess_config_for(scans, resolved.spacing),
         base_model=base,
