@@ -25,7 +25,7 @@ from salign_cli.errors import InputError
 from salign_cli.suggest.features import scan_embeddings
 from salign_cli.suggest.lists import Suggestion, SuggestResult
 from salign_cli.suggest.selection import Pick, pick_typical_diverse
-from salign_cli.train.scans import ScanEntry, indexed_records, load_cached_slices
+from salign_cli.train.scans import ScanEntry, checked_records, load_cached_slices
 from salign_cli.workspace import Workspace
 
 OnProgress = Callable[[str, int, int], None]  # (what, done, total)
@@ -41,17 +41,7 @@ def suggestion_pool(
     """(candidates, labelled): the usable indexed scans under ``folders`` (the whole index when
     none; folders are indexed first) without a label, and those with one. ``exclude`` ids
     (a test split) are in neither."""
-    from salign_cli.data.index.paths import folder_key
-
-    keys = [folder_key(folder) for folder in folders]
-    for folder in keys:
-        if not folder.is_dir():
-            raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    if not keys and not workspace.index_path.is_file():
-        raise InputError(
-            f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass --data DIR"
-        )
-    records = indexed_records(keys, workspace, notify=notify)
+    records = checked_records(folders, workspace, notify=notify)
     excluded = set(exclude)
     candidates: list[ScanEntry] = []
     labelled: list[ScanEntry] = []

@@ -168,7 +168,7 @@ def finetune(
                 "a new fine-tuning run needs options: FinetuneOptions(labels=N) or "
                 "FinetuneOptions(case_ids=(...)); only a resumed run takes them from its checkpoint"
             )
-        setup, model = plan_setup(folders, space, base, options, device.type, reporter)
+        setup, model = plan_setup(folders, space, base, options, device.type, reporter.on_message)
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
     reporter.on_plan(setup.describe())

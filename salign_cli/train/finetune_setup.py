@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -158,12 +158,6 @@ class FinetuneOptions:
         return cls(**values)
 
 
-class SetupReporter(Protocol):
-    """What `plan_setup` tells the user: notes (e.g. "fine-tuning without semi-supervision")."""
-
-    def on_message(self, message: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class FinetuneSetup:
     """Everything a fine-tuning run does, derived once (`plan_setup`) and stored in each
@@ -263,12 +257,12 @@ def plan_setup(
     base: str | None,
     options: FinetuneOptions,
     device_type: str,
-    reporter: SetupReporter,
+    notify: Callable[[str], None],
 ) -> tuple[FinetuneSetup, UNet2D]:
     """A new run's setup and its starting network, in the order the choices depend on each
     other: the labelled scans and their split → classes → recipe → unlabelled scans → the base
     bundle → the plan (from the labelled scans' fingerprint) → the network."""
-    cases, dataset_names = resolve_labelled_cases(folders, space, reporter.on_message)
+    cases, dataset_names = resolve_labelled_cases(folders, space, notify)
     excluded = set(options.exclude_case_ids)
     unknown = sorted(excluded - {c.case_id for c in cases})
     if unknown:
@@ -297,12 +291,12 @@ def plan_setup(
             space,
             held_back=set(labelled_ids) | set(validation_ids) | excluded,
             modality=fingerprint.modality,
-            notify=reporter.on_message,
+            notify=notify,
         )
     base_spec = base or latest_bundle_spec(space, "pretrain")
     base_bundle = None
     if base_spec != SCRATCH:
-        base_bundle = load_base(base_spec, fingerprint.modality, reporter.on_message)
+        base_bundle = load_base(base_spec, fingerprint.modality, notify)
     overrides = plan_overrides(options, base_bundle, _ordered_names(class_names))
     plan = plan_finetune(
         dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
@@ -311,7 +305,7 @@ def plan_setup(
     )
     wanted = recipe.semi.method != "none" and options.unlabelled != "none"
     if wanted and not (plan.semi and unlabelled_scans):
-        reporter.on_message(
+        notify(
             "fine-tuning without semi-supervision: "
             + (plan.reasons["semi"] if unlabelled_scans else "no unlabelled scans found")
         )

@@ -234,7 +234,7 @@ def plan_pretrain_setup(
     options: PretrainOptions | None,
     train_config: TrainConfig | None,
     base: str | None,
-    reporter: Reporter,
+    notify: Callable[[str], None] | None,
     context: DistributedContext,
     device: torch.device,
 ) -> PretrainSetup:
@@ -247,7 +247,7 @@ def plan_pretrain_setup(
             folders,
             workspace,
             index_first=context.is_main,
-            notify=reporter.on_message if context.is_main else None,
+            notify=notify if context.is_main else None,
         ),
     )
     resolved = (options or PretrainOptions()).resolved(device)
@@ -535,7 +535,7 @@ def _pretrain(
         _check_resumed_scans(run_dir, list(setup.scans), folders)
     else:
         setup = plan_pretrain_setup(
-            folders, workspace, options, train_config, base, reporter, context, device
+            folders, workspace, options, train_config, base, reporter.on_message, context, device
         )
         run_dir = shared_run_dir(workspace, "pretrain", run_dir, context, device)
     options, train_config, scans = setup.options, setup.train_config, setup.scans

@@ -94,27 +94,37 @@ def resolve_scans(
     """Scans under ``folders`` (indexed first, incrementally), or every indexed scan if none given.
 
     Scans the index found errors in are skipped, each with a note through ``notify``. Raises
-    `InputError` for a folder without a readable scan or an empty index.
+    `InputError` for a folder without a readable scan or an empty index (`checked_records`).
     """
-    folders = [folder_key(f) for f in folders]
-    for folder in folders:
+    records = checked_records(folders, workspace, index_first=index_first, notify=notify)
+    return [ScanEntry.from_record(record) for record in records]
+
+
+def checked_records(
+    folders: Sequence[Path],
+    workspace: Workspace,
+    *,
+    index_first: bool = True,
+    notify: Callable[[str], None] | None = None,
+) -> list[ScanRecord]:
+    """`indexed_records` of ``folders``, refusing with an `InputError` a folder that does not
+    exist or holds no readable scan, and an index with no scan at all."""
+    keys = [folder_key(f) for f in folders]
+    for folder in keys:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder; pass a folder of scans")
-    entries = [
-        ScanEntry.from_record(record)
-        for record in indexed_records(folders, workspace, index_first=index_first, notify=notify)
-    ]
-    for folder in folders:
-        if not any(lies_under(e.image_path, [folder]) for e in entries):
+    records = indexed_records(keys, workspace, index_first=index_first, notify=notify)
+    for folder in keys:
+        if not any(lies_under(r.image_path, [folder]) for r in records):
             raise InputError(
                 f"{folder}: no readable scan found (.nii, .nii.gz, .nrrd, .mha, .mhd); "
-                "point salign pretrain at a folder of 3D scans"
+                "point salign at a folder of 3D scans"
             )
-    if not entries:
+    if not records:
         raise InputError(
             f"{workspace.index_path}: no indexed scans; run `salign index DIR` or pass folders"
         )
-    return entries
+    return records
 
 
 def indexed_records(

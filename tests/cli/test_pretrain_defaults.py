@@ -29,7 +29,6 @@ def test_the_command_and_the_library_share_one_default_schedule(tmp_path) -> Non
 
     from salign_cli.config import PRETRAIN_PAIRS, PRETRAIN_STEPS
     from salign_cli.train.distributed import DistributedContext
-    from salign_cli.train.engine import SilentReporter
     from salign_cli.train.pretrain import plan_pretrain_setup
     from salign_cli.workspace import Workspace
 
@@ -41,7 +40,7 @@ def test_the_command_and_the_library_share_one_default_schedule(tmp_path) -> Non
         None,
         None,
         None,
-        SilentReporter(),
+        None,
         DistributedContext(),
         torch.device("cpu"),
     )

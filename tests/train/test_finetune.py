@@ -268,11 +268,8 @@ def test_a_setup_read_back_from_its_checkpoint_record_is_the_same_setup(
     space = Workspace(tmp_path / "ws").ensure()
     options = FinetuneOptions(labels=2, seed=1, **TINY)
 
-    class Notes:
-        def on_message(self, message: str) -> None:
-            pass
-
-    setup, model = plan_setup([synthetic], space, SCRATCH, options, "cpu", Notes())
+    notes: list[str] = []
+    setup, model = plan_setup([synthetic], space, SCRATCH, options, "cpu", notes.append)
     assert model.config == setup.architecture
     assert len(setup.labelled_cases) == 2 and len(setup.validation_cases) == 2
     stored = {
