@@ -37,6 +37,7 @@ contrast        float32 factor about the mean, clipped to the old [min, max]    
 lowres_zoom     float32 down-sampling factor of the low-resolution simulation        1
 gamma           float32 gamma on the sample's own [min, max], mean/std restored      1
 gamma_invert    float32 1 = apply the gamma to the negated image                     0
+bias_strength   float32 largest |log| of a smooth multiplicative MR bias field          0
 =============== ======= ============================================================ ========
 
 Geometry (rows, columns; pixel units; ``align_corners=True`` so pixel centres sit at
@@ -92,6 +93,7 @@ INTENSITY_KEYS: tuple[str, ...] = (
     "lowres_zoom",
     "gamma",
     "gamma_invert",
+    "bias_strength",
 )
 # Identity value of every parameter: what an op that was not drawn holds.
 IDENTITY_PARAMS: dict[str, float] = {
@@ -109,9 +111,12 @@ IDENTITY_PARAMS: dict[str, float] = {
     "lowres_zoom": 1.0,
     "gamma": 1.0,
     "gamma_invert": 0.0,
+    "bias_strength": 0.0,
 }
 _SEED_LIMIT = 2**62  # noise seeds are drawn in [0, 2**62): valid for every torch generator
 _ELASTIC_SALT = 0x5EED_E1A5  # decorrelates the elastic field from the noise of the same seed
+_BIAS_SALT = 0xB1A5_F1E1  # ... and the bias field from both
+_BIAS_LATTICE = 4  # the bias field's coarse lattice per side: smooth over a quarter of a slice
 _EPS = 1e-6  # normalised-interpolation weights below this count as "no scan here"
 _STD_EPS = 1e-8  # as nnU-Net's retain_stats
 
@@ -126,6 +131,7 @@ _PROBABILITIES = (
     "lowres_p",
     "gamma_p",
     "gamma_inverted_p",
+    "bias_p",
 )
 _POSITIVE_RANGES = (
     "scale_range",
@@ -135,6 +141,7 @@ _POSITIVE_RANGES = (
     "lowres_zoom",
     "gamma_range",
 )
+_NONNEGATIVE_RANGES = ("noise_variance", "bias_strength")
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,10 @@ class AugmentConfig:
     gamma_p: float = 0.3
     gamma_inverted_p: float = 0.1
     gamma_range: tuple[float, float] = (0.7, 1.5)
+    # MR receive-coil inhomogeneity (not in nnU-Net; TorchIO's RandomBiasField is the model):
+    # off by default, the plan turns it on for MR (see salign_cli.train.plan).
+    bias_p: float = 0.0
+    bias_strength: tuple[float, float] = (0.2, 0.6)  # largest |log| of the field
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -194,7 +205,7 @@ class AugmentConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"augment {name} must be a probability in [0, 1], got {value!r}")
-        for name in (*_POSITIVE_RANGES, "noise_variance"):
+        for name in (*_POSITIVE_RANGES, *_NONNEGATIVE_RANGES):
             value = getattr(self, name)
             try:
                 low, high = (float(v) for v in value)
@@ -202,9 +213,9 @@ class AugmentConfig:
                 raise InputError(
                     f"augment {name} must be a pair (low, high), got {value!r}"
                 ) from None
-            floor_ok = low >= 0.0 if name == "noise_variance" else low > 0.0
+            floor_ok = low >= 0.0 if name in _NONNEGATIVE_RANGES else low > 0.0
             if not (floor_ok and low <= high and math.isfinite(high)):
-                bound = "0 <= low" if name == "noise_variance" else "0 < low"
+                bound = "0 <= low" if name in _NONNEGATIVE_RANGES else "0 < low"
                 raise InputError(
                     f"augment {name} must satisfy {bound} <= high, got ({low:g}, {high:g})"
                 )
@@ -291,6 +302,8 @@ def draw_augment_params(rng: np.random.Generator, config: AugmentConfig) -> dict
         if inverted < c.gamma_inverted_p or plain < c.gamma_p:
             values["gamma"] = float(gamma)
             values["gamma_invert"] = float(inverted < c.gamma_inverted_p)
+        # drawn last, so the draws above are those of configs from before the bias field
+        values["bias_strength"] = maybe(c.bias_p, *c.bias_strength, 0.0)
     return {
         key: torch.tensor(value, dtype=torch.int64 if key == "noise_seed" else torch.float32)
         for key, value in values.items()
@@ -514,6 +527,48 @@ def apply_spatial(
 # intensity
 
 
+def bias_log_fields(
+    seeds: list[int], strengths: list[float], out_shape: tuple[int, int]
+) -> torch.Tensor:
+    """Smooth log bias fields ``[n, 1, H, W]``, sample k's largest magnitude exactly
+    ``strengths[k]`` (a zero strength gives a zero field).
+
+    Standard-normal values on a ``_BIAS_LATTICE``² lattice spanning the slice (a CPU generator
+    seeded with the sample's seed and a salt, so the field is the same on every device),
+    upsampled bicubically: one smooth bump or dip per quarter of the slice, the low-order
+    variation of a receive-coil profile (TorchIO's RandomBiasField uses a cubic polynomial).
+    """
+    coarse = torch.stack(
+        [
+            torch.randn(
+                (1, _BIAS_LATTICE, _BIAS_LATTICE),
+                generator=torch.Generator().manual_seed((int(seed) ^ _BIAS_SALT) % _SEED_LIMIT),
+            )
+            for seed in seeds
+        ]
+    )
+    fine = F.interpolate(coarse, size=out_shape, mode="bicubic", align_corners=True)
+    peak = fine.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12)
+    return fine * (torch.tensor(strengths, dtype=torch.float32) / peak).view(-1, 1, 1, 1)
+
+
+def _bias(
+    x: torch.Tensor, weight: torch.Tensor, strengths: list[float], seeds: list[int]
+) -> torch.Tensor:
+    """Multiply the intensities above the sample's minimum by ``exp(log field)``, then restore
+    the sample's mean and std (as the gamma op does): regions of the slice get brighter or
+    darker relative to each other, the slice's overall level and spread stay.
+
+    The minimum stands in for zero signal: a normalised MR slice has lost its raw zero, and
+    its darkest valid pixel (air, or the clipped 0.5th percentile) is the nearest to it.
+    """
+    mean, std, low, _ = _valid_stats(x, weight)
+    field = bias_log_fields(seeds, strengths, (x.shape[2], x.shape[3])).to(x.device).exp()
+    x = low + (x - low) * field
+    new_mean, new_std, _, _ = _valid_stats(x, weight)
+    return (x - new_mean) / (new_std + _STD_EPS) * std + mean
+
+
 def _noise(x: torch.Tensor, std: torch.Tensor, seeds: list[int]) -> torch.Tensor:
     """Add ``std``-scaled standard-normal fields, each drawn from a generator seeded per sample."""
     fields = []
@@ -575,7 +630,9 @@ def _gamma(
 def apply_intensity(
     images: torch.Tensor, valid: torch.Tensor, params: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """nnU-Net's intensity ops, in its order: noise, blur, brightness, contrast, low-res, gamma.
+    """The MR bias field, then nnU-Net's intensity ops in its order: noise, blur, brightness,
+    contrast, low-res, gamma (the bias field first: the coil shades the signal before the
+    receiver adds noise).
 
     ``images`` float ``[B, C, H, W]``, ``valid`` ``[B, 1, H, W]`` (nonzero = scan). Each sample
     uses its own values, all its channels alike; statistics use its valid pixels only. A sample
@@ -591,10 +648,20 @@ def apply_intensity(
         index = torch.tensor(picked, dtype=torch.int64, device=device)
         return picked, index, _param(params, key, batch, device)[index]
 
+    seeds = _seeds(params, batch)
+    strengths = _host(params, "bias_strength", batch)
+    picked, index, _ = chosen("bias_strength", [s > 0 for s in strengths])
+    if picked:
+        x = x.index_copy(
+            0,
+            index,
+            _bias(
+                x[index], weight[index], [strengths[i] for i in picked], [seeds[i] for i in picked]
+            ),
+        )
     noise_std = _host(params, "noise_std", batch)
     picked, index, value = chosen("noise_std", [s > 0 for s in noise_std])
     if picked:
-        seeds = _seeds(params, batch)
         x = x.index_copy(0, index, _noise(x[index], value, [seeds[i] for i in picked]))
     picked, index, value = chosen("blur_sigma", [s > 0 for s in _host(params, "blur_sigma", batch)])
     if picked:

@@ -20,6 +20,7 @@ from salign_cli.data.augment import (
     apply_intensity,
     apply_spatial,
     augment_batch,
+    bias_log_fields,
     draw_augment_params,
     identity_params,
     spatial_grid,
@@ -292,6 +293,62 @@ def test_gamma_two_on_a_ramp_follows_the_curve_and_restores_mean_and_std(invert:
     assert out.std() == pytest.approx(ramp.std(), abs=1e-5)
 
 
+def test_bias_strength_zero_is_the_identity_and_a_constant_slice_stays_constant() -> None:
+    images = torch.randn(2, 2, 9, 11, generator=torch.Generator().manual_seed(7))
+    valid = torch.ones(2, 1, 9, 11)
+    assert torch.equal(apply_intensity(images, valid, params_with(2, bias_strength=0.0)), images)
+    constant = torch.full((1, 1, 9, 11), 3.5)
+    out = apply_intensity(constant, valid[:1], params_with(1, bias_strength=0.5))
+    torch.testing.assert_close(out, constant)  # nothing above the minimum to shade
+
+
+def test_bias_log_fields_peak_at_the_strength_are_seeded_and_smooth() -> None:
+    fields = bias_log_fields([5, 5, 6, 6], [0.5, 0.5, 0.3, 0.0], (40, 60))
+    assert fields.shape == (4, 1, 40, 60)
+    assert torch.equal(fields[0], fields[1])  # a pure function of the seed
+    assert fields[0].abs().max().item() == pytest.approx(0.5, rel=1e-6)
+    assert fields[2].abs().max().item() == pytest.approx(0.3, rel=1e-6)
+    assert not torch.allclose(fields[0] / 0.5, fields[2] / 0.3)  # another seed, another field
+    assert torch.equal(fields[3], torch.zeros(1, 40, 60))
+    # smooth over the 4×4 lattice's spacing h (13 rows, 20 columns here): neighbouring pixels
+    # differ by less than 3·peak/h (white noise would differ by up to twice the peak)
+    assert fields[0].diff(dim=-2).abs().max().item() < 3 * 0.5 / (39 / 3)
+    assert fields[0].diff(dim=-1).abs().max().item() < 3 * 0.5 / (59 / 3)
+
+
+def test_bias_shades_each_pixel_by_its_field_and_restores_mean_and_std() -> None:
+    """Known answer from first principles: y = min + (x − min)·exp(field), then y's mean and
+    std are mapped back to x's (over the valid pixels only)."""
+    x = torch.linspace(1.0, 2.0, 8 * 10).view(1, 1, 8, 10)
+    valid = torch.ones(1, 1, 8, 10)
+    valid[..., :, :2] = 0  # the first two columns are padding
+    params = params_with(1, bias_strength=0.4)
+    params["noise_seed"] = torch.tensor([11])
+    out = apply_intensity(x, valid, params).double()
+
+    field = bias_log_fields([11], [0.4], (8, 10)).double().exp()[0, 0]
+    inside = valid[0, 0].bool()
+    xs = x[0, 0].double()
+    low = xs[inside].min()
+    y = low + (xs - low) * field
+    expected = (y - y[inside].mean()) / y[inside].std(unbiased=False) * xs[inside].std(
+        unbiased=False
+    ) + xs[inside].mean()
+    torch.testing.assert_close(out[0, 0][inside], expected[inside], atol=1e-5, rtol=0)
+    assert bool((out[0, 0][~inside] == OUTSIDE_SCAN).all())
+    # the field really moved pixels relative to each other: not an affine map of x
+    ratio = (out[0, 0][inside] - out[0, 0][inside].min()) / (xs[inside] - low).clamp_min(1e-6)
+    assert ratio[1:].std().item() > 0.05
+
+
+def test_the_bias_draw_comes_last_so_older_configs_draw_the_same() -> None:
+    plain = draw_augment_params(np.random.default_rng([4, 2]), AugmentConfig())
+    shaded = draw_augment_params(np.random.default_rng([4, 2]), AugmentConfig(bias_p=1.0))
+    assert all(torch.equal(plain[k], shaded[k]) for k in plain if k != "bias_strength")
+    assert plain["bias_strength"].item() == 0.0
+    assert 0.2 <= shaded["bias_strength"].item() <= 0.6
+
+
 def test_noise_is_a_pure_function_of_std_and_seed() -> None:
     images = torch.zeros(2, 1, 64, 64)
     valid = torch.ones(2, 1, 64, 64)
@@ -433,6 +490,8 @@ def test_certain_ops_draw_values_inside_their_ranges() -> None:
         ({"scale_range": (0.0, 1.0)}, "scale_range"),
         ({"contrast_range": (1.2, 0.8)}, "contrast_range"),
         ({"noise_variance": (-0.1, 0.1)}, "noise_variance"),
+        ({"bias_strength": (-0.1, 0.5)}, "bias_strength"),
+        ({"bias_p": 2.0}, "bias_p"),
         ({"mirror_axes": (2,)}, "mirror_axes"),
         ({"mirror_axes": (0, 0)}, "mirror_axes"),
         ({"lowres_zoom": (0.5, 2.0)}, "lowres_zoom"),
