@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from salign_cli.errors import InputError
+from salign_cli.errors import OptionError
 
 
 def mps_available() -> bool:
@@ -30,20 +30,21 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not mps_available():
-            raise InputError("--device mps: Apple MPS is not available here; use --device cpu")
+            raise OptionError("device", "mps: Apple MPS is not available here; use --device cpu")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2] or str(local_rank)
         if not index_text.isdigit():
-            raise InputError(f"--device {spec}: expected cuda or cuda:N with N a GPU number")
+            raise OptionError("device", f"{spec}: expected cuda or cuda:N with N a GPU number")
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise InputError(
-                f"--device {spec}: no such CUDA GPU: no CUDA GPU is available here; use --device cpu"
+            raise OptionError(
+                "device",
+                f"{spec}: no such CUDA GPU: no CUDA GPU is available here; use --device cpu",
             )
         if int(index_text) >= count:
-            raise InputError(
-                f"--device {spec}: no such CUDA GPU (found {count}); use --device cpu or auto"
+            raise OptionError(
+                "device", f"{spec}: no such CUDA GPU (found {count}); use --device cpu or auto"
             )
         return torch.device("cuda", int(index_text))
-    raise InputError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+    raise OptionError("device", f"{spec}: expected auto, cpu, cuda, cuda:N or mps")

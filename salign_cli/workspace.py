@@ -100,12 +100,12 @@ class Workspace:
 
     def run_to_resume(self, kind: str, resume: Path | str | bool) -> Path:
         """The run folder ``--resume`` means: the one named, else the newest run of ``kind``."""
-        from salign_cli.errors import InputError
+        from salign_cli.errors import InputError, OptionError
 
         if not isinstance(resume, bool):
             folder = Path(resume).expanduser().resolve()
             if not folder.is_dir():
-                raise InputError(f"--resume-from {resume}: no such run folder; pass a run folder")
+                raise OptionError("resume_from", f"{resume}: no such run folder; pass a run folder")
             return folder
         latest = self.latest_run(kind, with_bundle=False)
         if latest is None:

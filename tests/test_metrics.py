@@ -287,7 +287,7 @@ def test_nsd_on_files_is_reported_per_class_and_overall(tmp_path: Path) -> None:
     assert "NSD" in payload["empty_mask_rule"]
     without = evaluate_folders(tmp_path / "p", tmp_path / "l").to_dict()
     assert "nsd_tolerance_mm" not in without and "nsd" not in without["overall"]
-    with pytest.raises(InputError, match="--nsd"):
+    with pytest.raises(InputError, match="nsd_tolerance_mm"):
         evaluate_folders(tmp_path / "p", tmp_path / "l", nsd_tolerance_mm=-1.0)
 
 
@@ -356,7 +356,7 @@ def test_explicit_classes_score_a_prediction_only_label_as_zero(tmp_path: Path) 
 @pytest.mark.parametrize("classes", [[0], [-1], []])
 def test_bad_classes_are_refused(tmp_path: Path, classes: list[int]) -> None:
     preds, labels = two_case_folders(tmp_path)
-    with pytest.raises(InputError, match="--classes"):
+    with pytest.raises(InputError, match="classes"):
         evaluate_folders(preds, labels, classes=classes)
 
 

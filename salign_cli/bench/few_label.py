@@ -62,7 +62,7 @@ import torch
 
 from salign_cli.bench.plot import plot_dice_vs_k
 from salign_cli.device import resolve_device
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.metrics.aggregate import EvaluationSummary, MeanSd
 from salign_cli.train.engine import RuntimeOptions, TrainConfig
@@ -102,9 +102,10 @@ def parse_method(text: str) -> MethodSpec:
     """
     match = _METHOD.match(text.strip())
     if not match or match["method"] not in METHODS or match["semi"] not in (None, *_SEMI_SUFFIXES):
-        raise InputError(
-            f"--methods {text!r}: expected one of {', '.join(METHODS)}, optionally with "
-            "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +bcp)"
+        raise OptionError(
+            "methods",
+            f"{text!r}: expected one of {', '.join(METHODS)}, optionally with "
+            "overrides such as sal[la_variant=literal] and +semi (or +fixmatch, +bcp)",
         )
     hints = typing.get_type_hints(PretrainOptions)
     known = {f.name for f in dataclasses.fields(PretrainOptions)} - {"method"}
@@ -113,15 +114,16 @@ def parse_method(text: str) -> MethodSpec:
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in known or not value:
-            raise InputError(
-                f"--methods {text!r}: {item!r} is not name=value with name one of "
-                f"{', '.join(sorted(known))}"
+            raise OptionError(
+                "methods",
+                f"{text!r}: {item!r} is not name=value with name one of {', '.join(sorted(known))}",
             )
         typed = _typed(value.strip(), hints[name])
         if typed is _UNPARSED:
-            raise InputError(
-                f"--methods {text!r}: {item.strip()!r} is not a value of {name}'s type "
-                f"({_type_name(hints[name])})"
+            raise OptionError(
+                "methods",
+                f"{text!r}: {item.strip()!r} is not a value of {name}'s type "
+                f"({_type_name(hints[name])})",
             )
         overrides[name] = typed
     return MethodSpec(text.strip(), match["method"], overrides, match["semi"])
@@ -201,11 +203,11 @@ class FewLabelProtocol:
         for method in self.methods:
             parse_method(method)
         if not self.ks or min(self.ks) < 1:
-            raise InputError(f"--k must list positive numbers of labelled scans, got {self.ks}")
+            raise OptionError("ks", f"must list positive numbers of labelled scans, got {self.ks}")
         if not self.seeds:
-            raise InputError("--seeds must list at least one seed")
+            raise OptionError("seeds", "must list at least one seed")
         if self.test_cases < 1:
-            raise InputError(f"--test-cases must be at least 1, got {self.test_cases}")
+            raise OptionError("test_cases", f"must be at least 1, got {self.test_cases}")
 
     def to_dict(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)
@@ -286,9 +288,9 @@ def fixed_test_split(case_ids: Sequence[str], count: int) -> list[str]:
     """
     ordered = sorted(case_ids)
     if count >= len(ordered):
-        raise InputError(
-            f"--test-cases {count}: the dataset has only {len(ordered)} labelled scans; "
-            "use fewer test cases"
+        raise OptionError(
+            "test_cases",
+            f"{count}: the dataset has only {len(ordered)} labelled scans; use fewer test cases",
         )
     return ordered[-count:]
 
@@ -412,9 +414,10 @@ def run_few_label(
     test_ids = test_split_of(cases, protocol.test_cases)
     pool_size = len(cases) - len(test_ids)
     if max(protocol.ks) > pool_size:
-        raise InputError(
-            f"--k {max(protocol.ks)}: only {pool_size} labelled scans remain outside the "
-            f"{len(test_ids)} test cases; use smaller k or fewer --test-cases"
+        raise OptionError(
+            "k",
+            f"{max(protocol.ks)}: only {pool_size} labelled scans remain outside the "
+            f"{len(test_ids)} test cases; use smaller k or fewer --test-cases",
         )
     test_cases = [c for c in cases if c.case_id in set(test_ids)]
     held_out: dict[str, list[HeldOutCase]] = {}

@@ -17,7 +17,7 @@ from salign_cli.bundles.hub_paths import hub_cache_dir
 from salign_cli.bundles.layout import BUNDLE_FILES, CONTRACT_FILE
 from salign_cli.bundles.registry import COMMIT_PATTERN, load_registry
 from salign_cli.bundles.spec import ModelSpec, ResolvedBundle, parse_spec
-from salign_cli.errors import InputError, SalignError
+from salign_cli.errors import InputError, OptionError, SalignError
 from salign_cli.io.atomic import atomic_path
 from salign_cli.io.hashing import file_sha256
 
@@ -122,9 +122,10 @@ def import_bundle(folder: Path, as_spec: str | None = None) -> ResolvedBundle:
             text=entry.name, repo_id=entry.repo_id, revision=entry.revision, entry=entry
         )
     if spec.folder is not None or not (spec.revision and COMMIT_PATTERN.fullmatch(spec.revision)):
-        raise InputError(
-            f"--as {as_spec}: needs a Hub repo and a 40-hex commit (org/name@<commit>) so the "
-            "cached copy is pinned"
+        raise OptionError(
+            "as_spec",
+            f"{as_spec}: needs a Hub repo and a 40-hex commit (org/name@<commit>) so the "
+            "cached copy is pinned",
         )
     check_registry_pin(spec, folder)
     assert spec.repo_id is not None

@@ -41,7 +41,7 @@ from salign_cli.bundles.layout import (
 )
 from salign_cli.bundles.registry import COMMIT_PATTERN
 from salign_cli.bundles.spec import ModelSpec, Source, valid_repo_id, valid_revision
-from salign_cli.errors import InputError, SalignError
+from salign_cli.errors import InputError, OptionError, SalignError
 from salign_cli.io.hashing import file_sha256
 
 
@@ -165,7 +165,7 @@ def _from_hub(
     assert spec.repo_id is not None
     if hub_offline():
         if force:
-            raise InputError("--force needs the network; unset HF_HUB_OFFLINE")
+            raise OptionError("force", "needs the network; unset HF_HUB_OFFLINE")
         folder = cached_snapshot(spec.repo_id, revision, files)
         if folder is None:
             raise _not_cached(spec, revision, "HF_HUB_OFFLINE is set")
@@ -259,9 +259,9 @@ def push_bundle(
     if not valid_repo_id(repo_id):
         raise InputError(f"{repo_id}: not a Hub repo id; expected org/name")
     if tag is not None and not valid_revision(tag):
-        raise InputError(f"--revision {tag}: not a valid tag name")
+        raise OptionError("revision", f"{tag}: not a valid tag name")
     if card is not None and not Path(card).is_file():
-        raise InputError(f"--card {card}: no such file")
+        raise OptionError("card", f"{card}: no such file")
     contract = read_contract(folder)
     verify_weights(folder, contract)
     sources = {name: folder / name for name in BUNDLE_FILES}

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from salign_cli.errors import SalignError
+from salign_cli.errors import OptionError, SalignError
 from salign_cli.workspace import Workspace
 
 console = Console(highlight=False)
@@ -110,6 +110,37 @@ def debug_enabled() -> bool:
     return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
 
 
+# Field name -> parameter name, where a command's flag reads better than the library's field
+# (``--cases`` fills ``case_ids``). Every other field is the flag of the same name.
+FIELD_FLAGS: dict[str, str] = {
+    "case_ids": "cases",
+    "exclude_case_ids": "exclude",
+    "max_validation_cases": "max_validation",
+    "pair_rotation_deg": "pair_rotation",
+    "ks": "k",
+    "nsd_tolerance_mm": "nsd",
+}
+
+
+def flag_of(field: str) -> str:
+    """The running command's flag for a library field (``batch_size`` -> ``--batch-size``), or
+    the field itself where the command has no such flag (an API-only field: a config file's)."""
+    ctx = _current_context()
+    name = FIELD_FLAGS.get(field, field)
+    for param in ctx.command.params if ctx else ():
+        if param.name == name and param.opts:
+            forms: list[str] = list(param.opts)
+            return next((opt for opt in forms if opt.startswith("--")), forms[0])
+    return field
+
+
+def error_message(error: SalignError) -> str:
+    """The one line a failure prints: an `OptionError` names the command's flag, not the field."""
+    if isinstance(error, OptionError):
+        return f"{flag_of(error.option)} {error.problem}"
+    return str(error)
+
+
 def fail(message: str, exit_code: int) -> typer.Exit:
     """Print one error line on stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
@@ -131,7 +162,7 @@ def reports_errors(command: F) -> F:
         except SalignError as error:
             if debug_enabled():
                 raise
-            raise fail(str(error), error.exit_code) from None
+            raise fail(error_message(error), error.exit_code) from None
         except MemoryError:
             if debug_enabled():
                 raise

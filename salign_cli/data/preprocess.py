@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as functional
 
 from salign_cli.config import known_fields
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.io.hashing import text_hash
 from salign_cli.io.modality import CT_WINDOW_HU, MODALITIES, MR_PERCENTILES, Modality
@@ -404,8 +404,8 @@ def parse_spacing(text: str) -> str | float:
     except ValueError:
         spacing_mm = math.nan
     if not math.isfinite(spacing_mm) or spacing_mm <= 0:
-        raise InputError(
-            f"--spacing must be auto, native or a positive spacing in mm (e.g. 1.5), got {text!r}"
+        raise OptionError(
+            "spacing", f"must be auto, native or a positive spacing in mm (e.g. 1.5), got {text!r}"
         )
     return spacing_mm
 

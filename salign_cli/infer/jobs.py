@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from salign_cli.errors import InputError, SalignError
+from salign_cli.errors import InputError, OptionError, SalignError
 from salign_cli.infer.preview import CONVENTIONS, Convention
 from salign_cli.io.atomic import PARTIAL_MARKER, full_suffix
 from salign_cli.io.dicom_seg import SEG_ENDING, dicom_seg_problem
@@ -71,8 +71,9 @@ class SegmentOptions:
 
     def __post_init__(self) -> None:
         if self.preview_convention not in CONVENTIONS:
-            raise InputError(
-                f"--preview-convention {self.preview_convention}: choose {' or '.join(CONVENTIONS)}"
+            raise OptionError(
+                "preview_convention",
+                f"{self.preview_convention}: choose {' or '.join(CONVENTIONS)}",
             )
 
 
@@ -224,9 +225,9 @@ def plan_jobs(
     an ``output`` ending in ``.dcm`` is the one file.
     """
     if not suffix:
-        raise InputError("--suffix must not be empty: the mask would replace its input")
+        raise OptionError("suffix", "must not be empty: the mask would replace its input")
     if output_type not in OUTPUT_TYPES:
-        raise InputError(f"--output-type {output_type}: choose one of {', '.join(OUTPUT_TYPES)}")
+        raise OptionError("output_type", f"{output_type}: choose one of {', '.join(OUTPUT_TYPES)}")
     if output_type == "dicom-seg":
         _require_dicom_series(inputs, output)
     ending = SEG_ENDING if output_type == "dicom-seg" else MASK_ENDING

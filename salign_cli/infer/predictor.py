@@ -42,7 +42,7 @@ from salign_cli.data.preprocess import (
     with_context,
 )
 from salign_cli.device import resolve_device
-from salign_cli.errors import InputError
+from salign_cli.errors import OptionError
 from salign_cli.infer.postprocess import keep_largest_component
 from salign_cli.infer.quality import MaskQuality, expected_dice
 from salign_cli.io.volume import Volume, canonical_grid
@@ -176,7 +176,7 @@ class Predictor:
         spacing_factor: float = 1.0,
     ) -> None:
         if batch_size is not None and batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+            raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.preprocess = preprocess
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE.get(self.device.type, 4)
@@ -224,9 +224,10 @@ class Predictor:
         bundle = load_bundle(spec, workspace, run_kind="finetune", notify=notify)
         contract, spec = bundle.contract, bundle.resolved.spec
         if contract.kind != "finetuned":
-            raise InputError(
-                f"--model {spec}: a {contract.kind} bundle has no trained segmentation head; "
-                f"fine-tune it first (salign finetune --from {spec} --labels N)"
+            raise OptionError(
+                "model",
+                f"{spec}: a {contract.kind} bundle has no trained segmentation head; "
+                f"fine-tune it first (salign finetune --from {spec} --labels N)",
             )
         defaults = contract.inference_defaults
         predictor = cls(

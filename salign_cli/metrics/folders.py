@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from salign_cli.data.dataset_json import find_dataset_json, read_dataset_json
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import write_json
 from salign_cli.metrics.aggregate import EvaluationSummary, summarise
 from salign_cli.metrics.cases import CaseResult, ClassResult, evaluate_case
@@ -35,8 +35,8 @@ def class_names_from_dataset_json(labels: Path) -> dict[int, str]:
 def _validated_classes(classes: Iterable[int]) -> tuple[int, ...]:
     chosen = tuple(sorted(set(classes)))
     if not chosen or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in chosen):
-        raise InputError(
-            f"--classes {','.join(map(str, chosen))}: give label numbers > 0, e.g. --classes 1,2"
+        raise OptionError(
+            "classes", f"{','.join(map(str, chosen))}: give label numbers > 0, e.g. 1,2"
         )
     return chosen
 
@@ -73,7 +73,9 @@ def evaluate_folders(
     if nsd_tolerance_mm is not None and not (
         math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0
     ):
-        raise InputError(f"--nsd {nsd_tolerance_mm:g}: give a tolerance in mm >= 0, e.g. --nsd 2")
+        raise OptionError(
+            "nsd_tolerance_mm", f"{nsd_tolerance_mm:g}: give a tolerance in mm >= 0, e.g. 2"
+        )
     match = match_cases(pred, labels)
     results: list[CaseResult] = []
     for done, pair in enumerate(match.pairs, start=1):

@@ -21,7 +21,7 @@ import torch
 
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache
 from salign_cli.device import resolve_device
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.suggest.features import scan_embeddings
 from salign_cli.suggest.lists import Suggestion, SuggestResult
 from salign_cli.suggest.selection import Pick, pick_typical_diverse
@@ -146,9 +146,10 @@ def _of_modality(
     kept = [scan for scan in candidates if scan.modality == modality]
     if not kept:
         found = sorted({scan.modality for scan in candidates})
-        raise InputError(
-            f"--model {spec}: a {modality} model, but the unlabelled scans are "
-            f"{', '.join(found)}; pass a model trained on {found[0]} scans"
+        raise OptionError(
+            "model",
+            f"{spec}: a {modality} model, but the unlabelled scans are "
+            f"{', '.join(found)}; pass a model trained on {found[0]} scans",
         )
     return kept, [scan for scan in labelled if scan.modality == modality]
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import atomic_path, write_json
 from salign_cli.io.hashing import file_sha256
 from salign_cli.workspace import CHECKPOINT_DIR
@@ -189,9 +189,10 @@ def resume_meta(
     task_config = meta.get("task_config", {})
     found = task_config.get("stage", "pretrain" if "scans" in task_config else "finetune")
     if found != stage:
-        raise InputError(
-            f"--resume-from {run_dir}: a {found} run, not a {stage} run; continue it with "
-            f"salign {found} --resume-from {run_dir}"
+        raise OptionError(
+            "resume_from",
+            f"{run_dir}: a {found} run, not a {stage} run; continue it with "
+            f"salign {found} --resume-from {run_dir}",
         )
     return meta
 

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from salign_cli.config import known_fields
 from salign_cli.data.sampling import StepBatchSampler
 from salign_cli.device import resolve_device
-from salign_cli.errors import InputError, SalignError
+from salign_cli.errors import InputError, OptionError, SalignError
 from salign_cli.io.atomic import atomic_path
 from salign_cli.train.checkpoint import (
     latest_checkpoint,
@@ -105,15 +105,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise InputError(f"--steps must be at least 1, got {self.steps}")
+            raise OptionError("steps", f"must be at least 1, got {self.steps}")
         if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
+            raise OptionError("lr", f"must be positive, got {self.lr}")
         if self.optimizer not in ("adamw", "sgd"):
             raise InputError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
-            raise InputError("--checkpoint-every, keep_checkpoints and log_every must be >= 1")
+            raise InputError("checkpoint_every, keep_checkpoints and log_every must be >= 1")
 
     @property
     def resolved_warmup_steps(self) -> int:

@@ -25,7 +25,7 @@ from salign_cli.bundles.resolve import latest_bundle_spec
 from salign_cli.config import known_fields
 from salign_cli.data.augment import AugmentConfig
 from salign_cli.data.preprocess import PreprocessConfig, parse_spacing
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.train.engine import TrainConfig
 from salign_cli.train.plan import (
@@ -104,19 +104,19 @@ class FinetuneOptions:
     def __post_init__(self) -> None:
         parse_spacing(str(self.spacing))
         if (self.labels is None) == (not self.case_ids):
-            raise InputError("give either --labels N or --cases ID,ID,... (exactly one of them)")
+            raise InputError("give either a number of labels or case ids (exactly one of them)")
         if self.labels is not None and self.labels < 1:
-            raise InputError(f"--labels must be at least 1, got {self.labels}")
+            raise OptionError("labels", f"must be at least 1, got {self.labels}")
         if len(set(self.case_ids)) != len(self.case_ids):
-            raise InputError(f"--cases lists a case twice: {','.join(self.case_ids)}")
+            raise OptionError("case_ids", f"list a case twice: {','.join(self.case_ids)}")
         if self.max_validation_cases is not None and self.max_validation_cases < 0:
-            raise InputError(
-                f"--max-validation must be >= 0 (0 skips validation), got "
-                f"{self.max_validation_cases}"
+            raise OptionError(
+                "max_validation_cases",
+                f"must be >= 0 (0 skips validation), got {self.max_validation_cases}",
             )
         if self.profile not in PROFILE_CHOICES:
-            raise InputError(
-                f"--profile must be one of {', '.join(PROFILE_CHOICES)}, got {self.profile!r}"
+            raise OptionError(
+                "profile", f"must be one of {', '.join(PROFILE_CHOICES)}, got {self.profile!r}"
             )
         self.resolved_recipe("cpu")  # validate the overrides now, not after the slice cache
 
@@ -354,9 +354,10 @@ def load_base(base: str, modality: str, notify: Callable[[str], None] | None = N
 
     bundle = load_bundle(base, notify=notify)
     if bundle.contract.modality != modality:
-        raise InputError(
-            f"--from {base}: a {bundle.contract.modality} bundle, but the labelled scans are "
-            f"{modality}; fine-tune a bundle of the scans' modality (or --from scratch)"
+        raise OptionError(
+            "from_bundle",
+            f"{base}: a {bundle.contract.modality} bundle, but the labelled scans are "
+            f"{modality}; fine-tune a bundle of the scans' modality (or --from scratch)",
         )
     return bundle
 
@@ -448,8 +449,8 @@ def initial_network(
     try:
         model.expand_input_channels(in_channels)
     except ValueError as error:
-        raise InputError(
-            f"--from {base_spec}: {error}; pass --context to match the bundle"
+        raise OptionError(
+            "from_bundle", f"{base_spec}: {error}; pass --context to match the bundle"
         ) from None
     torch.manual_seed(seed)
     if not keep_head:  # a fine-tuned model of the same classes keeps what its head learnt

@@ -48,7 +48,7 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import write_json
 from salign_cli.model.heads import SALHeadsConfig, SALNetwork
 from salign_cli.model.unet import UNet2D, UNetConfig, feature_levels
@@ -135,29 +135,30 @@ class PretrainOptions:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise OptionError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.gp not in GP_KINDS:
-            raise InputError(f"--gp must be one of {', '.join(GP_KINDS)}, got {self.gp!r}")
+            raise OptionError("gp", f"must be one of {', '.join(GP_KINDS)}, got {self.gp!r}")
         if self.la_variant not in ("sharp", "literal"):
-            raise InputError(f"--la-variant must be sharp or literal, got {self.la_variant!r}")
+            raise OptionError("la_variant", f"must be sharp or literal, got {self.la_variant!r}")
         if self.window_radius < 0:
-            raise InputError(
-                f"--window-radius must be >= 0 (0 = full LA), got {self.window_radius}"
+            raise OptionError(
+                "window_radius", f"must be >= 0 (0 = full LA), got {self.window_radius}"
             )
         for level in self.la_levels:
             if level not in feature_levels(self.depth):
-                raise InputError(
-                    f"--feature-level {level!r} is not one of "
-                    f"{', '.join(feature_levels(self.depth))} (join several with +)"
+                raise OptionError(
+                    "feature_level",
+                    f"{level!r} is not one of "
+                    f"{', '.join(feature_levels(self.depth))} (join several with +)",
                 )
         if self.gp_weight < 0 or self.la_weight < 0:
-            raise InputError("--gp-weight and --la-weight must be >= 0")
+            raise OptionError("gp_weight" if self.gp_weight < 0 else "la_weight", "must be >= 0")
         if self.pair_distance_mm is not None and self.pair_distance_mm <= 0:
-            raise InputError(f"--pair-distance-mm must be positive, got {self.pair_distance_mm}")
+            raise OptionError("pair_distance_mm", f"must be positive, got {self.pair_distance_mm}")
         if not 0 <= self.pair_scale < 0.5 or not 0 <= self.pair_rotation_deg <= 45:
             raise InputError("pair scale must lie in [0, 0.5) and pair rotation in [0, 45] degrees")
         if self.width is not None and self.width < 1:
-            raise InputError(f"--width must be positive, got {self.width}")
+            raise OptionError("width", f"must be positive, got {self.width}")
         parse_spacing(str(self.spacing))
 
     @property
@@ -401,9 +402,10 @@ def load_base(spec: str, network: SALNetwork, notify: Callable[[str], None] | No
     bundle = load_bundle(spec, notify=notify)
     expected = network.unet.config
     if bundle.contract.architecture != expected:
-        raise InputError(
-            f"--from {spec}: its U-Net {bundle.contract.architecture.to_dict()} differs from this "
-            f"run's {expected.to_dict()}; drop --width/--norm or pass the bundle's values"
+        raise OptionError(
+            "from_bundle",
+            f"{spec}: its U-Net {bundle.contract.architecture.to_dict()} differs from this "
+            f"run's {expected.to_dict()}; drop --width/--norm or pass the bundle's values",
         )
     tensors = bundle.state_dict
     network.unet.load_state_dict({k: tensors[k] for k in network.unet.state_dict()})

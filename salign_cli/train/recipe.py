@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from salign_cli.config import known_fields
 from salign_cli.data.augment import AugmentConfig
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 
 Profile = Literal["cpu", "gpu"]
 PROFILES: tuple[str, ...] = ("cpu", "gpu")
@@ -68,8 +68,8 @@ class SemiConfig:
 
     def __post_init__(self) -> None:
         if self.method not in SEMI_METHODS:
-            raise InputError(
-                f"--semi must be one of {', '.join(SEMI_METHODS)}, got {self.method!r}"
+            raise OptionError(
+                "semi", f"must be one of {', '.join(SEMI_METHODS)}, got {self.method!r}"
             )
         if not 0 <= self.threshold < 1 or not 0 < self.box_fraction < 1:
             raise InputError("semi-supervision threshold and box fraction must lie in [0, 1)")
@@ -128,27 +128,27 @@ class FinetuneRecipe:
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
-            raise InputError(
-                f"--profile must be one of {', '.join(PROFILES)}, got {self.profile!r}"
+            raise OptionError(
+                "profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}"
             )
         if self.mirror not in MIRRORS:
-            raise InputError(f"--mirror must be one of {', '.join(MIRRORS)}, got {self.mirror!r}")
+            raise OptionError("mirror", f"must be one of {', '.join(MIRRORS)}, got {self.mirror!r}")
         if self.export not in ("ema", "final"):
             raise InputError(f"export must be 'ema' or 'final', got {self.export!r}")
         for name in ("width", "steps", "batch_pixels", "max_patch_px"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+                raise OptionError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.context < 0:
-            raise InputError(f"--context must be >= 0 slices, got {self.context}")
+            raise OptionError("context", f"must be >= 0 slices, got {self.context}")
         if not self.lr > 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
+            raise OptionError("lr", f"must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1 or not 0 <= self.foreground_fraction <= 1:
             raise InputError("warm-up and foreground fractions must lie in [0, 1)")
         if not 0 < self.pretrained_lr_scale <= 1:
-            raise InputError(
-                f"--pretrained-lr-scale must be in (0, 1], got {self.pretrained_lr_scale}"
+            raise OptionError(
+                "pretrained_lr_scale", f"must be in (0, 1], got {self.pretrained_lr_scale}"
             )
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise InputError(f"EMA decay must be in (0, 1), got {self.ema_decay}")
@@ -204,7 +204,7 @@ GPU_RECIPE = FinetuneRecipe(
 def recipe_for(profile: str) -> FinetuneRecipe:
     """The default recipe of a profile (``cpu`` or ``gpu``)."""
     if profile not in PROFILES:
-        raise InputError(f"--profile must be one of auto, {', '.join(PROFILES)}, got {profile!r}")
+        raise OptionError("profile", f"must be one of auto, {', '.join(PROFILES)}, got {profile!r}")
     return GPU_RECIPE if profile == "gpu" else CPU_RECIPE
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from salign_cli.config import known_fields
 from salign_cli.data.index.paths import folder_key, lies_under
 from salign_cli.data.preprocess import PreprocessConfig, SliceCache, default_target_spacing
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def resolve_labelled_cases(
     roots = [folder_key(f) for f in folders]
     for folder in roots:
         if not folder.is_dir():
-            raise InputError(f"--data {folder}: no such folder; pass a folder of labelled scans")
+            raise OptionError("data", f"{folder}: no such folder; pass a folder of labelled scans")
     if roots:
         scan_index.index_folders(roots, workspace)
     records = [
@@ -254,17 +254,19 @@ def split_cases(
     if chosen:
         unknown = [c for c in chosen if c not in available]
         if unknown:
-            raise InputError(
-                f"--cases {','.join(unknown)}: not among the {len(available)} labelled scans "
-                f"(e.g. {', '.join(sorted(available)[:3])}); check the ids with `salign index`"
+            raise OptionError(
+                "cases",
+                f"{','.join(unknown)}: not among the {len(available)} labelled scans "
+                f"(e.g. {', '.join(sorted(available)[:3])}); check the ids with `salign index`",
             )
         labelled = set(chosen)
     else:
         assert labels is not None
         if labels > len(available):
-            raise InputError(
-                f"--labels {labels}: only {len(available)} labelled scans are available; "
-                "pass a smaller N or index more labelled scans"
+            raise OptionError(
+                "labels",
+                f"{labels}: only {len(available)} labelled scans are available; "
+                "pass a smaller N or index more labelled scans",
             )
         labelled = set(seeded_order(available, seed)[:labels])
     return sorted(labelled), sorted(available - labelled)
@@ -355,8 +357,8 @@ def resolve_unlabelled_scans(
     else:
         folder = Path(source).expanduser()
         if not folder.is_dir():
-            raise InputError(
-                f"--unlabelled {source}: no such folder; pass a folder of scans, auto or none"
+            raise OptionError(
+                "unlabelled", f"{source}: no such folder; pass a folder of scans, auto or none"
             )
         scans = resolve_scans([folder], workspace, notify=notify)
     other = [scan for scan in scans if scan.modality != modality]

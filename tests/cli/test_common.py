@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from salign_cli.cli import common
 from salign_cli.cli.app import app
 from salign_cli.cli.common import new_app, resume_target
-from salign_cli.errors import InputError, SalignError
+from salign_cli.errors import InputError, OptionError, SalignError
 
 
 def _app_raising(error: BaseException) -> typer.Typer:
@@ -39,6 +39,46 @@ def test_every_command_of_a_new_app_reports_salign_errors_as_one_line(error, cod
     assert result.exit_code == code
     assert result.output.strip() == f"error: {error}"
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_library_option_error_names_the_field_and_the_cli_renders_the_flag():
+    """Issue 24: the library never quotes a flag; the command that owns the flag names it."""
+    import pickle
+
+    error = OptionError("batch_size", "must be at least 1, got 0")
+    assert str(error) == "batch_size must be at least 1, got 0"
+    again = pickle.loads(pickle.dumps(error))  # a worker process may raise it
+    assert (again.option, again.problem, str(again)) == (error.option, error.problem, str(error))
+
+    demo = new_app(name="demo")
+
+    @demo.command("fail")
+    def fail(
+        batch_size: int = typer.Option(1, "--batch-size", "-b"),
+        cases: str = typer.Option(""),
+    ) -> None:
+        raise OptionError({0: "batch_size", 1: "case_ids", 2: "width"}[batch_size], "is bad")
+
+    @demo.command("other")
+    def other() -> None:
+        pass
+
+    outputs = [CliRunner().invoke(demo, ["fail", "-b", str(n)]).output.strip() for n in range(3)]
+    # the long flag; a renamed field (FIELD_FLAGS) by its flag; a field with no flag as itself
+    assert outputs == ["error: --batch-size is bad", "error: --cases is bad", "error: width is bad"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--labels", "0"], "--labels must be at least 1, got 0"),
+        (["--labels", "2", "--max-validation", "-1"], "--max-validation must be >= 0"),
+    ],
+)
+def test_finetune_option_errors_quote_its_flags(cli, workspace, args, message):
+    result = cli("finetune", "--data", str(workspace), *args)
+    assert result.exit_code == 2
+    assert message in result.output
 
 
 def test_a_bug_is_not_turned_into_a_one_line_error():

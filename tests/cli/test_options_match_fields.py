@@ -1,8 +1,9 @@
 """The training commands' flags and the options dataclasses they fill cannot drift apart.
 
 Every field of `FinetuneOptions` / `PretrainOptions` (and the `TrainConfig` fields pretrain
-exposes) is either a flag of its command — under the field's name or the one listed in
-``RENAMED`` — or listed in ``API_ONLY`` with the reason it has no flag. A new field without a
+exposes) is either a flag of its command — under the field's name or the one
+`salign_cli.cli.common.FIELD_FLAGS` gives (the table that also renders a library error's field
+as its flag) — or listed in ``API_ONLY`` with the reason it has no flag. A new field without a
 flag, or a flag renamed on one side only, fails here.
 """
 
@@ -14,18 +15,10 @@ import pytest
 import typer
 
 from salign_cli.cli.app import app
+from salign_cli.cli.common import FIELD_FLAGS
 from salign_cli.train.finetune_setup import FinetuneOptions
 from salign_cli.train.pretrain import PretrainOptions
 
-# CLI parameter name -> field name, where the flag reads better than the field
-RENAMED = {
-    "finetune": {
-        "cases": "case_ids",
-        "exclude": "exclude_case_ids",
-        "max_validation": "max_validation_cases",
-    },
-    "pretrain": {"pair_rotation": "pair_rotation_deg"},
-}
 # fields with no flag, and why
 API_ONLY = {
     "finetune": {
@@ -49,9 +42,9 @@ OPTIONS = {"finetune": FinetuneOptions, "pretrain": PretrainOptions}
 @pytest.mark.parametrize("command", sorted(OPTIONS))
 def test_every_options_field_is_a_flag_or_says_why_not(command):
     params = {p.name for p in typer.main.get_command(app).commands[command].params}
-    flags = {RENAMED[command].get(name, name) for name in params}
+    renamed = {flag: field for field, flag in FIELD_FLAGS.items()}
+    flags = {renamed.get(name, name) for name in params}
     fields = {f.name for f in dataclasses.fields(OPTIONS[command])}
     assert fields - flags - set(API_ONLY[command]) == set(), "fields without a flag"
     assert set(API_ONLY[command]) <= fields, "API_ONLY names a field that is gone"
     assert set(API_ONLY[command]).isdisjoint(flags), "API_ONLY names a field that has a flag"
-    assert set(RENAMED[command].values()) <= fields, "RENAMED maps to a field that is gone"

@@ -223,7 +223,7 @@ def test_modality_from_intensities_by_default_and_override_wins(
     assert with_stats.intensity_range == (-1000.0, 40.0)
     (forced,) = index_folders([tmp_path / "s"], workspace, modality="mr").records
     assert (forced.modality, forced.modality_source) == ("MR", "--modality")
-    with pytest.raises(InputError, match="--modality must be CT or MR"):
+    with pytest.raises(InputError, match="modality must be CT or MR"):
         index_folders([tmp_path / "s"], workspace, modality="PET")
 
 

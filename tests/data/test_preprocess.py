@@ -232,7 +232,7 @@ def test_default_target_spacing_is_the_median_with_a_ct_floor(
 
 @pytest.mark.parametrize("text", ["fine", "0", "-1.5", "nan", "inf", ""])
 def test_spacing_option_rejects_anything_but_auto_native_or_a_positive_number(text):
-    with pytest.raises(InputError, match="--spacing must be auto, native or a positive"):
+    with pytest.raises(InputError, match="spacing must be auto, native or a positive"):
         parse_spacing(text)
 
 

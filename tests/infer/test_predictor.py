@@ -164,7 +164,7 @@ def test_segmenting_a_canonical_copy_equals_canonicalising_the_mask(
 
 
 def test_batch_size_must_be_positive():
-    with pytest.raises(InputError, match="batch-size"):
+    with pytest.raises(InputError, match="batch_size must be at least 1"):
         Predictor(SignNet(), PreprocessConfig(), batch_size=0)
 
 

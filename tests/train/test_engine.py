@@ -271,6 +271,6 @@ def test_a_run_resumes_only_as_its_own_stage(tmp_path, task_config, stage, other
     with pytest.raises(InputError) as raised:
         resume_meta(tmp_path, other)
     assert str(raised.value) == (
-        f"--resume-from {tmp_path}: a {stage} run, not a {other} run; continue it with "
+        f"resume_from {tmp_path}: a {stage} run, not a {other} run; continue it with "
         f"salign {stage} --resume-from {tmp_path}"
     )

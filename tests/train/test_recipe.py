@@ -56,7 +56,7 @@ def test_recipe_round_trips_through_json_and_refuses_nonsense() -> None:
     assert again == recipe and again.in_channels == 5
     with pytest.raises(InputError, match="unknown"):
         FinetuneRecipe.from_dict({"stepz": 3})
-    with pytest.raises(InputError, match="--mirror"):
+    with pytest.raises(InputError, match="mirror must be one of"):
         FinetuneRecipe(mirror="diagonal")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="EMA"):
         FinetuneRecipe(ema_decay=None)  # the EMA is exported by default, so it needs a decay

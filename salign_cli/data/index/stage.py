@@ -24,7 +24,7 @@ from salign_cli.data.index.store import (
     stored_records,
     write_transaction,
 )
-from salign_cli.errors import InputError
+from salign_cli.errors import InputError, OptionError
 from salign_cli.io.modality import Modality, parse_modality
 from salign_cli.workspace import Workspace
 
@@ -150,7 +150,7 @@ def _parse_modality(modality: str | None) -> Modality | None:
         return None
     parsed = parse_modality(modality)
     if parsed is None:
-        raise InputError(f"--modality must be CT or MR, got {modality!r}")
+        raise OptionError("modality", f"must be CT or MR, got {modality!r}")
     return parsed
 
 
