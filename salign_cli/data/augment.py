@@ -179,7 +179,7 @@ class AugmentConfig:
     gamma_inverted_p: float = 0.1
     gamma_range: tuple[float, float] = (0.7, 1.5)
     # MR receive-coil inhomogeneity (not in nnU-Net; TorchIO's RandomBiasField is the model):
-    # off by default, the plan turns it on for MR (see salign_cli.train.plan).
+    # off by default, a recipe turns it on (its effect is measured in docs/benchmarks.md).
     bias_p: float = 0.0
     bias_strength: tuple[float, float] = (0.2, 0.6)  # largest |log| of the field
 
