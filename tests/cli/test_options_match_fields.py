@@ -48,3 +48,27 @@ def test_every_options_field_is_a_flag_or_says_why_not(command):
     assert fields - flags - set(API_ONLY[command]) == set(), "fields without a flag"
     assert set(API_ONLY[command]) <= fields, "API_ONLY names a field that is gone"
     assert set(API_ONLY[command]).isdisjoint(flags), "API_ONLY names a field that has a flag"
+
+
+def _field_default(field: dataclasses.Field) -> object:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_every_flag_defaults_to_its_fields_default(command):
+    """A flag's default is its field's: the command and the library run the same defaults (an
+    empty list may be given as no flag, None)."""
+    renamed = {flag: field for field, flag in FIELD_FLAGS.items()}
+    fields = {f.name: f for f in dataclasses.fields(OPTIONS[command])}
+    compared = 0
+    for param in typer.main.get_command(app).commands[command].params:
+        field = fields.get(renamed.get(param.name, param.name))
+        if field is None:
+            continue
+        expected = _field_default(field)
+        given = () if param.default is None and expected == () else param.default
+        assert given == expected, f"--{param.name}: flag {param.default!r}, field {expected!r}"
+        compared += 1
+    assert compared >= 10  # the comparison really ran over the command's options
