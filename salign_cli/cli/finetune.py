@@ -153,6 +153,14 @@ def finetune(
             "bcp (bidirectional copy-paste) or none. Default: the profile's.",
         ),
     ] = None,
+    bias_field: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--bias-field/--no-bias-field",
+            help="Augment with a smooth MR bias field (coil shading). Default: planned, on for "
+            "MR slices at least 64 mm across, off for smaller crops and for CT.",
+        ),
+    ] = None,
     max_validation: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
@@ -171,8 +179,9 @@ def finetune(
     """Fine-tune with a [bold]few labelled scans[/]; every other labelled scan is validation.
 
     First it plans the run from the labelled scans and prints the plan, one reason per choice:
-    in-plane spacing, patch, batch, U-Net depth, 2.5D context, steps, semi-supervision and
-    whether to keep each class's largest piece (every flag below overrides what it names).
+    in-plane spacing, patch, batch, U-Net depth, 2.5D context, steps, semi-supervision,
+    whether to keep each class's largest piece and whether to augment with an MR bias field
+    (every flag below overrides what it names).
     Starts from the newest pre-training run in the workspace (or --from), replaces the head for the
     dataset's classes (names from dataset.json), and trains cross-entropy + Dice on
     foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights),
@@ -220,6 +229,7 @@ def finetune(
             unlabelled=unlabelled,
             semi=semi,
             max_validation_cases=max_validation,
+            bias_field=bias_field,
         )
     with TrainingProgress(quiet) as reporter:
         reporter.begin("fine-tuning")

@@ -246,6 +246,11 @@ class AugmentConfig:
             self, **{name: max(getattr(self, name), probability) for name in names}
         )
 
+    def without_bias_field(self) -> AugmentConfig:
+        """The same ranges with the MR bias field never drawn (the plan's choice for CT and for
+        small fields of view)."""
+        return dataclasses.replace(self, bias_p=0.0)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (tuples, which JSON writes as lists)."""
         return asdict(self)

@@ -78,7 +78,8 @@ class FinetuneOptions:
     fields when not ``None``: ``size`` a square patch, ``augment=False`` switches augmentation
     off; ``width`` applies only to ``--from scratch``, and so does ``spacing`` (``auto``,
     ``native`` or mm, see `default_target_spacing`; a base bundle keeps the spacing it was
-    pre-trained at).
+    pre-trained at). ``bias_field`` fixes whether the MR bias-field augmentation is drawn
+    (``None``: planned from the scans' field of view).
     """
 
     labels: int | None = None
@@ -100,6 +101,7 @@ class FinetuneOptions:
     checkpoint_every: int = 100
     max_validation_cases: int | None = None
     spacing: str | float = "auto"
+    bias_field: bool | None = None
 
     def __post_init__(self) -> None:
         parse_spacing(str(self.spacing))
@@ -315,6 +317,7 @@ def plan_setup(
         steps=plan.steps,
         patch_size=plan.patch_size,
         batch_size=plan.batch_size,
+        augment=recipe.augment if plan.bias_field else recipe.augment.without_bias_field(),
     )
     model, preprocess, origin = initial_network(
         base_bundle,
@@ -393,6 +396,7 @@ def plan_overrides(
         context=context,
         steps=options.steps,
         semi=_semi_fixed_by(options),
+        bias_field=options.bias_field,
         slice_axis_from_base=base is not None,
         continues_finetuned=continues_finetuned(base, class_names),
     )

@@ -31,6 +31,10 @@ The rules (numbers in docs/benchmarks.md):
   (FixMatch added 6.2 points at k = 1 and 0.7 at k = 5 on hippocampus, never lost).
 - **largest component**: kept for a class when every labelled scan shows it in one piece (the
   labels' own evidence; a validation set, when there is one, then confirms or overrules it).
+- **bias field**: the augmentation's smooth multiplicative MR bias field is drawn (at the
+  recipe's ``bias_p``) for MR scans whose median field of view is at least
+  `BIAS_FIELD_MIN_FOV_MM` across: a coil's shading varies over a whole heart or abdomen, not
+  over a 35×50 mm hippocampus crop, and CT has none.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ CONTEXT_SPAN_MM = 1.0  # 2.5D neighbours cover about this much on each side of a
 # 30 % of the time, docs/benchmarks.md).
 CONTINUE_STEPS_FRACTION = 0.3
 _COARSENING_STEP = 1.02  # the spacing search's multiplicative step
+# The smaller in-plane field of view (mm, median over the labelled scans) from which an MR
+# scan is augmented with a bias field: a receive coil's gain changes over ~10 cm; LA 2018's
+# 125×90 mm slices are above, MSD Hippocampus' 35×50 mm crops below.
+BIAS_FIELD_MIN_FOV_MM = 64.0
 
 
 @dataclass(frozen=True)
@@ -127,13 +135,17 @@ class PlanOverrides:
     context: int | None = None
     steps: int | None = None
     semi: bool | None = None
+    bias_field: bool | None = None
     slice_axis_from_base: bool = False
     continues_finetuned: bool = False  # the base is a fine-tuned model of the same classes
 
 
 @dataclass(frozen=True)
 class FinetunePlan:
-    """What a fine-tune does, with one reason per choice (``reasons``: field → sentence)."""
+    """What a fine-tune does, with one reason per choice (``reasons``: field → sentence).
+
+    ``bias_field`` has a default because plans written before it existed (in older checkpoints
+    and bundles) did not draw one."""
 
     target_spacing_mm: tuple[float, float] | None
     slice_axis: int
@@ -145,6 +157,7 @@ class FinetunePlan:
     semi: bool
     largest_component: bool
     reasons: Mapping[str, str]
+    bias_field: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)
@@ -153,11 +166,12 @@ class FinetunePlan:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> FinetunePlan:
-        """The inverse of `to_dict`; unknown or missing keys are an `InputError`."""
+        """The inverse of `to_dict`; an unknown key, or a missing one other than ``bias_field``
+        (plans from before it), is an `InputError`."""
         names = {f.name for f in dataclasses.fields(cls)}
-        if set(payload) != names:
+        if not names - {"bias_field"} <= set(payload) <= names:
             raise InputError(
-                f"a fine-tuning plan needs exactly the keys {sorted(names)}, got {sorted(payload)}"
+                f"a fine-tuning plan needs the keys {sorted(names)}, got {sorted(payload)}"
             )
         spacing = payload["target_spacing_mm"]
         return cls(
@@ -171,6 +185,7 @@ class FinetunePlan:
             semi=bool(payload["semi"]),
             largest_component=bool(payload["largest_component"]),
             reasons={str(k): str(v) for k, v in payload["reasons"].items()},
+            bias_field=bool(payload.get("bias_field", False)),
         )
 
     def describe(self) -> list[str]:
@@ -190,6 +205,7 @@ class FinetunePlan:
             "steps": str(self.steps),
             "semi": "on" if self.semi else "off",
             "largest_component": "kept" if self.largest_component else "all parts kept",
+            "bias_field": "on" if self.bias_field else "off",
         }
         return [f"{name}: {value} — {self.reasons.get(name, '')}" for name, value in values.items()]
 
@@ -264,6 +280,10 @@ def plan_finetune(
             else "no unlabelled scans (every other scan is validation or excluded)"
         )
     largest, reasons["largest_component"] = _largest_component_rule(fingerprint)
+    if fixed.bias_field is not None:
+        bias_field, reasons["bias_field"] = fixed.bias_field, "fixed by --bias-field"
+    else:
+        bias_field, reasons["bias_field"] = _bias_field_rule(fingerprint, inplane_axes)
     return FinetunePlan(
         target_spacing_mm=spacing,
         slice_axis=slice_axis,
@@ -275,6 +295,7 @@ def plan_finetune(
         semi=semi,
         largest_component=largest,
         reasons=reasons,
+        bias_field=bias_field,
     )
 
 
@@ -410,3 +431,20 @@ def _largest_component_rule(fingerprint: Fingerprint) -> tuple[bool, str]:
     if split:
         return False, f"class {split[0]} is in several pieces in a labelled scan"
     return True, "every labelled scan shows each class in one piece"
+
+
+def _bias_field_rule(fingerprint: Fingerprint, inplane_axes: list[int]) -> tuple[bool, str]:
+    if fingerprint.modality != "MR":
+        return False, f"{fingerprint.modality} has no coil shading"
+    fov = _median(
+        [
+            min(scan.shape[a] * scan.spacing_mm[a] for a in inplane_axes)
+            for scan in fingerprint.scans
+        ]
+    )
+    if fov >= BIAS_FIELD_MIN_FOV_MM:
+        return (
+            True,
+            f"MR slices {fov:.0f} mm across (≥ {BIAS_FIELD_MIN_FOV_MM:g}): coil shading varies",
+        )
+    return False, f"MR slices only {fov:.0f} mm across: near-constant coil gain"

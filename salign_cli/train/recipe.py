@@ -41,6 +41,8 @@ Profile = Literal["cpu", "gpu"]
 # intensities. On LA 2018 with 4 labels (validation, 2 seeds, docs/benchmarks.md) the atria that
 # are dimmer or noisier than any labelled one were lost (0.02–0.25 Dice); with these ranges
 # validation Dice rose from 0.761 to 0.794 and the worst such scan from 0.02–0.07 to 0.84–0.86.
+# The MR bias field (``bias_p``) is drawn only where the plan says a scan's field of view is
+# large enough to be shaded by its coil (`salign_cli.train.plan.BIAS_FIELD_MIN_FOV_MM`).
 WIDE_INTENSITY_AUGMENT = AugmentConfig(
     noise_p=0.3,
     noise_variance=(0.0, 0.3),
@@ -50,6 +52,7 @@ WIDE_INTENSITY_AUGMENT = AugmentConfig(
     contrast_range=(0.5, 1.5),
     gamma_p=0.4,
     gamma_range=(0.5, 2.0),
+    bias_p=0.3,
 )
 PROFILES: tuple[str, ...] = ("cpu", "gpu")
 Mirror = Literal["auto", "lr", "none", "all"]

@@ -279,6 +279,21 @@ def test_a_setup_read_back_from_its_checkpoint_record_is_the_same_setup(
     assert FinetuneSetup.from_checkpoint(stored, tmp_path) == setup
 
 
+@pytest.mark.parametrize("flag", [None, True])
+def test_the_plans_bias_field_choice_is_what_the_recipe_trains_with(
+    synthetic: Path, tmp_path: Path, flag: bool | None
+) -> None:
+    # the synthetic scans are small crops: planned off, so the recipe's bias_p is zeroed;
+    # --bias-field keeps the recipe's probability
+    space = Workspace(tmp_path / "ws").ensure()
+    options = FinetuneOptions(labels=1, bias_field=flag, max_validation_cases=0, **TINY)
+    setup, _ = plan_setup([synthetic], space, SCRATCH, options, "cpu", lambda _: None)
+    assert setup.plan.bias_field is bool(flag)
+    expected = CPU_RECIPE.augment.bias_p if flag else 0.0
+    assert CPU_RECIPE.augment.bias_p > 0 and setup.recipe.augment.bias_p == expected
+    assert setup.recipe_as_run.to_dict()["augment"]["bias_p"] == expected  # as the bundle records
+
+
 def test_a_checkpoint_from_before_plans_cannot_be_resumed_and_says_so(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="before fine-tuning plans were recorded"):
         FinetuneSetup.from_checkpoint({"task_config": {}, "train_config": {}}, tmp_path)

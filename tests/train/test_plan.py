@@ -10,6 +10,7 @@ import pytest
 
 from salign_cli.errors import InputError
 from salign_cli.train.plan import (
+    BIAS_FIELD_MIN_FOV_MM,
     CONTINUE_STEPS_FRACTION,
     MIN_BATCH,
     FinetunePlan,
@@ -53,6 +54,7 @@ def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
     assert plan.patch_size == (48, 64) and plan.batch_size == 32
     assert plan.depth == 4 and plan.context == 1 and plan.steps == 1000
     assert plan.semi and plan.largest_component
+    assert not plan.bias_field  # 35 mm crops: the augmentation measured there had none
 
 
 def test_continuing_a_finetuned_model_takes_a_share_of_the_steps() -> None:
@@ -76,6 +78,8 @@ def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> No
     assert plan.depth == 4 and plan.steps == 1000
     assert plan.semi and plan.largest_component
     assert "coarsened" in plan.reasons["spacing"]
+    # the smaller sides 0.625 × (140, 143, 141, 135) mm: median of 87.5 and 88.1
+    assert plan.bias_field and "88 mm" in plan.reasons["bias_field"]
 
 
 def test_coarsening_never_shrinks_the_smallest_structure_below_its_pixel_floor() -> None:
@@ -95,6 +99,34 @@ def test_anisotropic_ct_slices_across_the_thick_axis_at_the_ct_floor() -> None:
     assert not plan.semi  # no unlabelled scans
     assert not plan.largest_component  # the vessel class comes in three pieces
     assert "class 2" in plan.reasons["largest_component"]
+    assert not plan.bias_field and "CT" in plan.reasons["bias_field"]  # 410 mm, but CT
+
+
+def test_the_bias_field_starts_at_its_field_of_view_and_follows_the_flag() -> None:
+    # the smaller in-plane side decides (the slice axis is the axial one here): 64 mm is on
+    def plan_for(rows: int, spacing: float) -> FinetunePlan:
+        scan = ScanGeometry((rows, 200, 40), (spacing, spacing, 3.0), {1: 1}, {1: 20.0})
+        return plan_finetune(Fingerprint("MR", (scan,) * 3, 0), CPU_BUDGET)
+
+    assert BIAS_FIELD_MIN_FOV_MM == 64.0
+    assert plan_for(64, 1.0).bias_field  # 64 mm × 200 mm
+    assert not plan_for(63, 1.0).bias_field
+    assert plan_for(128, 0.5).bias_field and not plan_for(126, 0.5).bias_field
+    # a flag wins either way
+    off = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(bias_field=False))
+    on = plan_finetune(hippocampus_like(), CPU_BUDGET, PlanOverrides(bias_field=True))
+    assert (
+        not off.bias_field and on.bias_field and on.reasons["bias_field"] == "fixed by --bias-field"
+    )
+
+
+def test_plans_written_before_the_bias_field_load_without_it() -> None:
+    older = plan_finetune(la_like(), CPU_BUDGET).to_dict()
+    del older["bias_field"]
+    assert FinetunePlan.from_dict(older).bias_field is False
+    del older["semi"]
+    with pytest.raises(InputError, match="needs the keys"):
+        FinetunePlan.from_dict(older)
 
 
 def test_tiny_slices_get_a_shallower_network() -> None:
@@ -128,9 +160,10 @@ def test_plan_round_trips_and_describes_every_choice_with_a_reason() -> None:
     plan = plan_finetune(la_like(), CPU_BUDGET)
     assert FinetunePlan.from_dict(plan.to_dict()) == plan
     lines = plan.describe()
-    assert len(lines) == 9 and all(" — " in line and line.split(" — ")[1] for line in lines)
+    assert len(lines) == 10 and all(" — " in line and line.split(" — ")[1] for line in lines)
     assert lines[0].startswith("spacing: 0.9") and "patch: 128×96" in lines[2]
-    with pytest.raises(InputError, match="exactly the keys"):
+    assert lines[-1].startswith("bias_field: on — MR slices")
+    with pytest.raises(InputError, match="needs the keys"):
         FinetunePlan.from_dict({**plan.to_dict(), "extra": 1})
 
 
