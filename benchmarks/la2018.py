@@ -3,6 +3,8 @@
     python benchmarks/la2018.py convert UAMT_DIR SCRATCH_DIR       # h5 -> NIfTI, once
     python benchmarks/la2018.py run SCRATCH_DIR --k 4 --seeds 0 -o OUT -w WS
     python benchmarks/la2018.py run SCRATCH_DIR --k 4 --validation 10 -o OUT -w WS   # choices
+    python benchmarks/la2018.py pack UAMT_DIR PACK_DIR --parts 3    # for the GPU machine
+    python benchmarks/la2018.py unpack SCRATCH_DIR PACK_DIR/part-*  # there: -> convert's output
 
 The data is UA-MT's preprocessed copy of the 2018 Atrial Segmentation Challenge (Xiong et al.,
 "A global benchmark of algorithms for segmenting the left atrium from late gadolinium-enhanced
@@ -32,7 +34,6 @@ import json
 import math
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,8 +67,8 @@ def la_affine() -> np.ndarray:
     return np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
 
 
-def convert_case(h5_file: Path, image_out: Path, label_out: Path) -> tuple[int, int, int]:
-    """One ``mri_norm2.h5`` -> image (float32) and label (uint8) NIfTI files on one grid."""
+def read_case(h5_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One ``mri_norm2.h5`` -> its image (float32) and label (uint8), checked to share a grid."""
     import h5py
 
     with h5py.File(h5_file, "r") as handle:
@@ -75,27 +76,30 @@ def convert_case(h5_file: Path, image_out: Path, label_out: Path) -> tuple[int, 
         label = np.asarray(handle["label"], dtype=np.uint8)
     if image.shape != label.shape or image.ndim != 3:
         raise ValueError(f"{h5_file}: image {image.shape} and label {label.shape} differ")
+    return image, label
+
+
+def write_case(image: np.ndarray, label: np.ndarray, image_out: Path, label_out: Path) -> None:
+    """Image and label as NIfTI on the challenge grid, each written whole or not at all."""
     for array, path in ((image, image_out), (label, label_out)):
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".part.nii.gz")
         nib.save(nib.Nifti1Image(array, la_affine()), temporary)
         temporary.replace(path)
-    return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
 
 
-def convert(uamt_dir: Path, out: Path) -> dict[str, list[str]]:
-    """UA-MT's ``data/`` folder (or the repository around it) -> ``out/train`` and ``out/test``."""
-    data = uamt_dir / "data" if (uamt_dir / "data" / "train.list").is_file() else uamt_dir
-    splits = {"train": read_list(data, "train.list"), "test": read_list(data, "test.list")}
+def case_paths(out: Path, split: str, case: str) -> tuple[Path, Path]:
+    """Where ``convert`` and ``unpack`` put one case's image and label."""
+    folder = out / split
+    return folder / "imagesTr" / f"{case}.nii.gz", folder / "labelsTr" / f"{case}.nii.gz"
+
+
+def write_layout(out: Path, splits: dict[str, list[str]]) -> None:
+    """``splits.json`` and each split's ``dataset.json`` (the MSD description salign reads)."""
     for split, cases in splits.items():
-        folder = out / split
-        for case in cases:
-            image = folder / "imagesTr" / f"{case}.nii.gz"
-            label = folder / "labelsTr" / f"{case}.nii.gz"
-            if not (image.is_file() and label.is_file()):
-                convert_case(data / H5_PATH.format(case=case), image, label)
+        (out / split).mkdir(parents=True, exist_ok=True)
         write_json(
-            folder / "dataset.json",
+            out / split / "dataset.json",
             {
                 "name": f"LA2018-{split}",
                 "description": "UA-MT's preprocessed LA 2018 (Xiong et al., MedIA 2020/2021)",
@@ -105,7 +109,97 @@ def convert(uamt_dir: Path, out: Path) -> dict[str, list[str]]:
             },
         )
     write_json(out / "splits.json", splits)
+
+
+def uamt_splits(uamt_dir: Path) -> tuple[Path, dict[str, list[str]]]:
+    """UA-MT's ``data/`` folder (given it or the repository around it) and its two id lists."""
+    data = uamt_dir / "data" if (uamt_dir / "data" / "train.list").is_file() else uamt_dir
+    return data, {"train": read_list(data, "train.list"), "test": read_list(data, "test.list")}
+
+
+def convert(uamt_dir: Path, out: Path) -> dict[str, list[str]]:
+    """UA-MT's ``data/`` folder (or the repository around it) -> ``out/train`` and ``out/test``."""
+    data, splits = uamt_splits(uamt_dir)
+    for split, cases in splits.items():
+        for case in cases:
+            image_out, label_out = case_paths(out, split, case)
+            if not (image_out.is_file() and label_out.is_file()):
+                write_case(*read_case(data / H5_PATH.format(case=case)), image_out, label_out)
+    write_layout(out, splits)
     return splits
+
+
+# ---------------------------------------------------------------------------------------------
+# packing, for a machine the data cannot reach whole (the GPU machine takes 64 MiB per call)
+
+PART_NAME = "part-{index}-of-{count}.npz.xz"
+
+
+def pack(uamt_dir: Path, out: Path, parts: int) -> list[Path]:
+    """UA-MT's volumes as ``parts`` xz files that ``unpack`` turns into ``convert``'s output.
+
+    UA-MT z-scored 8-bit LGE-MRI, so an image holds at most 256 distinct float32 values: their
+    sorted table plus one uint8 index per voxel restores the image bit for bit, and xz makes that
+    ~1.3 MB a volume (gzip'd float32 NIfTI: ~2.4 MB). An image with more values is refused, not
+    rounded. Labelled-first order (the first 8 training ids, the test 20, then the rest), cut
+    into consecutive parts, puts what a k <= 8 run trains on with labels and scores into the
+    first part, so a short check can run on it alone.
+    """
+    import lzma
+
+    data, splits = uamt_splits(uamt_dir)
+    order = [("train", c) for c in splits["train"][:8]] + [("test", c) for c in splits["test"]]
+    order += [("train", c) for c in splits["train"][8:]]
+    per_part = math.ceil(len(order) / parts)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(parts):
+        arrays: dict[str, np.ndarray] = {"splits": np.array(json.dumps(splits))}
+        for split, case in order[index * per_part : (index + 1) * per_part]:
+            h5_file = data / H5_PATH.format(case=case)
+            image, label = read_case(h5_file)
+            values, levels = np.unique(image, return_inverse=True)
+            if values.size > 256:
+                raise SystemExit(f"{h5_file}: {values.size} distinct intensities, not 8-bit data")
+            arrays[f"{split}.{case}.values"] = values
+            arrays[f"{split}.{case}.levels"] = levels.reshape(image.shape).astype(np.uint8)
+            arrays[f"{split}.{case}.label"] = label
+        path = out / PART_NAME.format(index=index + 1, count=parts)
+        temporary = path.with_name(path.name + ".part")
+        with lzma.open(temporary, "wb", preset=6) as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
+        temporary.replace(path)
+        written.append(path)
+    return written
+
+
+def unpack(part_files: Sequence[Path], out: Path) -> dict[str, int]:
+    """Write the cases of the given parts as ``convert`` would; count what the folder now holds.
+
+    Parts may arrive one call at a time: each call adds its cases, and the counts say when
+    every case of ``splits.json`` is there (a run needs all of them: a missing unlabelled
+    volume would silently shrink the semi-supervised pool).
+    """
+    import io
+    import lzma
+
+    splits: dict[str, list[str]] = {}
+    for part in part_files:
+        with lzma.open(part, "rb") as handle, np.load(io.BytesIO(handle.read())) as arrays:
+            splits = json.loads(str(arrays["splits"]))
+            for key in arrays.files:
+                if not key.endswith(".values"):
+                    continue
+                split, case, _ = key.split(".")
+                paths = case_paths(out, split, case)
+                if not all(path.is_file() for path in paths):  # each was written whole
+                    image = arrays[key][arrays[f"{split}.{case}.levels"]]
+                    write_case(image, arrays[f"{split}.{case}.label"], *paths)
+    write_layout(out, splits)
+    return {
+        split: sum(all(p.is_file() for p in case_paths(out, split, c)) for c in cases)
+        for split, cases in splits.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +353,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     to_nifti = commands.add_parser("convert", help="UA-MT's h5 files -> NIfTI in a scratch folder")
     to_nifti.add_argument("uamt", type=Path)
     to_nifti.add_argument("out", type=Path)
+    packing = commands.add_parser("pack", help="UA-MT's h5 files -> N xz parts (8-bit, lossless)")
+    packing.add_argument("uamt", type=Path)
+    packing.add_argument("out", type=Path)
+    packing.add_argument("--parts", type=int, default=3)
+    unpacking = commands.add_parser("unpack", help="parts -> convert's NIfTI folders")
+    unpacking.add_argument("out", type=Path)
+    unpacking.add_argument("parts", type=Path, nargs="+")
     bench = commands.add_parser("run", help="fine-tune on the first k ids, score test volumes")
     bench.add_argument("data", type=Path, help="the folder `convert` wrote")
     bench.add_argument("--methods", default="scratch+semi", help="comma-separated")
@@ -272,6 +373,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "convert":
         splits = convert(args.uamt, args.out)
         print(json.dumps({"train": len(splits["train"]), "test": len(splits["test"])}))
+        return
+    if args.command == "pack":
+        for path in pack(args.uamt, args.out, args.parts):
+            print(f"{path}  {path.stat().st_size / 1e6:.1f} MB")
+        return
+    if args.command == "unpack":
+        print(json.dumps(unpack(args.parts, args.out)))
         return
     overrides = {}
     for item in args.set:
@@ -306,4 +414,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -81,3 +81,48 @@ def test_scores_have_known_answers(la2018) -> None:
     assert score.hd95_mm > 0 and score.asd_mm > 0
     empty = la2018.score_case("c", np.zeros_like(reference), reference)
     assert empty.dice == 0 and math.isnan(empty.hd95_mm) and empty.pieces == 0
+
+
+def _eight_bit_uamt(root: Path, train: list[str], test: list[str]) -> None:
+    """Stand-in h5 files whose images are z-scored 8-bit data, as UA-MT's are."""
+    data = root / "data"
+    for index, case in enumerate(train + test):
+        folder = data / "2018LA_Seg_Training Set" / case
+        folder.mkdir(parents=True)
+        raw = np.random.default_rng(index).integers(0, 200, size=(12, 10, 8)).astype(np.float32)
+        image = ((raw - raw.mean()) / raw.std()).astype(np.float32)
+        label = (raw > 150).astype(np.uint8)
+        with h5py.File(folder / "mri_norm2.h5", "w") as handle:
+            handle["image"], handle["label"] = image, label
+    (data / "train.list").write_text("\n".join(train) + "\n")
+    (data / "test.list").write_text("\n".join(test) + "\n")
+
+
+def test_pack_then_unpack_gives_convert_output_bit_for_bit(la2018, tmp_path: Path) -> None:
+    train, test = [f"T{i}" for i in range(10)], ["X1", "X2"]
+    _eight_bit_uamt(tmp_path / "uamt", train, test)
+    la2018.convert(tmp_path / "uamt", tmp_path / "converted")
+    parts = la2018.pack(tmp_path / "uamt", tmp_path / "packed", 3)
+    assert [p.name for p in parts] == [f"part-{i}-of-3.npz.xz" for i in (1, 2, 3)]
+    # 4 cases a part in labelled-first order: T0-T3 | T4-T7 | X1, X2, T8, T9
+    counts = la2018.unpack(parts[:1], tmp_path / "unpacked")
+    assert counts == {"train": 4, "test": 0}
+    counts = la2018.unpack(parts[1:], tmp_path / "unpacked")
+    assert counts == {"train": 10, "test": 2}
+    for split, cases in (("train", train), ("test", test)):
+        for case in cases:
+            for kind in ("imagesTr", "labelsTr"):
+                ours = nib.load(tmp_path / "unpacked" / split / kind / f"{case}.nii.gz")
+                theirs = nib.load(tmp_path / "converted" / split / kind / f"{case}.nii.gz")
+                assert ours.get_data_dtype() == theirs.get_data_dtype()
+                np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
+                np.testing.assert_array_equal(ours.affine, theirs.affine)
+    assert (tmp_path / "unpacked" / "splits.json").read_text() == (
+        tmp_path / "converted" / "splits.json"
+    ).read_text()
+
+
+def test_pack_refuses_images_that_are_not_eight_bit(la2018, tmp_path: Path) -> None:
+    _write_uamt(tmp_path / "uamt", ["A1"], ["C3"])  # normal noise: 960 distinct values
+    with pytest.raises(SystemExit, match=r"A1/mri_norm2\.h5: 960 distinct intensities"):
+        la2018.pack(tmp_path / "uamt", tmp_path / "packed", 1)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# LA 2018 on one GPU with the GPU defaults (issue 26), for the device tool.
+#
+# The 100 volumes do not fit one call's 64 MiB, so they travel as three parts over three calls
+# to the same warm machine (it stays warm ~30 s after a call: issue the next one at once):
+#   here:   python benchmarks/la2018.py pack UAMT_DIR /work/scratch/lapack --parts 3   # 8-bit, lossless
+#           ln -s /work/scratch/lapack .device-la     # outside the repository; .git/info/exclude'd
+#           python -m pip download --no-deps ... -d .whl  nibabel platformdirs huggingface_hub
+#               httpx2 httpcore2 truststore   (what this path needs and the device image lacks;
+#               pydicom/highdicom are for DICOM only: leaving them keeps part 1's call < 64 MiB)
+#   device: run(command="bash benchmarks/device/la2018.sh smoke",
+#               carry=[".whl", ".device-la/part-1-of-3.npz.xz"])    # k=4, 30 steps: it works
+#           run(command="bash benchmarks/device/la2018.sh part", carry=[".device-la/part-2-of-3.npz.xz"])
+#           run(command="bash benchmarks/device/la2018.sh run", carry=[".device-la/part-3-of-3.npz.xz"],
+#               timeout_s=540)
+# Each call unpacks the parts it brought into /tmp/la2018 (kept while the machine is warm); `run`
+# needs all 100 volumes and runs k = 4 and 8, seed 0 and then seed 1, rewriting results.json
+# after every run, so what finished comes back even on a timeout. Tables and logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/salign-out}"
+DATA=/tmp/la2018
+mkdir -p "$OUT"
+if [ ! -d /tmp/site ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+    | tee -a "$OUT/gpu.txt"
+shopt -s nullglob
+parts=(.device-la/part-*.npz.xz)
+if [ ${#parts[@]} -gt 0 ]; then
+    python3 benchmarks/la2018.py unpack "$DATA" "${parts[@]}" | tee "$OUT/unpacked.json" || exit 1
+fi
+case "${1:-run}" in
+    part) ;;
+    smoke)
+        timeout 240 python3 benchmarks/la2018.py run "$DATA" --k 4 --seeds 0 --set steps=30 \
+            -o /tmp/la-smoke -w /tmp/la-ws 2>&1 | tee "$OUT/smoke.log"
+        cp /tmp/la-smoke/results.json "$OUT/smoke.json" 2>/dev/null ;;
+    run)
+        python3 -c "import json,sys; c=json.load(open('$OUT/unpacked.json')); \
+            sys.exit(0 if c == {'train': 80, 'test': 20} else f'not every volume is here: {c}')" \
+            || exit 1
+        trap 'for s in 0 1; do cp /tmp/la-s$s/results.json "$OUT/results-s$s.json" 2>/dev/null; done' EXIT
+        for seed in 0 1; do
+            python3 benchmarks/la2018.py run "$DATA" --k 4,8 --seeds $seed -o /tmp/la-s$seed \
+                -w /tmp/la-ws 2>&1 | tee "$OUT/run-s$seed.log"
+        done ;;
+esac
