@@ -5,9 +5,8 @@
 # to the same warm machine (it stays warm ~30 s after a call: issue the next one at once):
 #   here:   python benchmarks/la2018.py pack UAMT_DIR /work/scratch/lapack --parts 3   # 8-bit, lossless
 #           ln -s /work/scratch/lapack .device-la     # outside the repository; .git/info/exclude'd
-#           python -m pip download --no-deps ... -d .whl  nibabel platformdirs huggingface_hub
-#               httpx2 httpcore2 truststore   (what this path needs and the device image lacks;
-#               pydicom/highdicom are for DICOM only: leaving them keeps part 1's call < 64 MiB)
+#           .whl/ as benchmarks/device/env.sh says (4.3 MB; without pydicom/highdicom, which
+#               only DICOM needs, part 1's call stays under 64 MiB)
 #   device: run(command="bash benchmarks/device/la2018.sh smoke",
 #               carry=[".whl", ".device-la/part-1-of-3.npz.xz"])    # k=4, 30 steps: it works
 #           run(command="bash benchmarks/device/la2018.sh part", carry=[".device-la/part-2-of-3.npz.xz"])
@@ -20,18 +19,10 @@
 # Tables and logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT="${OUT:-/tmp/salign-out}"
 DATA=/tmp/la2018
 SEEDS="${SEEDS:-0}"
-mkdir -p "$OUT"
-if [ ! -d /tmp/site ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
-    | tee -a "$OUT/gpu.txt"
+# shellcheck source=benchmarks/device/env.sh
+source benchmarks/device/env.sh
 shopt -s nullglob
 parts=(.device-la/part-*.npz.xz)
 if [ ${#parts[@]} -gt 0 ]; then
@@ -44,10 +35,10 @@ case "${1:-run}" in
             -o /tmp/la-smoke -w /tmp/la-ws 2>&1 | tee "$OUT/smoke.log"
         cp /tmp/la-smoke/results.json "$OUT/smoke.json" 2>/dev/null ;;
     run)
-        train=$(ls "$DATA"/train/imagesTr/*.nii.gz 2>/dev/null | wc -l)
-        test=$(ls "$DATA"/test/imagesTr/*.nii.gz 2>/dev/null | wc -l)
-        if [ "$train" != 80 ] || [ "$test" != 20 ]; then
-            echo "not every volume is here ($train train, $test test): carry the missing parts" >&2
+        train=("$DATA"/train/imagesTr/*.nii.gz) test=("$DATA"/test/imagesTr/*.nii.gz)
+        if [ ${#train[@]} != 80 ] || [ ${#test[@]} != 20 ]; then
+            echo "not every volume is here (${#train[@]} train, ${#test[@]} test):" \
+                "carry the missing parts" >&2
             exit 1
         fi
         trap 'for s in $SEEDS; do cp /tmp/la-s$s/results.json "$OUT/results-s$s.json" 2>/dev/null; done' EXIT

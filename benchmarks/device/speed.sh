@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's GPU measurements in one run (< 8 min on one H100/H200), for the device tool:
 #
-#   device: run(command="bash benchmarks/device/speed.sh", carry=[".device-data"], timeout_s=540)
+#   device: run(command="bash benchmarks/device/speed.sh", carry=[".device-data", ".whl"],
+#               timeout_s=540)   (.whl/ as benchmarks/device/env.sh says)
 #   (.device-data/hippocampus, git-ignored, as in few_label_full.sh; without it the
 #    hippocampus row is left out and the CT rows still run)
 #
@@ -13,14 +14,11 @@
 # take the others down with it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT="${OUT:-/tmp/salign-out}"
 DATA="${DATA:-.device-data/hippocampus}"
-mkdir -p "$OUT"
-python -m pip install -q -e . 2>&1 | tail -2
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+# shellcheck source=benchmarks/device/env.sh
+source benchmarks/device/env.sh
 git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt" || true
-timeout 270 python benchmarks/pretrain_throughput.py --device cuda --size 224 --batch-size 128 \
+timeout 270 python3 benchmarks/pretrain_throughput.py --device cuda --size 224 --batch-size 128 \
     --width 32 --steps 20 --warmup 5 --compile 2>&1 | tee "$OUT/pretrain_throughput.txt"
-timeout 150 python benchmarks/segment_speed.py --device cuda --cases 20 --hippocampus "$DATA" \
+timeout 150 python3 benchmarks/segment_speed.py --device cuda --cases 20 --hippocampus "$DATA" \
     2>&1 | tee "$OUT/segment_speed.txt"
