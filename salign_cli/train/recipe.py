@@ -108,7 +108,8 @@ class FinetuneRecipe:
       on each side given as extra input channels: 2.5D; the bundle records it and `salign
       segment` stacks the same neighbours);
     - schedule: ``steps`` optimiser steps of about ``batch_pixels`` pixels each (``batch_size``
-      fixes the slice count instead), AdamW at ``lr`` with a linear warm-up over
+      fixes the slice count instead; the plan may raise the steps up to ``max_steps_factor``
+      times for data whose labelled slices a step visits rarely), AdamW at ``lr`` with a linear warm-up over
       ``warmup_fraction`` of the steps, then cosine to ``lr * min_lr_ratio``;
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
       bundle (the new head always trains at ``lr``);
@@ -129,6 +130,7 @@ class FinetuneRecipe:
     width: int = 16
     context: int = 1
     steps: int = 1000
+    max_steps_factor: float = 2.0
     batch_size: int | None = None
     batch_pixels: int = 32 * 48 * 64
     max_patch_px: int = 256
@@ -161,6 +163,10 @@ class FinetuneRecipe:
                 raise OptionError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
+        if not self.max_steps_factor >= 1:
+            raise OptionError(
+                "max_steps_factor", f"must be at least 1, got {self.max_steps_factor}"
+            )
         if self.context < 0:
             raise OptionError("context", f"must be >= 0 slices, got {self.context}")
         if not self.lr > 0:
@@ -217,6 +223,7 @@ GPU_RECIPE = FinetuneRecipe(
     profile="gpu",
     width=32,
     steps=2000,
+    max_steps_factor=1.0,
     batch_pixels=64 * 48 * 64,
     max_patch_px=512,
 )

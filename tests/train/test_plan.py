@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +14,7 @@ from salign_cli.train.plan import (
     BIAS_FIELD_MIN_FOV_MM,
     CONTINUE_STEPS_FRACTION,
     MIN_BATCH,
+    MIN_SLICE_PASSES,
     FinetunePlan,
     Fingerprint,
     PlanBudget,
@@ -22,10 +24,12 @@ from salign_cli.train.plan import (
     plan_finetune,
     scan_geometry,
 )
-from salign_cli.train.recipe import CPU_RECIPE
+from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
 from salign_cli.train.scans import LabelledCase
 
-CPU_BUDGET = PlanBudget(CPU_RECIPE.batch_pixels, CPU_RECIPE.max_patch_px, CPU_RECIPE.steps)
+CPU_BUDGET = PlanBudget(
+    CPU_RECIPE.batch_pixels, CPU_RECIPE.max_patch_px, CPU_RECIPE.steps, CPU_RECIPE.max_steps_factor
+)
 
 
 def hippocampus_like(count: int = 5, unlabelled: int = 140) -> Fingerprint:
@@ -65,6 +69,26 @@ def test_continuing_a_finetuned_model_takes_a_share_of_the_steps() -> None:
     assert plan_finetune(hippocampus_like(), CPU_BUDGET, fixed).steps == 50  # --steps wins
 
 
+def test_steps_rise_until_each_labelled_slice_is_drawn_often_enough_within_the_cap() -> None:
+    assert MIN_SLICE_PASSES == 50
+    # hippocampus: 5 × 35 slices, 32 a step, 1,000 steps draw each ~183 times: kept
+    assert plan_finetune(hippocampus_like(), CPU_BUDGET).steps == 1000
+    # one 40-slice scan at 8 a step wants 50 × 40 / 8 = 250 steps: the recipe's 1,000 stay
+    scan = ScanGeometry((128, 96, 40), (1.0, 1.0, 1.0), {1: 1}, {1: 40.0})
+    plan = plan_finetune(Fingerprint("MR", (scan,), 0), CPU_BUDGET)
+    assert plan.batch_size == 8 and plan.steps == 1000
+    assert "drawn ~200 times" in plan.reasons["steps"]
+    # four of them: 50 × 160 / 8 = 1,000 exactly; five: 1,250 (raised, under the 2× cap)
+    assert plan_finetune(Fingerprint("MR", (scan,) * 4, 0), CPU_BUDGET).steps == 1000
+    raised = plan_finetune(Fingerprint("MR", (scan,) * 5, 0), CPU_BUDGET)
+    assert raised.steps == 1250 and "raised" in raised.reasons["steps"]
+    # a budget without room to raise (the gpu profile: factor 1) keeps its steps
+    fixed = dataclasses.replace(CPU_BUDGET, max_steps_factor=1.0)
+    assert plan_finetune(la_like(), fixed).steps == CPU_RECIPE.steps
+    assert plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(steps=300)).steps == 300
+    assert GPU_RECIPE.max_steps_factor == 1.0 and CPU_RECIPE.max_steps_factor == 2.0
+
+
 def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> None:
     plan = plan_finetune(la_like(), CPU_BUDGET)
     # native 0.625 mm would give 208×144 patches, 3 per step; the plan coarsens by ~1.58
@@ -75,7 +99,9 @@ def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> No
     )
     assert plan.patch_size == (128, 96) and plan.batch_size == MIN_BATCH
     assert plan.context == 2  # ±1.25 mm of 0.625 mm slices
-    assert plan.depth == 4 and plan.steps == 1000
+    assert plan.depth == 4
+    # 4 × 88 slices at 8 a step: 50 passes want 2,200 steps, the cpu profile's cap is 2×
+    assert plan.steps == 2000 and "352 labelled slices" in plan.reasons["steps"]
     assert plan.semi and plan.largest_component
     assert "coarsened" in plan.reasons["spacing"]
     # the smaller sides 0.625 × (140, 143, 141, 135) mm: median of 87.5 and 88.1
