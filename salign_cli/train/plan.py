@@ -26,11 +26,12 @@ The rules (numbers in docs/benchmarks.md):
 - **context**: neighbours spanning about 1 mm on each side (1 on hippocampus' 1 mm slices, 2 on
   LA's 0.625 mm, 1 on 5 mm CT), at most `MAX_CONTEXT`.
 - **steps**: the recipe's (1,000 on the cpu profile), raised — at most the recipe's
-  ``max_steps_factor`` times (2 on the cpu profile, 1 on the gpu one, whose 2,000 steps were
-  measured as they are) — until every labelled slice is drawn about `MIN_SLICE_PASSES` times. Hippocampus' 5 × 35 slices
-  at 32 a step pass 180 times in 1,000 steps and keep them; LA 2018's 4 × 88 slices at 8 a step
-  passed only 23 times: with the wider augmentation and the bias field 2,000 steps then gave
-  0.865 validation Dice against 0.841 (before those, 2,000 did not pay: 0.743 vs 0.747).
+  ``max_steps_factor`` times (2 on the cpu profile; 1 on the gpu one, whose 2,000 steps were
+  measured as they are) — until every labelled slice is drawn about `MIN_SLICE_PASSES` times.
+  Hippocampus' 5 × 35 slices at 32 a step pass 183 times in 1,000 steps and keep them; LA
+  2018's 4 × 88 slices at 8 a step passed only 23 times: with the wider augmentation and the
+  bias field, 2,000 steps then gave 0.865 validation Dice against 0.841 (before those, 2,000
+  did not pay: 0.743 vs 0.747).
 - **semi-supervision**: when there are at least as many unlabelled scans as labelled ones
   (FixMatch added 6.2 points at k = 1 and 0.7 at k = 5 on hippocampus, never lost).
 - **largest component**: kept for a class when every labelled scan shows it in one piece (the
