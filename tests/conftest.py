@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# resolved: the index stores resolved paths, and ../shared may itself be a link to the data
+SHARED_DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data").resolve()
 FIXTURES_DIR = SHARED_DATA / "fixtures"
 HIPPOCAMPUS_DIR = SHARED_DATA / "hippocampus"
 
