@@ -302,7 +302,7 @@ def plan_setup(
     overrides = plan_overrides(options, base_bundle, _ordered_names(class_names))
     plan = plan_finetune(
         dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
-        PlanBudget(recipe.batch_pixels, recipe.max_patch_px, recipe.steps, recipe.max_steps_factor),
+        PlanBudget.of(recipe),
         overrides,
     )
     wanted = recipe.semi.method != "none" and options.unlabelled != "none"

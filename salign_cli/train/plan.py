@@ -60,7 +60,7 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.errors import InputError
 from salign_cli.infer.postprocess import connected_components
-from salign_cli.train.recipe import patch_size_for, slices_per_step
+from salign_cli.train.recipe import FinetuneRecipe, patch_size_for, slices_per_step
 
 if TYPE_CHECKING:
     from salign_cli.train.scans import LabelledCase
@@ -131,6 +131,11 @@ class PlanBudget:
     max_patch_px: int
     steps: int
     max_steps_factor: float = 1.0
+
+    @classmethod
+    def of(cls, recipe: FinetuneRecipe) -> PlanBudget:
+        """The budget a recipe gives its plan (one mapping, so no field is forgotten)."""
+        return cls(recipe.batch_pixels, recipe.max_patch_px, recipe.steps, recipe.max_steps_factor)
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,9 @@ class FinetuneRecipe:
       segment` stacks the same neighbours);
     - schedule: ``steps`` optimiser steps of about ``batch_pixels`` pixels each (``batch_size``
       fixes the slice count instead; the plan may raise the steps up to ``max_steps_factor``
-      times for data whose labelled slices a step visits rarely), AdamW at ``lr`` with a linear warm-up over
-      ``warmup_fraction`` of the steps, then cosine to ``lr * min_lr_ratio``;
+      times for data whose labelled slices a step visits rarely), AdamW at ``lr`` with a
+      linear warm-up over ``warmup_fraction`` of the steps, then cosine to
+      ``lr * min_lr_ratio``;
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
       bundle (the new head always trains at ``lr``);
     - data: ``foreground_fraction`` of the samples is centred on a labelled voxel (nnU-Net's

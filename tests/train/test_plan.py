@@ -27,9 +27,7 @@ from salign_cli.train.plan import (
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
 from salign_cli.train.scans import LabelledCase
 
-CPU_BUDGET = PlanBudget(
-    CPU_RECIPE.batch_pixels, CPU_RECIPE.max_patch_px, CPU_RECIPE.steps, CPU_RECIPE.max_steps_factor
-)
+CPU_BUDGET = PlanBudget.of(CPU_RECIPE)
 
 
 def hippocampus_like(count: int = 5, unlabelled: int = 140) -> Fingerprint:
