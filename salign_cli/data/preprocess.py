@@ -55,6 +55,11 @@ PREPROCESS_VERSION = 1  # bump when the recipe changes, so stale cache entries a
 OUTSIDE_SCAN = 0.0
 ISOTROPY_TOLERANCE = 1.1  # spacings within 10 % count as equal when choosing the slice axis
 _RESAMPLE_CHUNK = 32  # slices resampled at once: bounds memory on 512x512x400 CT
+# CT content (`content_box`): air is -1000 HU and fat about -100; lung (-900 to -500) lies
+# inside the chest wall, so the box around everything above -500 HU holds the whole body.
+CT_CONTENT_HU = -500.0
+# Air kept around the body in the box: the network sees the skin with real air beside it.
+CONTENT_MARGIN_PX = 16
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,49 @@ def with_context(slices: np.ndarray, start: int, stop: int, context: int) -> np.
         if first < last:
             out[first - offset - start : last - offset - start, channel] = slices[first:last]
     return out
+
+
+def content_box(
+    slices: np.ndarray, config: PreprocessConfig, *, multiple: int = 1
+) -> tuple[slice, slice] | None:
+    """The in-plane box of a CT's prepared ``[D, H, W]`` slices that holds the patient, or
+    ``None`` when it is the whole slice (and always for MR).
+
+    The box bounds every pixel above `CT_CONTENT_HU` in any slice, widened by
+    `CONTENT_MARGIN_PX` of the air around it on each side and then to a multiple of
+    ``multiple`` (the network's down-sampling factor, so the box needs no padding), all within
+    the slice. Why: a CT's field of view is mostly air around the body (on a 512² abdomen about
+    half of each slice), and segmenting only the box costs the network that much less; outside
+    it there is nothing but air and the couch's surroundings to label. MR has no such absolute
+    level (its background is noise of any scale), so it is never cropped.
+
+    >>> ct = np.full((2, 64, 64), -1.0, dtype=np.float32)
+    >>> ct[1, 30:34, 20:25] = 0.04  # 40 HU after the default window's scaling
+    >>> content_box(ct, PreprocessConfig(modality="CT"))
+    (slice(14, 50, None), slice(4, 41, None))
+    """
+    if config.modality != "CT":
+        return None
+    low, high = config.ct_window
+    if not low < CT_CONTENT_HU:
+        return None  # the window clips air and body to one value: nothing tells them apart
+    level = (CT_CONTENT_HU - (low + high) / 2.0) / ((high - low) / 2.0)
+    footprint: np.ndarray = np.any(slices > level, axis=0)
+    if not footprint.any():
+        return None
+    box = []
+    for axis in range(2):
+        present = np.flatnonzero(np.any(footprint, axis=1 - axis))
+        size = footprint.shape[axis]
+        first = max(0, int(present[0]) - CONTENT_MARGIN_PX)
+        last = min(size, int(present[-1]) + 1 + CONTENT_MARGIN_PX)
+        short = -(last - first) % multiple  # widen to the multiple: after, then before
+        grown = min(size, last + short)
+        first = max(0, first - (short - (grown - last)))
+        box.append(slice(first, grown))
+    if all(part.stop - part.start == size for part, size in zip(box, footprint.shape, strict=True)):
+        return None
+    return box[0], box[1]
 
 
 def mirror_axes(mirror: str, slice_axis: int) -> tuple[int, ...]:

@@ -5,11 +5,13 @@ The path of one volume (every geometric step lives in :mod:`salign_cli.data.prep
 
 1. :func:`~salign_cli.data.preprocess.prepare_scan` with the bundle's recipe: canonical (RAS)
    orientation, slice axis first, in-plane resampling to the model's spacing, normalisation;
-2. slices in batches on the device, each with the bundle's ``context`` neighbours as extra
-   channels (2.5D; CUDA: bf16 autocast; CUDA and CPU: channels_last; batch norm folded into the
-   convolutions, which is exact in eval mode and ~1.5x faster on CPU); optional test-time
-   augmentation averages the softmax over the mirrored views the network was trained on
-   (``mirror``: ``lr`` = the left-right axis, ``all`` = both in-plane axes);
+2. slices in batches on the device (a CT's only inside the box that holds the patient,
+   `content_box`: the air around it is background), each with the bundle's ``context``
+   neighbours as extra channels (2.5D; CUDA: bf16 autocast; CUDA and CPU: channels_last;
+   batch norm folded into the convolutions, which is exact in eval mode and ~1.5x faster on
+   CPU); optional test-time augmentation averages the softmax over the mirrored views the
+   network was trained on (``mirror``: ``lr`` = the left-right axis, ``all`` = both in-plane
+   axes);
 3. softmax probabilities (float16 on the host) go back through
    :func:`~salign_cli.data.preprocess.restore_labels`: resampled to the original in-plane grid,
    argmax, slice axis and orientation undone — so the labels have exactly the input's shape.
@@ -35,6 +37,7 @@ from salign_cli.data.preprocess import (
     PreparedScan,
     PreprocessConfig,
     coarsened,
+    content_box,
     mirror_axes,
     prepare_scan,
     restore_labels,
@@ -188,6 +191,8 @@ class Predictor:
         self.max_threads = torch.get_num_threads()
         # any module with a UNetConfig-like ``config`` (tests pass small stand-ins)
         self.num_classes = int(cast(Any, model).config.num_classes)
+        # the network's input size multiple (2**depth for the U-Net; 1 for stand-ins without one)
+        self._downsampling = 2 ** int(getattr(cast(Any, model).config, "depth", 0))
         prepared_model = fold_batch_norm(model).to(self.device)
         if self.device.type in ("cuda", "cpu"):
             prepared_model = prepared_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
@@ -274,7 +279,7 @@ class Predictor:
             tta_flips(mirror_axes(self.mirror, prepared.slice_axis)) if self.tta else [()]
         )
         with torch_threads(self._threads_for(prepared)):
-            probabilities = self.slice_probabilities(prepared.slices, flips, on_progress)
+            probabilities = self._scan_probabilities(prepared.slices, flips, on_progress)
             quality = expected_dice(probabilities)
             labels = restore_labels(probabilities, prepared, volume)
             restored = None
@@ -312,6 +317,26 @@ class Predictor:
         return out
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _scan_probabilities(
+        self,
+        slices: np.ndarray,
+        flips: list[tuple[int, ...]],
+        on_progress: SliceProgress | None,
+    ) -> np.ndarray:
+        """`slice_probabilities` of a scan's slices, run only on the box that holds a CT's
+        patient (`content_box`); every pixel outside it is background with probability 1."""
+        box = content_box(slices, self.preprocess, multiple=self._downsampling)
+        if box is None:
+            return self.slice_probabilities(slices, flips, on_progress)
+        rows, columns = box
+        inside = self.slice_probabilities(
+            np.ascontiguousarray(slices[:, rows, columns]), flips, on_progress
+        )
+        out = np.zeros((self.num_classes, *slices.shape), dtype=np.float16)
+        out[0] = 1.0
+        out[:, :, rows, columns] = inside
+        return out
 
     def _softmax(self, batch: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
         total = None

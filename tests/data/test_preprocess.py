@@ -11,9 +11,11 @@ from nifti import write_nifti
 
 from salign_cli.data import preprocess
 from salign_cli.data.preprocess import (
+    CONTENT_MARGIN_PX,
     PreprocessConfig,
     SliceCache,
     choose_slice_axis,
+    content_box,
     default_target_spacing,
     median_inplane_spacing,
     normalise_intensity,
@@ -324,3 +326,47 @@ def test_real_anisotropic_ct_is_sliced_across_the_5mm_axis(fixtures_dir: Path):
     reference = labels.array > 0
     dice = 2 * (reference & (restored > 0)).sum() / (reference.sum() + (restored > 0).sum())
     assert dice > 0.95
+
+
+def _ct_slices(shape: tuple[int, int, int], body: tuple[slice, slice], depth_index: int = 0):
+    """Normalised CT slices of air (-1000 HU -> -1) with soft tissue (40 HU) in ``body`` of one
+    slice."""
+    slices = np.full(shape, -1.0, dtype=np.float32)
+    slices[depth_index, body[0], body[1]] = 0.04
+    return slices
+
+
+def test_the_content_box_holds_the_body_with_its_margin_and_the_network_multiple():
+    ct = PreprocessConfig(modality="CT")
+    margin = CONTENT_MARGIN_PX
+    # body rows 40..59, columns 50..69 of one of three slices: + margin, then widened to 16
+    slices = _ct_slices((3, 128, 160), (slice(40, 60), slice(50, 70)), depth_index=2)
+    rows, columns = content_box(slices, ct, multiple=16)  # type: ignore[misc]
+    assert (rows.start, rows.stop) == (40 - margin, 60 + margin + 12)  # 52 -> 64: after
+    assert (columns.start, columns.stop) == (50 - margin, 70 + margin + 12)
+    # near the far edge the widening goes before the box: rows 100..119 + 16 -> 84..128 (44),
+    # to 48 the last row is the slice's and the other 4 go before it
+    slices = _ct_slices((1, 128, 160), (slice(100, 120), slice(0, 160)))
+    rows, columns = content_box(slices, ct, multiple=16)  # type: ignore[misc]
+    assert (rows.start, rows.stop) == (80, 128)
+    assert (columns.start, columns.stop) == (0, 160)
+
+
+@pytest.mark.parametrize(
+    ("config", "slices"),
+    [
+        # MR has no absolute background level
+        (PreprocessConfig(modality="MR"), _ct_slices((1, 64, 64), (slice(30, 34), slice(30, 34)))),
+        # all air: nothing to bound
+        (PreprocessConfig(modality="CT"), np.full((2, 64, 64), -1.0, dtype=np.float32)),
+        # the body reaches every edge
+        (PreprocessConfig(modality="CT"), _ct_slices((1, 64, 64), (slice(10, 64), slice(0, 54)))),
+        # a window that clips air and body to one value cannot tell them apart
+        (
+            PreprocessConfig(modality="CT", ct_window=(-400.0, 400.0)),
+            _ct_slices((1, 64, 64), (slice(30, 34), slice(30, 34))),
+        ),
+    ],
+)
+def test_no_content_box_where_it_would_be_the_whole_slice_or_cannot_be_told(config, slices):
+    assert content_box(slices, config, multiple=16) is None

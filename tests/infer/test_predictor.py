@@ -263,3 +263,27 @@ def test_small_volumes_run_on_one_thread_and_the_setting_is_restored(side, expec
         assert (labels == mr_positive(image)).mean() > 0.999
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_ct_is_segmented_only_inside_the_box_that_holds_the_patient():
+    # A model that calls every pixel it is shown class 1: the mask is exactly the content box
+    # (on the volume's grid), so air outside it is never sent through the network.
+    shapes: list[tuple[int, ...]] = []
+
+    class Everything(nn.Module):
+        config = UNetConfig(num_classes=2, depth=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shapes.append(tuple(x.shape))
+            return torch.cat([torch.zeros_like(x), torch.ones_like(x)], dim=1)
+
+    array = np.full((80, 96, 5), -1000, dtype=np.int16)  # RAS axial: slices are [x, y]
+    array[30:50, 20:30, 2] = 40
+    volume = Volume(array, np.eye(4))
+    labels = Predictor(Everything(), PreprocessConfig(modality="CT")).predict(volume).labels
+    expected = np.zeros_like(labels)
+    # rows 30..49 + 16 air = 14..66 (52) -> 52 is a multiple of 4; columns 20..29 -> 4..46 (42)
+    # -> 44 (widened after)
+    expected[14:66, 4:48, :] = 1
+    np.testing.assert_array_equal(labels, expected)
+    assert {shape[-2:] for shape in shapes} == {(52, 44)}
