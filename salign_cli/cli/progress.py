@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from salign_cli.cli.common import err_console
+from salign_cli.train.step_costs import StepCosts
 
 # A scan with at least this many slices gets its own bar in `segment`: on a CPU a 512x512 slice
 # takes about a second, so 64 slices are a minute, while a hippocampus crop (about 40 small
@@ -31,33 +32,29 @@ from salign_cli.cli.common import err_console
 LONG_SCAN_SLICES = 64
 
 
-# How much longer a semi-supervised step takes than a supervised one, until the run has timed
-# its own: the teacher's pass over the unlabelled half and the doubled batch about double a
-# step (fine-tuning on hippocampus, 2 cores: 332 s with semi-supervision vs 190 s without, for
-# the same 1000 steps of which the first 20 % are supervised).
-SEMI_STEP_COST = 2.0
-
-
 class StepClock:
-    """Time left in a run whose steps from ``slow_from`` on cost more (semi-supervised steps).
+    """Time left in a run, from the step costs timed before it started (`StepCosts`), then
+    from its own steps.
 
-    Each phase's seconds per step are timed as its steps run; a phase not reached yet is
-    estimated from the other (`SEMI_STEP_COST` times a supervised step). A plain rate over
-    all steps done so far — what a progress bar's own estimate is — under-reads by half
-    while the fast supervised steps run.
+    A semi-supervised run's phases are timed apart: its first steps are supervised, the rest
+    about twice as slow (the teacher's pass and the unlabelled half). A phase that has run is
+    estimated at its own rate; one not reached yet at its timed cost, scaled by how the phase
+    that ran compares with its own timing. A plain rate over all steps done so far — what a
+    progress bar's own estimate is — under-reads by half while the fast steps run. Without
+    costs there is one phase, timed as it runs.
     """
 
     def __init__(
-        self, slow_from: int | None = None, clock: Callable[[], float] = time.monotonic
+        self, costs: StepCosts | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.slow_from = slow_from
+        self.costs = costs
         self.clock = clock
         self._last: tuple[int, float] | None = None
         self._seconds = {"fast": 0.0, "slow": 0.0}
         self._steps = {"fast": 0, "slow": 0}
 
     def _phase(self, step: int) -> str:
-        return "slow" if self.slow_from is not None and step > self.slow_from else "fast"
+        return "slow" if self.costs is not None and step > self.costs.slow_from else "fast"
 
     def tick(self, step: int, total: int) -> float | None:
         """Record that ``step`` is done; the seconds left to ``total`` (``None``: not timed yet)."""
@@ -68,11 +65,15 @@ class StepClock:
             self._steps[phase] += step - self._last[0]
         self._last = (step, now)
         rate = {p: self._seconds[p] / self._steps[p] for p in self._steps if self._steps[p]}
-        if not rate:
-            return None
-        fast = rate.get("fast", rate.get("slow", 0.0) / SEMI_STEP_COST)
-        slow = rate.get("slow", fast * SEMI_STEP_COST)
-        boundary = total if self.slow_from is None else max(min(self.slow_from, total), step)
+        if self.costs is None:
+            return max(total - step, 0) * rate["fast"] if rate else None
+        timed = {"fast": self.costs.fast_s, "slow": self.costs.slow_s}
+        # the machine now against its timing: the current phase's, else the one that ran
+        latest = self._phase(step) if self._phase(step) in rate else next(iter(rate), None)
+        scale = 1.0 if latest is None or timed[latest] <= 0 else rate[latest] / timed[latest]
+        fast = rate.get("fast", timed["fast"] * scale)
+        slow = rate.get("slow", timed["slow"] * scale)
+        boundary = max(min(self.costs.slow_from, total), step)
         return max(boundary - step, 0) * fast + (total - boundary) * slow
 
 
@@ -141,9 +142,11 @@ class TrainingProgress:
             detail += f"  spread {metrics['feature_std']:.3f}"
         self._update(self.stage, step, total, detail, self._clock.tick(step, total))
 
-    def on_schedule(self, slow_from: int) -> None:
-        """Steps after ``slow_from`` cost more (semi-supervised): time them apart."""
-        self._clock = StepClock(slow_from)
+    def on_estimate(self, costs: StepCosts) -> None:
+        """What the run's steps cost here, timed before it trains: said once (even when
+        stderr is not a terminal; ``quiet`` silences it), then the bar counts down from it."""
+        self._clock = StepClock(costs)
+        self.on_plan(costs.describe())
 
     def on_validation(self, done: int, total: int) -> None:
         self._update("validation", done, total)

@@ -29,11 +29,13 @@ sample ``index`` is a pure function of the index (see `salign_cli.data.sampling`
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
 import os
 import signal
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from salign_cli.config import known_fields
 from salign_cli.data.sampling import StepBatchSampler
@@ -340,6 +342,26 @@ def _to_device(
     return moved
 
 
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; fp32 elsewhere (CPU bf16 without bf16 units is ~10x slower)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _update_weights(
+    loss: torch.Tensor, module: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> None:
+    """One update from ``loss``: backward, gradient clipping, optimiser step, step hook."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+    optimizer.step()
+    if isinstance(module, StepHook):
+        module.after_step()
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -451,11 +473,7 @@ def _train(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    autocast = _autocast(device)
     metrics_path = run_dir / METRICS_FILE
     slices_per_step = config.batch_size * task.slices_per_sample
     last_metrics: dict[str, float] = {}
@@ -493,13 +511,7 @@ def _train(
             loss_value = _as_float(loss)
             if any_rank(not math.isfinite(loss_value), context, device):
                 raise _non_finite_error(step, outputs, lr, last_checkpoint)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-            optimizer.step()
-            if isinstance(module, StepHook):
-                module.after_step()
+            _update_weights(loss, module, optimizer, config)
             step += 1
             window_steps += 1
 
@@ -533,6 +545,41 @@ def _train(
         elapsed_s=elapsed,
         slices_per_s=slices_per_step * done / elapsed if elapsed > 0 else 0.0,
     )
+
+
+def seconds_per_step(
+    module: nn.Module,
+    dataset: Dataset[Any],
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    timed_steps: int = 2,
+) -> float:
+    """Median wall seconds of one step of `train` on ``device``: loading a batch of samples,
+    forward, backward and update, after one untimed step that warms kernels and allocator.
+
+    It trains a deep copy with its own optimiser on the samples of the run's first steps (pure
+    functions of their index), so the run it times is unchanged. Why a measurement: a step's
+    FLOPs are known, not what this machine's cores (or this GPU) make of them.
+    """
+    trial = copy.deepcopy(module).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        trial.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
+    optimizer = build_optimizer(trial, config)
+    trial.train()
+    durations = []
+    for attempt in range(timed_steps + 1):
+        started = time.perf_counter()
+        first = attempt * config.batch_size
+        batch = default_collate([dataset[i] for i in range(first, first + config.batch_size)])
+        with _autocast(device):
+            outputs = trial(_to_device(batch, device, channels_last))
+        _update_weights(outputs["loss"], trial, optimizer, config)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations[1:])
 
 
 def _checkpoint_extra(

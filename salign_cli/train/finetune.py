@@ -30,6 +30,7 @@ stage lives in that module (`FinetuneOptions`, the profile's recipe, the plan).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,15 @@ from salign_cli.io.atomic import write_json
 from salign_cli.metrics.aggregate import EvaluationSummary
 from salign_cli.model.unet import UNet2D
 from salign_cli.train.checkpoint import resume_meta
-from salign_cli.train.engine import Reporter, RuntimeOptions, SilentReporter, TrainResult, train
+from salign_cli.train.distributed import distributed_from_env
+from salign_cli.train.engine import (
+    Reporter,
+    RuntimeOptions,
+    SilentReporter,
+    TrainResult,
+    seconds_per_step,
+    train,
+)
 from salign_cli.train.finetune_setup import (
     DEFAULT_MAX_VALIDATION,
     FinetuneOptions,
@@ -58,6 +67,7 @@ from salign_cli.train.finetune_setup import (
 )
 from salign_cli.train.scans import LabelledCase, load_cached_slices
 from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
+from salign_cli.train.step_costs import StepCosts
 from salign_cli.train.validation import (
     dice_table,
     load_held_out,
@@ -69,7 +79,7 @@ from salign_cli.workspace import Workspace
 
 class FinetuneReporter(Reporter, Protocol):
     """A `Reporter` that also hears about slice-cache and validation progress, the plan, and
-    from which step on steps cost more (``on_schedule``: semi-supervised steps)."""
+    what the run's steps cost on this machine (``on_estimate``, before training starts)."""
 
     def on_cache(self, done: int, total: int) -> None: ...
 
@@ -77,7 +87,7 @@ class FinetuneReporter(Reporter, Protocol):
 
     def on_plan(self, description: str) -> None: ...
 
-    def on_schedule(self, slow_from: int) -> None: ...
+    def on_estimate(self, costs: StepCosts) -> None: ...
 
 
 class SilentFinetuneReporter(SilentReporter):
@@ -89,7 +99,7 @@ class SilentFinetuneReporter(SilentReporter):
     def on_plan(self, description: str) -> None:
         pass
 
-    def on_schedule(self, slow_from: int) -> None:
+    def on_estimate(self, costs: StepCosts) -> None:
         pass
 
     def on_validation(self, done: int, total: int) -> None:
@@ -158,9 +168,9 @@ def finetune(
 
     if resume:
         run_dir = space.run_to_resume("finetune", resume)
-        setup = FinetuneSetup.from_checkpoint(
-            resume_meta(run_dir, "finetune", reporter.on_message), run_dir
-        )
+        meta = resume_meta(run_dir, "finetune", reporter.on_message)
+        setup = FinetuneSetup.from_checkpoint(meta, run_dir)
+        start_step = int(meta.get("sampler", {}).get("position", 0))
         model = UNet2D(setup.architecture)  # the checkpoint brings the weights
     else:
         if options is None:  # there is no sane default for how many scans to learn from
@@ -171,11 +181,12 @@ def finetune(
         setup, model = plan_setup(folders, space, base, options, device.type, reporter.on_message)
         run_dir = Path(run_dir) if run_dir is not None else space.new_run_dir("finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
+        start_step = 0
     reporter.on_plan(setup.describe())
     task, objective = _training_task(setup, model, SliceCache(space.cache_dir), reporter)
-    if isinstance(objective, SemiSupervisedObjective):
-        # the progress bar times supervised and semi-supervised steps apart (honest time left)
-        reporter.on_schedule(objective.supervised_steps)
+    costs = None if distributed_from_env().active else _step_costs(task, setup, device, start_step)
+    if costs is not None:
+        reporter.on_estimate(costs)
     result = train(
         task,
         setup.train_config,
@@ -187,7 +198,7 @@ def finetune(
     )
     exported = objective.exported(setup.recipe.export).cpu().eval()
     validation, inference = _validate(setup, exported, device, reporter)
-    return _export(setup, run_dir, exported, validation, inference, result, device)
+    return _export(setup, run_dir, exported, validation, inference, result, costs, device)
 
 
 def _training_task(
@@ -250,6 +261,23 @@ def _training_task(
     return task, semi_objective
 
 
+def _step_costs(
+    task: FinetuneTask, setup: FinetuneSetup, device: torch.device, start_step: int
+) -> StepCosts:
+    """The run's steps timed on ``device`` before it trains (`seconds_per_step`): a supervised
+    step, and for a semi-supervised run a step of a copy of the objective at its last step
+    (teacher and unlabelled half at full weight). Not under torchrun: one process's step is
+    not a DDP step."""
+    config, objective = setup.train_config, task.module
+    supervised = seconds_per_step(objective, task.dataset, config, device)
+    if not isinstance(objective, SemiSupervisedObjective):
+        return StepCosts.one_phase(config.steps, supervised, start_step)
+    at_full_weight = copy.deepcopy(objective)
+    at_full_weight.steps_done.fill_(objective.total_steps)
+    semi = seconds_per_step(at_full_weight, task.dataset, config, device)
+    return StepCosts(config.steps, supervised, objective.supervised_steps, semi, start_step)
+
+
 def _validate(
     setup: FinetuneSetup, exported: UNet2D, device: torch.device, reporter: FinetuneReporter
 ) -> tuple[EvaluationSummary | None, InferenceDefaults]:
@@ -287,6 +315,7 @@ def _export(
     validation: EvaluationSummary | None,
     inference: InferenceDefaults,
     result: TrainResult,
+    costs: StepCosts | None,
     device: torch.device,
 ) -> FinetuneResult:
     """The bundle and ``report.json`` of the run, and the result `finetune` returns."""
@@ -342,6 +371,7 @@ def _export(
         "inference": inference.to_dict(),
         "resumed_from_step": result.start_step,
         "elapsed_s": result.elapsed_s,
+        "step_costs": None if costs is None else costs.to_dict(),
         "slices_per_s": result.slices_per_s,
         "final_metrics": result.last_metrics,
         "device": str(device),

@@ -1,11 +1,12 @@
-"""The training progress bar's time left: supervised and semi-supervised steps timed apart."""
+"""The training run's estimate (`StepCosts`) and its progress bar's time left (`StepClock`)."""
 
 from __future__ import annotations
 
 import pytest
 from rich.progress import Progress
 
-from salign_cli.cli.progress import SEMI_STEP_COST, PlannedTimeRemaining, StepClock
+from salign_cli.cli.progress import PlannedTimeRemaining, StepClock
+from salign_cli.train.step_costs import StepCosts
 
 
 class FakeClock:
@@ -25,37 +26,72 @@ def run(clock: StepClock, fake: FakeClock, seconds_per_step: list[float], total:
     return estimates
 
 
-def test_before_any_step_is_timed_there_is_no_estimate():
+# 10 steps, from step 4 on semi-supervised, timed before the run at 1 s and 2 s a step
+COSTS = StepCosts(steps=10, fast_s=1.0, slow_from=4, slow_s=2.0)
+
+
+def test_without_costs_there_is_no_estimate_before_a_step_is_timed():
     assert StepClock(clock=FakeClock()).tick(0, 10) is None
 
 
-def test_one_phase_is_steps_left_times_the_timed_rate():
+def test_without_costs_time_left_is_steps_left_times_the_timed_rate():
     fake = FakeClock()
     estimates = run(StepClock(clock=fake), fake, [2.0, 2.0], total=10)
     assert estimates[-1] == pytest.approx(8 * 2.0)
 
 
-def test_slow_steps_not_reached_yet_are_estimated_at_the_semi_cost():
-    fake = FakeClock()
-    # 10 steps, from step 4 on semi-supervised; 4 supervised steps timed at 1 s
-    estimates = run(StepClock(slow_from=4, clock=fake), fake, [1.0] * 4, total=10)
-    assert estimates[-1] == pytest.approx(6 * 1.0 * SEMI_STEP_COST)
-    # a plain rate over the steps done would say 6 s: half the truth at SEMI_STEP_COST = 2
-    assert estimates[2] == pytest.approx(2 * 1.0 + 6 * SEMI_STEP_COST)
+def test_before_any_step_the_timed_costs_are_the_estimate():
+    assert StepClock(COSTS, clock=FakeClock()).tick(0, 10) == pytest.approx(4 * 1.0 + 6 * 2.0)
 
 
-def test_once_slow_steps_run_their_own_time_replaces_the_guess():
+def test_slow_steps_not_reached_yet_scale_with_how_the_fast_ones_ran():
     fake = FakeClock()
-    estimates = run(StepClock(slow_from=4, clock=fake), fake, [1.0] * 4 + [3.0] * 2, total=10)
+    # the machine runs 1.5x slower than it was timed (another job started, say)
+    estimates = run(StepClock(COSTS, clock=fake), fake, [1.5] * 4, total=10)
+    assert estimates[-1] == pytest.approx(6 * 2.0 * 1.5)
+    assert estimates[2] == pytest.approx(2 * 1.5 + 6 * 2.0 * 1.5)
+    # a plain rate over the steps done would say 6 x 1.5 = 9 s at step 4: half the truth
+
+
+def test_once_slow_steps_run_their_own_time_replaces_the_timing():
+    fake = FakeClock()
+    estimates = run(StepClock(COSTS, clock=fake), fake, [1.0] * 4 + [3.0] * 2, total=10)
     assert estimates[-1] == pytest.approx(4 * 3.0)
 
 
 def test_a_resumed_run_inside_the_slow_phase_is_timed_from_its_own_steps():
     fake = FakeClock()
-    clock = StepClock(slow_from=4, clock=fake)
-    clock.tick(6, 10)
+    clock = StepClock(COSTS, clock=fake)
+    assert clock.tick(6, 10) == pytest.approx(4 * 2.0)  # resumed at step 6: the timing
     fake.now += 6.0
     assert clock.tick(8, 10) == pytest.approx(2 * 3.0)
+
+
+def test_step_costs_add_up_the_steps_left_in_each_phase():
+    assert COSTS.seconds_left(0) == pytest.approx(16.0)
+    assert COSTS.seconds_left(3) == pytest.approx(1 * 1.0 + 6 * 2.0)
+    assert COSTS.seconds_left(7) == pytest.approx(3 * 2.0)
+    assert COSTS.seconds_left(10) == 0.0
+    assert StepCosts.one_phase(10, 0.5).seconds_left(2) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("costs", "line"),
+    [
+        (COSTS, "about 16 s of training: 4 steps at 1.00 s, then 6 semi-supervised at 2.00 s"),
+        (
+            StepCosts.one_phase(1000, 0.19),
+            "about 3 min 10 s of training: 1000 steps at 0.19 s",
+        ),
+        (
+            StepCosts(10, 1.0, 4, 2.0, start_step=6),
+            "about 8 s left: 4 semi-supervised steps at 2.00 s",
+        ),
+    ],
+)
+def test_step_costs_say_what_the_run_will_take(costs: StepCosts, line: str):
+    assert costs.describe() == f"{line} (timed on this machine)"
+    assert costs.to_dict()["estimated_s"] == pytest.approx(costs.seconds_left(costs.start_step))
 
 
 def test_the_column_shows_the_planned_estimate_when_the_task_has_one():

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError
+from salign_cli.train import engine
 from salign_cli.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -32,6 +33,7 @@ from salign_cli.train.engine import (
     TrainConfig,
     TrainingInterrupted,
     learning_rate,
+    seconds_per_step,
     train,
 )
 
@@ -274,3 +276,31 @@ def test_a_run_resumes_only_as_its_own_stage(tmp_path, task_config, stage, other
         f"resume_from {tmp_path}: a {stage} run, not a {other} run; continue it with "
         f"salign {stage} --resume-from {tmp_path}"
     )
+
+
+def test_seconds_per_step_is_the_median_of_the_timed_steps_after_a_warm_up(monkeypatch):
+    # each forward advances a fake clock: 5 s (the untimed warm-up), then 1, 3 and 2 s
+    now = [0.0]
+    durations = iter([5.0, 1.0, 3.0, 2.0])
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: now[0])
+
+    class Timed(_Regression):
+        def forward(self, batch):
+            now[0] += next(durations)
+            return super().forward(batch)
+
+    class Recorded(_Samples):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[int] = []
+
+        def __getitem__(self, index):
+            self.asked.append(index)
+            return super().__getitem__(index)
+
+    module, samples = Timed(), Recorded()
+    config = TrainConfig(steps=100, batch_size=2, lr=0.1)
+    seconds = seconds_per_step(module, samples, config, torch.device("cpu"), timed_steps=3)
+    assert seconds == pytest.approx(2.0)  # median of 1, 3, 2; the warm-up's 5 s left out
+    assert samples.asked == list(range(8))  # the samples of the run's first four steps
+    assert torch.equal(module.weight, torch.zeros(3))  # a copy trained: the run is unchanged

@@ -299,17 +299,18 @@ def test_a_checkpoint_from_before_plans_cannot_be_resumed_and_says_so(tmp_path: 
         FinetuneSetup.from_checkpoint({"task_config": {}, "train_config": {}}, tmp_path)
 
 
-def test_a_semi_supervised_run_tells_the_progress_bar_when_slower_steps_begin(
+def test_a_semi_supervised_run_times_both_kinds_of_step_before_it_trains(
     synthetic: Path, tmp_path: Path
 ) -> None:
     from salign_cli.train.finetune import SilentFinetuneReporter
+    from salign_cli.train.step_costs import StepCosts
 
     class Recording(SilentFinetuneReporter):
         def __init__(self) -> None:
-            self.schedule: list[int] = []
+            self.estimates: list[StepCosts] = []
 
-        def on_schedule(self, slow_from: int) -> None:
-            self.schedule.append(slow_from)
+        def on_estimate(self, costs: StepCosts) -> None:
+            self.estimates.append(costs)
 
     reporter = Recording()
     options = FinetuneOptions(labels=1, semi="fixmatch", max_validation_cases=0, **TINY)
@@ -322,4 +323,8 @@ def test_a_semi_supervised_run_tells_the_progress_bar_when_slower_steps_begin(
         reporter=reporter,
     )
     assert result.report["semi_supervision"]["method"] == "fixmatch"
-    assert reporter.schedule == [1]  # ceil(0.2 of 2 steps): step 1 supervised, step 2 not
+    [costs] = reporter.estimates
+    # ceil(0.2 of 2 steps): step 1 supervised, step 2 semi-supervised
+    assert (costs.steps, costs.slow_from, costs.start_step) == (2, 1, 0)
+    assert costs.fast_s > 0 and costs.slow_s > 0
+    assert result.report["step_costs"] == costs.to_dict()  # the estimate beside elapsed_s
