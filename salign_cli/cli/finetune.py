@@ -181,7 +181,8 @@ def finetune(
     First it plans the run from the labelled scans and prints the plan, one reason per choice:
     in-plane spacing, patch, batch, U-Net depth, 2.5D context, steps, semi-supervision,
     whether to keep each class's largest piece and whether to augment with an MR bias field
-    (every flag below overrides what it names).
+    (every flag below overrides what it names). Then it times a few steps of each kind on this
+    machine and prints how long training will take; the bar's time left counts down from that.
     Starts from the newest pre-training run in the workspace (or --from), replaces the head for the
     dataset's classes (names from dataset.json), and trains cross-entropy + Dice on
     foreground-oversampled, augmented patches (AdamW, warm-up + cosine, an average of the weights),
