@@ -30,6 +30,7 @@ are scored instead of the test volumes and are left out of the unlabelled scans,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -367,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--seeds", default="0", help="e.g. 0,1")
     bench.add_argument("--validation", type=int, default=0, help="score the last N train ids")
     bench.add_argument("--set", action="append", default=[], help="FinetuneOptions field=json")
+    bench.add_argument(
+        "--recipe-set",
+        action="append",
+        default=[],
+        help="field=json of the CPU FinetuneRecipe (e.g. lr=0.003); the plan still applies",
+    )
     bench.add_argument("-o", "--output", type=Path, required=True)
     bench.add_argument("-w", "--workspace", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -385,6 +392,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for item in args.set:
         name, _, value = item.partition("=")
         overrides[name] = json.loads(value)
+    if args.recipe_set:
+        from salign_cli.train.recipe import CPU_RECIPE
+
+        fields = {}
+        for item in args.recipe_set:
+            name, _, value = item.partition("=")
+            fields[name] = json.loads(value)
+        overrides["recipe"] = dataclasses.replace(CPU_RECIPE, **fields)
     runs = []
     args.output.mkdir(parents=True, exist_ok=True)
     for method in args.methods.split(","):
