@@ -100,7 +100,10 @@ def finetune(
     batch_size: BatchSizeOption = None,
     lr: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option(help="Peak learning rate (AdamW, 10 % warm-up + cosine). Default: 1e-3."),
+        typer.Option(
+            help="Peak learning rate (AdamW, warm-up + cosine). Default: the profile's (cpu "
+            "3e-3 with a 30 % warm-up and cosine to 0; gpu 1e-3, 10 % warm-up, cosine to 1 %)."
+        ),
     ] = None,
     size: Annotated[
         Optional[int],  # noqa: UP045

@@ -60,4 +60,5 @@ def test_recipe_round_trips_through_json_and_refuses_nonsense() -> None:
         FinetuneRecipe(mirror="diagonal")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="EMA"):
         FinetuneRecipe(ema_decay=None)  # the EMA is exported by default, so it needs a decay
-    assert CPU_RECIPE.warmup_steps() == 100  # 10 % of 1000
+    assert CPU_RECIPE.warmup_steps() == 300  # the CPU one-cycle: 30 % of 1000
+    assert GPU_RECIPE.warmup_steps() == 200  # 10 % of 2000
