@@ -44,7 +44,7 @@ from salign_cli.data.preprocess import (
     restore_scores,
     with_context,
 )
-from salign_cli.device import resolve_device
+from salign_cli.device import resolve_device, uses_channels_last
 from salign_cli.errors import OptionError
 from salign_cli.infer.postprocess import keep_largest_component
 from salign_cli.infer.quality import MaskQuality, expected_dice
@@ -194,7 +194,7 @@ class Predictor:
         # the network's input size multiple (2**depth for the U-Net; 1 for stand-ins without one)
         self._downsampling = 2 ** int(getattr(cast(Any, model).config, "depth", 0))
         prepared_model = fold_batch_norm(model).to(self.device)
-        if self.device.type in ("cuda", "cpu"):
+        if uses_channels_last(self.device):
             prepared_model = prepared_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
         self.model = prepared_model
 
@@ -306,7 +306,7 @@ class Predictor:
                 stop = min(start + self.batch_size, depth)
                 batch = torch.from_numpy(with_context(slices, start, stop, context))
                 batch = batch.to(self.device, non_blocking=True)
-                if self.device.type in ("cuda", "cpu"):
+                if uses_channels_last(self.device):
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 probabilities = self._softmax(batch, flips or [()])
                 out[:, start : start + len(batch)] = (

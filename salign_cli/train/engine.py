@@ -6,7 +6,7 @@ sample ``index`` is a pure function of the index (see `salign_cli.data.sampling`
 2D slices one sample holds (for slices/s). `train` does everything else:
 
 - device (``auto|cpu|cuda[:N]|mps``), bf16 autocast on CUDA (fp32 elsewhere), ``channels_last``
-  on CUDA, optional ``torch.compile``;
+  on CUDA and CPU (`uses_channels_last`), optional ``torch.compile``;
 - AdamW or SGD (Nesterov), linear warm-up then cosine decay — the learning rate is a pure
   function of the step, so resuming needs no scheduler object; gradient-norm clipping; a module
   may split its parameters into groups with an ``lr_scale`` (`ParameterGroups`: pre-trained
@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from salign_cli.config import known_fields
 from salign_cli.data.sampling import StepBatchSampler
-from salign_cli.device import resolve_device
+from salign_cli.device import resolve_device, uses_channels_last
 from salign_cli.errors import InputError, OptionError, SalignError
 from salign_cli.io.atomic import atomic_path
 from salign_cli.train.checkpoint import (
@@ -428,7 +428,7 @@ def _train(
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     module = task.module
-    channels_last = device.type == "cuda"
+    channels_last = uses_channels_last(device)
     module.to(device)
     if channels_last:
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
@@ -563,7 +563,7 @@ def seconds_per_step(
     FLOPs are known, not what this machine's cores (or this GPU) make of them.
     """
     trial = copy.deepcopy(module).to(device)
-    channels_last = device.type == "cuda"
+    channels_last = uses_channels_last(device)
     if channels_last:
         trial.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
     optimizer = build_optimizer(trial, config)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from salign_cli.data.augment import apply_intensity, apply_spatial, augment_batch
+from salign_cli.device import uses_channels_last
 from salign_cli.model.unet import UNet2D
 from salign_cli.objectives.segmentation import segmentation_losses
 from salign_cli.objectives.semi import (
@@ -62,7 +63,7 @@ class SegmentationObjective(nn.Module):
             images, labels, _ = augment_batch(
                 batch["image"], batch["label"], batch["valid"], batch["augment"], self.patch_size
             )
-        if images.device.type == "cuda":
+        if uses_channels_last(images.device):
             images = images.contiguous(memory_format=torch.channels_last)
         logits = self.unet(images)
         assert labels is not None

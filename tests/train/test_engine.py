@@ -16,7 +16,7 @@ from tiny_training import STEPS, make_tiny_task, train_tiny
 from torch import nn
 from torch.utils.data import Dataset
 
-from salign_cli.device import resolve_device
+from salign_cli.device import resolve_device, uses_channels_last
 from salign_cli.errors import InputError
 from salign_cli.train import engine
 from salign_cli.train.checkpoint import (
@@ -29,6 +29,7 @@ from salign_cli.train.checkpoint import (
 )
 from salign_cli.train.engine import (
     NonFiniteLossError,
+    RuntimeOptions,
     SilentReporter,
     TrainConfig,
     TrainingInterrupted,
@@ -225,6 +226,39 @@ def test_unknown_or_missing_devices_are_input_errors():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA"):
             resolve_device("cuda:0")
+
+
+class _ConvLayouts(nn.Module):
+    """A 3×3 conv regression that records whether each step's input arrived channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.input_was_channels_last: list[bool] = []
+
+    def forward(self, batch):
+        image = batch["image"]
+        self.input_was_channels_last.append(image.is_contiguous(memory_format=torch.channels_last))
+        return {"loss": (self.conv(image) - 1.0).pow(2).mean()}
+
+
+class _Images(Dataset):
+    def __getitem__(self, index):
+        return {"image": torch.full((2, 4, 5), float(index % 3))}
+
+
+def test_cpu_training_runs_channels_last_and_mps_keeps_the_default_layout(tmp_path):
+    assert uses_channels_last(torch.device("cpu")) and uses_channels_last(torch.device("cuda", 0))
+    assert not uses_channels_last(torch.device("mps"))
+    task = _RegressionTask()
+    task.module, task.dataset = _ConvLayouts(), _Images()
+    train(
+        task, TrainConfig(steps=2, batch_size=2), tmp_path / "run",
+        runtime=RuntimeOptions(device="cpu"),
+    )  # fmt: skip
+    # a [2, 2, 4, 5] batch is NCHW-contiguous as collated: only the loop's conversion makes it NHWC
+    assert task.module.input_was_channels_last == [True, True]
+    assert task.module.conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.slow
