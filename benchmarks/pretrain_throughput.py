@@ -11,7 +11,7 @@ Usage::
     python benchmarks/pretrain_throughput.py                       # CPU: 64², 16 pairs, width 16
     python benchmarks/pretrain_throughput.py --device cuda --width 32 --batch-size 64 --compile
 
-On CUDA the step uses bf16 autocast and channels_last, as the engine does; ``--compile`` adds
+On CUDA the step uses bf16 autocast, and channels_last wherever the engine uses it (CUDA, CPU); ``--compile`` adds
 rows with ``torch.compile``.
 """
 
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import default_collate
 
 from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
-from salign_cli.device import resolve_device
+from salign_cli.device import resolve_device, uses_channels_last
 from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
 
 
@@ -54,7 +54,7 @@ def measure(args: argparse.Namespace, compiled: bool) -> dict[str, float]:
     volumes = [rng.normal(size=(36, 35, 51)).astype(np.float16) for _ in range(8)]
     dataset = SlicePairDataset(volumes, augment=PairAugmentConfig(size=args.size), seed=0)
     objective = PretrainObjective(build_network(options, seed=0), options).to(device)
-    channels_last = device.type == "cuda"
+    channels_last = uses_channels_last(device)
     if channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-3)

@@ -17,7 +17,7 @@ def uses_channels_last(device: torch.device) -> bool:
     """Whether 4D tensors and the network go channels_last (NHWC) on ``device``.
 
     CUDA and CPU: oneDNN's NHWC convolutions run a width-16 U-Net training step at 32×48×64
-    in 0.24 s instead of 0.29 s on two Xeon cores (docs/benchmarks.md), and cuDNN's are faster
+    in 0.23 s instead of 0.27 s on two Xeon cores (docs/benchmarks.md), and cuDNN's are faster
     still under bf16. MPS keeps torch's default layout (not measured there).
     """
     return device.type in ("cuda", "cpu")
