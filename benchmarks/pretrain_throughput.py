@@ -11,8 +11,8 @@ Usage::
     python benchmarks/pretrain_throughput.py                       # CPU: 64², 16 pairs, width 16
     python benchmarks/pretrain_throughput.py --device cuda --width 32 --batch-size 64 --compile
 
-On CUDA the step uses bf16 autocast, and channels_last wherever the engine uses it (CUDA, CPU); ``--compile`` adds
-rows with ``torch.compile``.
+The step runs channels_last wherever the engine does (`uses_channels_last`: CUDA, CPU) and
+under bf16 autocast on CUDA; ``--compile`` adds rows with ``torch.compile``.
 """
 
 from __future__ import annotations

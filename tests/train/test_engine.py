@@ -247,11 +247,18 @@ class _Images(Dataset):
         return {"image": torch.full((2, 4, 5), float(index % 3))}
 
 
+class _LayoutTask:
+    slices_per_sample = 1
+
+    def __init__(self) -> None:
+        self.module = _ConvLayouts()
+        self.dataset = _Images()
+
+
 def test_cpu_training_runs_channels_last_and_mps_keeps_the_default_layout(tmp_path):
     assert uses_channels_last(torch.device("cpu")) and uses_channels_last(torch.device("cuda", 0))
     assert not uses_channels_last(torch.device("mps"))
-    task = _RegressionTask()
-    task.module, task.dataset = _ConvLayouts(), _Images()
+    task = _LayoutTask()
     train(
         task, TrainConfig(steps=2, batch_size=2), tmp_path / "run",
         runtime=RuntimeOptions(device="cpu"),
