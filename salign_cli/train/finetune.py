@@ -65,6 +65,7 @@ from salign_cli.train.finetune_setup import (
     FinetuneSetup,
     plan_setup,
 )
+from salign_cli.train.recipe import coarse_field_of_view, coarse_patch_size
 from salign_cli.train.scans import LabelledCase, load_cached_slices
 from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
 from salign_cli.train.step_costs import StepCosts
@@ -210,10 +211,14 @@ def _training_task(
     _check_label_range(setup.labelled_cases, slices.labels, len(setup.class_names))
     assert recipe.patch_size is not None  # the plan always sets it
     patch_size = recipe.patch_size
+    coarse_steps = round(recipe.coarse_fraction * setup.train_config.steps)
+    coarse_patch = coarse_patch_size(patch_size, model.config.depth)
+    # the canvases must hold the field of view of a half-resolution step too
+    field_of_view = coarse_field_of_view(patch_size, coarse_patch) if coarse_steps else patch_size
     labelled_data = LabelledSliceDataset(
         slices.images,
         slices.labels,
-        patch_size=patch_size,
+        patch_size=field_of_view,
         augment=recipe.augment,
         context=recipe.context,
         foreground_fraction=recipe.foreground_fraction,
@@ -228,13 +233,15 @@ def _training_task(
             dice_background=recipe.dice_background,
             ema_decay=recipe.ema_decay,
             pretrained_lr_scale=setup.lr_scale,
+            coarse_steps=coarse_steps,
+            coarse_patch=coarse_patch,
         )
         return FinetuneTask(module=objective, dataset=labelled_data), objective
     unlabelled = load_cached_slices(setup.unlabelled_scans, setup.preprocess, cache, reporter)
     unlabelled_data = LabelledSliceDataset(
         unlabelled.images,
         None,
-        patch_size=patch_size,
+        patch_size=field_of_view,
         augment=recipe.augment.strong() if setup.semi == "fixmatch" else recipe.augment,
         context=recipe.context,
         foreground_fraction=0.0,
@@ -252,6 +259,8 @@ def _training_task(
         dice_background=recipe.dice_background,
         pretrained_lr_scale=setup.lr_scale,
         seed=seed,
+        coarse_steps=coarse_steps,
+        coarse_patch=coarse_patch,
     )
     task = FinetuneTask(
         module=semi_objective,

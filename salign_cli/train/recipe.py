@@ -114,7 +114,8 @@ class FinetuneRecipe:
       fixes the slice count instead; the plan may raise the steps up to ``max_steps_factor``
       times for data whose labelled slices a step visits rarely), AdamW at ``lr`` with a
       linear warm-up over ``warmup_fraction`` of the steps, then cosine to
-      ``lr * min_lr_ratio``;
+      ``lr * min_lr_ratio``; the first ``coarse_fraction`` of the steps see their patch at half
+      resolution (twice the spacing, about a quarter of the pixels: `coarse_patch_size`);
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
       bundle (the new head always trains at ``lr``);
     - data: ``foreground_fraction`` of the samples is centred on a labelled voxel (nnU-Net's
@@ -143,6 +144,7 @@ class FinetuneRecipe:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1
     min_lr_ratio: float = 0.01
+    coarse_fraction: float = 0.0
     pretrained_lr_scale: float = 1.0
     foreground_fraction: float = 0.33
     mirror: Mirror = "auto"
@@ -177,6 +179,8 @@ class FinetuneRecipe:
             raise OptionError("lr", f"must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1 or not 0 <= self.foreground_fraction <= 1:
             raise InputError("warm-up and foreground fractions must lie in [0, 1)")
+        if not 0 <= self.coarse_fraction < 1:
+            raise OptionError("coarse_fraction", f"must lie in [0, 1), got {self.coarse_fraction}")
         if not 0 < self.pretrained_lr_scale <= 1:
             raise OptionError(
                 "pretrained_lr_scale", f"must be in (0, 1], got {self.pretrained_lr_scale}"
@@ -263,6 +267,36 @@ def patch_size_for(
         rounded = max(multiple, math.ceil(median / multiple) * multiple)
         result.append(min(rounded, max(multiple, max_patch_px // multiple * multiple)))
     return (result[0], result[1])
+
+
+def coarse_patch_size(patch_size: tuple[int, int], depth: int) -> tuple[int, int]:
+    """The patch of a half-resolution step: half of each side, rounded up to a multiple of
+    ``2**depth`` (the U-Net pads to that multiple anyway, so the rounding shows it scan instead of
+    padding). Sampled at half resolution it covers at least the full patch's field of view.
+
+    >>> coarse_patch_size((48, 64), 4), coarse_patch_size((128, 96), 4)
+    ((32, 32), (64, 48))
+    """
+    multiple = 2**depth
+    halves = (max(multiple, math.ceil(n / 2 / multiple) * multiple) for n in patch_size)
+    return (next(halves), next(halves))
+
+
+def coarse_field_of_view(
+    patch_size: tuple[int, int], coarse_patch: tuple[int, int]
+) -> tuple[int, int]:
+    """The source pixels both the patch and the half-resolution ``coarse_patch`` need (the
+    sampler's canvas is cut around it), each side keeping the patch's parity so that identity
+    parameters still cut the full patch exactly from the canvas' centre.
+
+    >>> coarse_field_of_view((48, 64), (32, 32)), coarse_field_of_view((35, 64), (32, 32))
+    ((64, 64), (65, 64))
+    """
+    sides = []
+    for full, coarse in zip(patch_size, coarse_patch, strict=True):
+        extra = max(0, 2 * coarse - full)
+        sides.append(full + extra + extra % 2)
+    return (sides[0], sides[1])
 
 
 def slices_per_step(patch_size: tuple[int, int], batch_pixels: int) -> int:

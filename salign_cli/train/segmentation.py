@@ -39,8 +39,12 @@ class SegmentationObjective(nn.Module):
     canvas), then cross-entropy + soft Dice (over the foreground classes unless
     ``dice_background``) of the U-Net's logits. With ``ema_decay`` an `WeightAverage` of the
     U-Net follows every optimiser step (`after_step`). ``pretrained_lr_scale`` slows every
-    layer but the head when the U-Net came from a bundle (`parameter_groups`).
+    layer but the head when the U-Net came from a bundle (`parameter_groups`). The first
+    ``coarse_steps`` steps cut ``coarse_patch`` at half resolution (`view`): coarse-to-fine, a
+    step of a quarter of the pixels while the network learns the gross shape.
     """
+
+    steps_done: torch.Tensor
 
     def __init__(
         self,
@@ -50,6 +54,8 @@ class SegmentationObjective(nn.Module):
         dice_background: bool = False,
         ema_decay: float | None = None,
         pretrained_lr_scale: float = 1.0,
+        coarse_steps: int = 0,
+        coarse_patch: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -57,12 +63,26 @@ class SegmentationObjective(nn.Module):
         self.dice_background = dice_background
         self.pretrained_lr_scale = pretrained_lr_scale
         self.ema = WeightAverage(unet, ema_decay) if ema_decay is not None else None
+        self.coarse_steps = coarse_steps
+        self.coarse_patch = coarse_patch or patch_size
+        # a buffer, so a resumed run knows where it is in its schedule
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
+        self.register_load_state_dict_pre_hook(_count_from_zero_when_missing)  # type: ignore[no-untyped-call]
+
+    def view(self) -> tuple[tuple[int, int], float]:
+        """This step's patch and zoom: ``coarse_patch`` at half resolution (zoom 0.5, twice the
+        spacing) for the first ``coarse_steps`` steps, then ``patch_size`` at the scan's own."""
+        if int(self.steps_done) < self.coarse_steps:
+            return self.coarse_patch, 0.5
+        return self.patch_size, 1.0
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | float]:
+        patch, zoom = self.view()
         with torch.no_grad():
             images, labels, _ = augment_batch(
-                batch["image"], batch["label"], batch["valid"], batch["augment"], self.patch_size
-            )
+                batch["image"], batch["label"], batch["valid"], _zoomed(batch["augment"], zoom),
+                patch,
+            )  # fmt: skip
         if uses_channels_last(images.device):
             images = images.contiguous(memory_format=torch.channels_last)
         logits = self.unet(images)
@@ -82,6 +102,7 @@ class SegmentationObjective(nn.Module):
     def after_step(self) -> None:
         if self.ema is not None:
             self.ema.update(self.unet)
+        self.steps_done += 1
 
     def exported(self, which: str) -> UNet2D:
         """The weights a bundle gets: ``"ema"`` (the average) or ``"final"``."""
@@ -111,8 +132,6 @@ class SemiSupervisedObjective(SegmentationObjective):
     scan pixels) and ``kept`` (fraction of scan pixels whose pseudo-label is used).
     """
 
-    steps_done: torch.Tensor
-
     def __init__(
         self,
         unet: UNet2D,
@@ -123,6 +142,8 @@ class SemiSupervisedObjective(SegmentationObjective):
         ema_decay: float,
         dice_background: bool = False,
         pretrained_lr_scale: float = 1.0,
+        coarse_steps: int = 0,
+        coarse_patch: tuple[int, int] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -131,12 +152,12 @@ class SemiSupervisedObjective(SegmentationObjective):
             dice_background=dice_background,
             ema_decay=ema_decay,
             pretrained_lr_scale=pretrained_lr_scale,
+            coarse_steps=coarse_steps,
+            coarse_patch=coarse_patch,
         )
         self.semi = semi
         self.total_steps = total_steps
         self.seed = seed
-        # a buffer, so a resumed run knows where it is in the ramp
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
 
     @property
     def supervised_steps(self) -> int:
@@ -153,10 +174,6 @@ class SemiSupervisedObjective(SegmentationObjective):
             return 1.0
         return sigmoid_rampup((progress - self.semi.start_fraction) / self.semi.ramp_fraction)
 
-    def after_step(self) -> None:
-        super().after_step()
-        self.steps_done += 1
-
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | float]:
         labelled, unlabelled = batch["labelled"], batch["unlabelled"]
         weight = self.unlabelled_weight()
@@ -164,14 +181,15 @@ class SemiSupervisedObjective(SegmentationObjective):
             outputs = super().forward(labelled)
             zero = torch.zeros((), device=outputs["loss"].device)  # type: ignore[union-attr]
             return {**outputs, "sup": outputs["loss"], "unsup": zero, "unsup_weight": 0.0}
+        patch, zoom = self.view()
         with torch.no_grad():
             images, labels, _ = augment_batch(
-                labelled["image"], labelled["label"], labelled["valid"], labelled["augment"],
-                self.patch_size,
+                labelled["image"], labelled["label"], labelled["valid"],
+                _zoomed(labelled["augment"], zoom), patch,
             )  # fmt: skip
             weak, _, valid = apply_spatial(
-                unlabelled["image"], None, unlabelled["valid"], unlabelled["augment"],
-                self.patch_size,
+                unlabelled["image"], None, unlabelled["valid"],
+                _zoomed(unlabelled["augment"], zoom), patch,
             )  # fmt: skip
         assert labels is not None and self.ema is not None
         if self.semi.method == "bcp":
@@ -179,10 +197,11 @@ class SemiSupervisedObjective(SegmentationObjective):
         return self._fixmatch(images, labels, weak, valid, unlabelled["augment"], weight)
 
     def _box(self) -> torch.Tensor:
-        """This step's mixing box, drawn from (seed, step) so that a resumed run draws the same
-        boxes as an uninterrupted one (the global generator is not part of a checkpoint)."""
+        """This step's mixing box over this step's patch, drawn from (seed, step) so that a
+        resumed run draws the same boxes as an uninterrupted one (the global generator is not
+        part of a checkpoint)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps_done))
-        return box_mask(self.patch_size, self.semi.box_fraction, generator)
+        return box_mask(self.view()[0], self.semi.box_fraction, generator)
 
     def _teacher(self, images: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
         assert self.ema is not None
@@ -282,3 +301,18 @@ class SemiSupervisedObjective(SegmentationObjective):
             "unsup_weight": pasted,
             **self._statistics(confidence, keep, valid),
         }
+
+
+def _zoomed(params: Mapping[str, torch.Tensor], zoom: float) -> Mapping[str, torch.Tensor]:
+    """Augmentation draws with their zoom multiplied by ``zoom`` (< 1: a coarser grid)."""
+    if zoom == 1.0:
+        return params
+    return {**params, "scale": torch.as_tensor(params["scale"]) * zoom}
+
+
+def _count_from_zero_when_missing(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any
+) -> None:
+    """Checkpoints of supervised runs written before the step count was a buffer lack it; such
+    a run had no coarse steps, so resuming it counts from zero."""
+    state_dict.setdefault(prefix + "steps_done", torch.zeros((), dtype=torch.int64))
