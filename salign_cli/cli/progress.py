@@ -36,12 +36,12 @@ class StepClock:
     """Time left in a run, from the step costs timed before it started (`StepCosts`), then
     from its own steps.
 
-    A semi-supervised run's phases are timed apart: its first steps are supervised, the rest
-    about twice as slow (the teacher's pass and the unlabelled half). A phase that has run is
-    estimated at its own rate; one not reached yet at its timed cost, scaled by how the phase
-    that ran compares with its own timing. A plain rate over all steps done so far — what a
-    progress bar's own estimate is — under-reads by half while the fast steps run. Without
-    costs there is one phase, timed as it runs.
+    A run's phases are timed apart (a semi-supervised run's supervised start is about twice as
+    fast as the rest, a coarse-to-fine run's half-resolution start about three times). A phase
+    that has run is estimated at its own rate; one not reached yet at its timed cost, scaled by
+    how the phase that ran last compares with its own timing. A plain rate over all steps done
+    so far — what a progress bar's own estimate is — under-reads by half while the fast steps
+    run. Without costs there is one phase, timed as it runs.
     """
 
     def __init__(
@@ -50,11 +50,12 @@ class StepClock:
         self.costs = costs
         self.clock = clock
         self._last: tuple[int, float] | None = None
-        self._seconds = {"fast": 0.0, "slow": 0.0}
-        self._steps = {"fast": 0, "slow": 0}
+        phases = 1 if costs is None else len(costs.phases)
+        self._seconds = [0.0] * phases
+        self._steps = [0] * phases
 
-    def _phase(self, step: int) -> str:
-        return "slow" if self.costs is not None and step > self.costs.slow_from else "fast"
+    def _phase(self, step: int) -> int:
+        return 0 if self.costs is None else self.costs.phase_of(step)
 
     def tick(self, step: int, total: int) -> float | None:
         """Record that ``step`` is done; the seconds left to ``total`` (``None``: not timed yet)."""
@@ -64,17 +65,15 @@ class StepClock:
             self._seconds[phase] += now - self._last[1]
             self._steps[phase] += step - self._last[0]
         self._last = (step, now)
-        rate = {p: self._seconds[p] / self._steps[p] for p in self._steps if self._steps[p]}
+        rate = {p: self._seconds[p] / n for p, n in enumerate(self._steps) if n}
         if self.costs is None:
-            return max(total - step, 0) * rate["fast"] if rate else None
-        timed = {"fast": self.costs.fast_s, "slow": self.costs.slow_s}
-        # the machine now against its timing: the current phase's, else the one that ran
-        latest = self._phase(step) if self._phase(step) in rate else next(iter(rate), None)
+            return max(total - step, 0) * rate[0] if rate else None
+        timed = [phase.seconds for phase in self.costs.phases]
+        # the machine now against its timing: the current phase's, else the last that ran
+        latest = self._phase(step) if self._phase(step) in rate else max(rate, default=None)
         scale = 1.0 if latest is None or timed[latest] <= 0 else rate[latest] / timed[latest]
-        fast = rate.get("fast", timed["fast"] * scale)
-        slow = rate.get("slow", timed["slow"] * scale)
-        boundary = max(min(self.costs.slow_from, total), step)
-        return max(boundary - step, 0) * fast + (total - boundary) * slow
+        counts = self.costs.steps_left(step, total)
+        return sum(n * rate.get(p, timed[p] * scale) for p, n in enumerate(counts))
 
 
 class PlannedTimeRemaining(TimeRemainingColumn):

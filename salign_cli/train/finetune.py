@@ -68,7 +68,7 @@ from salign_cli.train.finetune_setup import (
 from salign_cli.train.recipe import coarse_field_of_view, coarse_patch_size
 from salign_cli.train.scans import LabelledCase, load_cached_slices
 from salign_cli.train.segmentation import SegmentationObjective, SemiSupervisedObjective
-from salign_cli.train.step_costs import StepCosts
+from salign_cli.train.step_costs import Phase, StepCosts
 from salign_cli.train.validation import (
     dice_table,
     load_held_out,
@@ -273,18 +273,32 @@ def _training_task(
 def _step_costs(
     task: FinetuneTask, setup: FinetuneSetup, device: torch.device, start_step: int
 ) -> StepCosts:
-    """The run's steps timed on ``device`` before it trains (`seconds_per_step`): a supervised
-    step, and for a semi-supervised run a step of a copy of the objective at its last step
-    (teacher and unlabelled half at full weight). Not under torchrun: one process's step is
-    not a DDP step."""
+    """The run's steps timed on ``device`` before it trains (`seconds_per_step`), one phase at
+    a time: half-resolution steps (coarse-to-fine), supervised ones and — for a
+    semi-supervised run — steps with the teacher and the unlabelled half, each timed on a copy
+    of the objective at the phase's first step. Phases already behind a resumed run are not
+    timed. Not under torchrun: one process's step is not a DDP step."""
     config, objective = setup.train_config, task.module
-    supervised = seconds_per_step(objective, task.dataset, config, device)
-    if not isinstance(objective, SemiSupervisedObjective):
-        return StepCosts.one_phase(config.steps, supervised, start_step)
-    at_full_weight = copy.deepcopy(objective)
-    at_full_weight.steps_done.fill_(objective.total_steps)
-    semi = seconds_per_step(at_full_weight, task.dataset, config, device)
-    return StepCosts(config.steps, supervised, objective.supervised_steps, semi, start_step)
+    coarse = objective.coarse_steps
+    supervised = (
+        objective.supervised_steps
+        if isinstance(objective, SemiSupervisedObjective)
+        else config.steps
+    )
+    ends = sorted({end for end in (coarse, supervised) if 0 < end < config.steps} | {config.steps})
+    phases, begin = [], 0
+    for end in ends:
+        resolution = "half-resolution" if begin < coarse else "full-resolution" if coarse else ""
+        teacher = "semi-supervised" if begin >= supervised else ""
+        kind = " ".join(word for word in (resolution, teacher) if word)
+        seconds = 0.0
+        if end > start_step:
+            at_phase = copy.deepcopy(objective)
+            at_phase.steps_done.fill_(begin)
+            seconds = seconds_per_step(at_phase, task.dataset, config, device)
+        phases.append(Phase(end, seconds, kind))
+        begin = end
+    return StepCosts(config.steps, tuple(phases), start_step)
 
 
 def _validate(

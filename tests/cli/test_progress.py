@@ -6,7 +6,7 @@ import pytest
 from rich.progress import Progress
 
 from salign_cli.cli.progress import PlannedTimeRemaining, StepClock
-from salign_cli.train.step_costs import StepCosts
+from salign_cli.train.step_costs import Phase, StepCosts
 
 
 class FakeClock:
@@ -27,7 +27,11 @@ def run(clock: StepClock, fake: FakeClock, seconds_per_step: list[float], total:
 
 
 # 10 steps, from step 4 on semi-supervised, timed before the run at 1 s and 2 s a step
-COSTS = StepCosts(steps=10, fast_s=1.0, slow_from=4, slow_s=2.0)
+COSTS = StepCosts(10, (Phase(4, 1.0), Phase(10, 2.0, "semi-supervised")))
+# and coarse-to-fine: 2 half-resolution steps at 0.5 s before them
+THREE = StepCosts(
+    10, (Phase(2, 0.5, "half-resolution"), Phase(4, 1.0, "full-resolution"), Phase(10, 2.0, "semi"))
+)
 
 
 def test_without_costs_there_is_no_estimate_before_a_step_is_timed():
@@ -73,6 +77,21 @@ def test_step_costs_add_up_the_steps_left_in_each_phase():
     assert COSTS.seconds_left(7) == pytest.approx(3 * 2.0)
     assert COSTS.seconds_left(10) == 0.0
     assert StepCosts.one_phase(10, 0.5).seconds_left(2) == pytest.approx(4.0)
+    assert THREE.seconds_left(0) == pytest.approx(2 * 0.5 + 2 * 1.0 + 6 * 2.0)
+    assert THREE.seconds_left(3) == pytest.approx(1 * 1.0 + 6 * 2.0)
+    assert THREE.steps_left(1) == [1, 2, 6] and THREE.steps_left(9) == [0, 0, 1]
+    assert [THREE.phase_of(step) for step in (1, 2, 3, 4, 5, 10, 11)] == [0, 0, 1, 1, 2, 2, 2]
+
+
+def test_three_phases_each_run_at_their_own_rate_and_scale_the_ones_to_come():
+    fake = FakeClock()
+    clock = StepClock(THREE, clock=fake)
+    # the half-resolution steps run 2x slower than timed: every later phase is scaled by 2
+    estimates = run(clock, fake, [1.0, 1.0], total=10)
+    assert estimates[-1] == pytest.approx(2 * 1.0 * 2 + 6 * 2.0 * 2)
+    # then the full-resolution ones run as timed: the scale follows the latest phase
+    fake.now += 1.0
+    assert clock.tick(3, 10) == pytest.approx(1 * 1.0 + 6 * 2.0)
 
 
 @pytest.mark.parametrize(
@@ -80,11 +99,16 @@ def test_step_costs_add_up_the_steps_left_in_each_phase():
     [
         (COSTS, "about 16 s of training: 4 steps at 1.00 s, then 6 semi-supervised at 2.00 s"),
         (
+            THREE,
+            "about 15 s of training: 2 half-resolution steps at 0.50 s, then 2 "
+            "full-resolution at 1.00 s, then 6 semi at 2.00 s",
+        ),
+        (
             StepCosts.one_phase(1000, 0.19),
             "about 3 min 10 s of training: 1000 steps at 0.19 s",
         ),
         (
-            StepCosts(10, 1.0, 4, 2.0, start_step=6),
+            StepCosts(10, COSTS.phases, start_step=6),
             "about 8 s left: 4 semi-supervised steps at 2.00 s",
         ),
     ],

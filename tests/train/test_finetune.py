@@ -299,10 +299,20 @@ def test_a_checkpoint_from_before_plans_cannot_be_resumed_and_says_so(tmp_path: 
         FinetuneSetup.from_checkpoint({"task_config": {}, "train_config": {}}, tmp_path)
 
 
-def test_a_semi_supervised_run_times_both_kinds_of_step_before_it_trains(
-    synthetic: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("coarse_fraction", "kinds"),
+    [
+        # ceil(0.2 of 2 steps): step 1 supervised, step 2 semi-supervised
+        (0.0, [(1, ""), (2, "semi-supervised")]),
+        # and with coarse-to-fine, round(0.5 of 2): step 1 also at half resolution
+        (0.5, [(1, "half-resolution"), (2, "full-resolution semi-supervised")]),
+    ],
+)
+def test_a_semi_supervised_run_times_each_kind_of_step_before_it_trains(
+    synthetic: Path, tmp_path: Path, coarse_fraction: float, kinds: list[tuple[int, str]]
 ) -> None:
     from salign_cli.train.finetune import SilentFinetuneReporter
+    from salign_cli.train.recipe import CPU_RECIPE
     from salign_cli.train.step_costs import StepCosts
 
     class Recording(SilentFinetuneReporter):
@@ -313,7 +323,13 @@ def test_a_semi_supervised_run_times_both_kinds_of_step_before_it_trains(
             self.estimates.append(costs)
 
     reporter = Recording()
-    options = FinetuneOptions(labels=1, semi="fixmatch", max_validation_cases=0, **TINY)
+    options = FinetuneOptions(
+        labels=1,
+        semi="fixmatch",
+        max_validation_cases=0,
+        recipe=CPU_RECIPE.with_overrides(coarse_fraction=coarse_fraction),
+        **TINY,
+    )
     result = finetune(
         [synthetic],
         workspace=tmp_path / "ws",
@@ -324,7 +340,7 @@ def test_a_semi_supervised_run_times_both_kinds_of_step_before_it_trains(
     )
     assert result.report["semi_supervision"]["method"] == "fixmatch"
     [costs] = reporter.estimates
-    # ceil(0.2 of 2 steps): step 1 supervised, step 2 semi-supervised
-    assert (costs.steps, costs.slow_from, costs.start_step) == (2, 1, 0)
-    assert costs.fast_s > 0 and costs.slow_s > 0
+    assert (costs.steps, costs.start_step) == (2, 0)
+    assert [(phase.until, phase.kind) for phase in costs.phases] == kinds
+    assert all(phase.seconds > 0 for phase in costs.phases)
     assert result.report["step_costs"] == costs.to_dict()  # the estimate beside elapsed_s
