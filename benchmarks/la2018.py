@@ -30,7 +30,6 @@ are scored instead of the test volumes and are left out of the unlabelled scans,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import platform
@@ -372,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--recipe-set",
         action="append",
         default=[],
-        help="field=json of the CPU FinetuneRecipe (e.g. lr=0.003); the plan still applies",
+        help='field=json of the CPU FinetuneRecipe (e.g. lr=0.003, semi={"threshold": 0.9}); '
+        "the plan still applies",
     )
     bench.add_argument("-o", "--output", type=Path, required=True)
     bench.add_argument("-w", "--workspace", type=Path, required=True)
@@ -393,13 +393,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         name, _, value = item.partition("=")
         overrides[name] = json.loads(value)
     if args.recipe_set:
-        from salign_cli.train.recipe import CPU_RECIPE
+        from salign_cli.train.recipe import CPU_RECIPE, FinetuneRecipe
 
-        fields = {}
+        payload = CPU_RECIPE.to_dict()
         for item in args.recipe_set:
-            name, _, value = item.partition("=")
-            fields[name] = json.loads(value)
-        overrides["recipe"] = dataclasses.replace(CPU_RECIPE, **fields)
+            name, _, text = item.partition("=")
+            value = json.loads(text)
+            if isinstance(value, dict) and isinstance(payload.get(name), dict):
+                payload[name].update(value)  # e.g. semi={"threshold": 0.9}: one field of it
+            else:
+                payload[name] = value
+        overrides["recipe"] = FinetuneRecipe.from_dict(payload)
     runs = []
     args.output.mkdir(parents=True, exist_ok=True)
     for method in args.methods.split(","):

@@ -77,7 +77,9 @@ class SemiConfig:
     labelled and unlabelled slices) or ``none``. Both start after ``start_fraction`` of the steps
     (supervised until then, so the teacher has something to teach; BCP's own first stage) and
     ramp the unlabelled term up over ``ramp_fraction`` of the steps. ``threshold`` and
-    ``unlabelled_weight`` are FixMatch's τ and λ_u; ``pasted_weight`` weights BCP's
+    ``unlabelled_weight`` are FixMatch's τ and λ_u; ``unlabelled_fraction`` is the share of a
+    step's unlabelled slices FixMatch uses (teacher and student; 1 = as many as labelled ones,
+    fewer make a semi-supervised step cheaper; BCP pairs them one to one); ``pasted_weight`` weights BCP's
     pseudo-labelled part (its u_weight) and ``box_fraction`` is the side of the pasted box
     (and of the CutMix box) as a fraction of the patch.
     """
@@ -85,6 +87,7 @@ class SemiConfig:
     method: SemiMethod = "fixmatch"
     threshold: float = 0.95
     unlabelled_weight: float = 1.0
+    unlabelled_fraction: float = 1.0
     pasted_weight: float = 0.5
     start_fraction: float = 0.2
     ramp_fraction: float = 0.2
@@ -97,6 +100,10 @@ class SemiConfig:
             )
         if not 0 <= self.threshold < 1 or not 0 < self.box_fraction < 1:
             raise InputError("semi-supervision threshold and box fraction must lie in [0, 1)")
+        if not 0 < self.unlabelled_fraction <= 1:
+            raise InputError(
+                f"the unlabelled fraction must lie in (0, 1], got {self.unlabelled_fraction}"
+            )
         if self.unlabelled_weight < 0 or self.pasted_weight < 0:
             raise InputError("semi-supervision weights must be >= 0")
         if not 0 <= self.start_fraction < 1 or not 0 <= self.ramp_fraction <= 1:

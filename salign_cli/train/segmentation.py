@@ -181,6 +181,8 @@ class SemiSupervisedObjective(SegmentationObjective):
             outputs = super().forward(labelled)
             zero = torch.zeros((), device=outputs["loss"].device)  # type: ignore[union-attr]
             return {**outputs, "sup": outputs["loss"], "unsup": zero, "unsup_weight": 0.0}
+        if self.semi.method == "fixmatch":
+            unlabelled = _first_slices(unlabelled, self.semi.unlabelled_fraction)
         patch, zoom = self.view()
         with torch.no_grad():
             images, labels, _ = augment_batch(
@@ -308,6 +310,19 @@ def _zoomed(params: Mapping[str, torch.Tensor], zoom: float) -> Mapping[str, tor
     if zoom == 1.0:
         return params
     return {**params, "scale": torch.as_tensor(params["scale"]) * zoom}
+
+
+def _first_slices(batch: Mapping[str, Any], fraction: float) -> Mapping[str, Any]:
+    """The first ``fraction`` of a batch's samples (at least 2, so CutMix has a partner)."""
+    total = len(batch["image"])
+    keep = min(total, max(2, math.ceil(fraction * total)))
+    if keep == total:
+        return batch
+    return {
+        "image": batch["image"][:keep],
+        "valid": batch["valid"][:keep],
+        "augment": {key: value[:keep] for key, value in batch["augment"].items()},
+    }
 
 
 def _count_from_zero_when_missing(

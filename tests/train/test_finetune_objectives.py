@@ -8,6 +8,7 @@ import torch
 
 from salign_cli.data.augment import AugmentConfig
 from salign_cli.data.sampling import LabelledAndUnlabelled, LabelledSliceDataset
+from salign_cli.errors import InputError
 from salign_cli.model.unet import UNet2D, UNetConfig
 from salign_cli.train.recipe import SemiConfig
 from salign_cli.train.segmentation import SemiSupervisedObjective
@@ -77,3 +78,23 @@ def test_before_the_start_only_the_labelled_half_counts() -> None:
     outputs = semi(batch())
     assert outputs["unsup_weight"] == 0.0 and float(outputs["unsup"]) == 0.0
     assert torch.equal(outputs["loss"], outputs["sup"])
+
+
+@pytest.mark.parametrize(("fraction", "unlabelled_slices"), [(1.0, 4), (0.5, 2), (0.1, 2)])
+def test_fixmatch_uses_its_share_of_the_unlabelled_slices(fraction, unlabelled_slices) -> None:
+    semi = objective("fixmatch", start_fraction=0.0, ramp_fraction=0.0)
+    semi.semi = SemiConfig(
+        method="fixmatch", start_fraction=0.0, ramp_fraction=0.0, unlabelled_fraction=fraction
+    )
+    seen: list[tuple[str, int]] = []
+    for name, net in (("student", semi.unet), ("teacher", semi.ema.model)):
+        net.register_forward_pre_hook(lambda _, args, name=name: seen.append((name, len(args[0]))))
+    outputs = semi(batch())  # 4 labelled + 4 unlabelled samples
+    assert torch.isfinite(outputs["loss"])
+    # at least 2 unlabelled slices are kept, so CutMix always has a partner slice
+    assert seen == [("teacher", unlabelled_slices), ("student", 4), ("student", unlabelled_slices)]
+
+
+def test_the_unlabelled_fraction_must_be_a_share() -> None:
+    with pytest.raises(InputError, match="unlabelled fraction"):
+        SemiConfig(unlabelled_fraction=0.0)
