@@ -79,9 +79,9 @@ class SemiConfig:
     ramp the unlabelled term up over ``ramp_fraction`` of the steps. ``threshold`` and
     ``unlabelled_weight`` are FixMatch's τ and λ_u; ``unlabelled_fraction`` is the share of a
     step's unlabelled slices FixMatch uses (teacher and student; 1 = as many as labelled ones,
-    fewer make a semi-supervised step cheaper; BCP pairs them one to one); ``pasted_weight`` weights BCP's
-    pseudo-labelled part (its u_weight) and ``box_fraction`` is the side of the pasted box
-    (and of the CutMix box) as a fraction of the patch.
+    fewer make a semi-supervised step cheaper; BCP pairs them one to one); ``pasted_weight``
+    weights BCP's pseudo-labelled part (its u_weight) and ``box_fraction`` is the side of the
+    pasted box (and of the CutMix box) as a fraction of the patch.
     """
 
     method: SemiMethod = "fixmatch"

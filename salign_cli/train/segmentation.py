@@ -313,16 +313,17 @@ def _zoomed(params: Mapping[str, torch.Tensor], zoom: float) -> Mapping[str, tor
 
 
 def _first_slices(batch: Mapping[str, Any], fraction: float) -> Mapping[str, Any]:
-    """The first ``fraction`` of a batch's samples (at least 2, so CutMix has a partner)."""
+    """The first ``fraction`` of a collated batch's samples, every entry (the augmentation
+    draws too) cut alike; at least 2, so CutMix has a partner slice."""
     total = len(batch["image"])
     keep = min(total, max(2, math.ceil(fraction * total)))
     if keep == total:
         return batch
-    return {
-        "image": batch["image"][:keep],
-        "valid": batch["valid"][:keep],
-        "augment": {key: value[:keep] for key, value in batch["augment"].items()},
-    }
+
+    def cut(value: Any) -> Any:
+        return {k: cut(v) for k, v in value.items()} if isinstance(value, Mapping) else value[:keep]
+
+    return cut(batch)  # type: ignore[no-any-return]
 
 
 def _count_from_zero_when_missing(
