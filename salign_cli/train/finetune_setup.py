@@ -299,7 +299,7 @@ def plan_setup(
     base_bundle = None
     if base_spec != SCRATCH:
         base_bundle = load_base(base_spec, fingerprint.modality, notify)
-    overrides = plan_overrides(options, base_bundle, _ordered_names(class_names))
+    overrides = plan_overrides(options, recipe, base_bundle, _ordered_names(class_names))
     plan = plan_finetune(
         dataclasses.replace(fingerprint, unlabelled_scans=len(unlabelled_scans)),
         PlanBudget.of(recipe),
@@ -376,10 +376,15 @@ def continues_finetuned(base: Bundle | None, class_names: Sequence[str]) -> bool
 
 
 def plan_overrides(
-    options: FinetuneOptions, base: Bundle | None, class_names: Sequence[str] = ()
+    options: FinetuneOptions,
+    recipe: FinetuneRecipe,
+    base: Bundle | None,
+    class_names: Sequence[str] = (),
 ) -> PlanOverrides:
     """What the user's flags (and a base bundle's network) fix, leaving the rest to the plan:
-    a base fixes spacing, depth and slice axis, and a 2.5D base its context too."""
+    a base fixes spacing, depth and slice axis, and a 2.5D base its context too. The patch and
+    the slices a step come from ``recipe`` (the run's, ``--size`` and ``--batch-size`` already
+    in it), so a recipe that fixes them is obeyed rather than re-planned."""
     spacing: str | float | tuple[float, float] = options.spacing
     depth, context = None, options.context
     if base is not None:
@@ -390,8 +395,8 @@ def plan_overrides(
             context = base.contract.preprocessing.context
     return PlanOverrides(
         spacing=spacing,
-        patch_size=None if options.size is None else (options.size, options.size),
-        batch_size=options.batch_size,
+        patch_size=recipe.patch_size,
+        batch_size=recipe.batch_size,
         depth=depth,
         context=context,
         steps=options.steps,

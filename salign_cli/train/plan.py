@@ -254,13 +254,13 @@ def plan_finetune(
         reasons["depth"] = "fixed (the base bundle's network or --depth)"
     patch = fixed.patch_size or patch_size_for(shapes, depth, budget.max_patch_px)
     reasons["patch"] = (
-        "fixed by --size"
+        "fixed by --size or the recipe"
         if fixed.patch_size
         else f"the median slice rounded up to a multiple of {2**depth}"
     )
     batch = fixed.batch_size or slices_per_step(patch, budget.batch_pixels)
     reasons["batch"] = (
-        "fixed by --batch-size"
+        "fixed by --batch-size or the recipe"
         if fixed.batch_size
         else f"as many slices as fill {budget.batch_pixels:,} pixels"
     )

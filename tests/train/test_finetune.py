@@ -120,7 +120,7 @@ def test_finetune_from_scratch_writes_a_finetuned_bundle(synthetic: Path, tmp_pa
     # so does the plan, with the flags it was told (steps, batch, size) and what it chose
     plan = FinetunePlan.from_dict(contract.finetuning["plan"])
     assert (plan.steps, plan.batch_size, plan.patch_size) == (2, 2, (32, 32))
-    assert plan.reasons["patch"] == "fixed by --size" and plan.context == 0
+    assert plan.reasons["patch"] == "fixed by --size or the recipe" and plan.context == 0
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["validation"]["n_cases"] == 3
     # `salign segment` picks the newest fine-tuning run with a bundle.
@@ -196,11 +196,23 @@ def test_initial_network_keeps_the_bundle_and_replaces_the_head(make_bundle) -> 
     assert model.config.width == 4  # the bundle's architecture wins over the width default
     assert origin["base_model"] == str(folder) and preprocess.modality == "MR"
     # the bundle fixes what its network was trained with: spacing and depth
-    overrides = plan_overrides(FinetuneOptions(labels=1), bundle)
+    overrides = plan_overrides(FinetuneOptions(labels=1), CPU_RECIPE, bundle)
     assert overrides.depth == bundle.contract.architecture.depth
     assert overrides.spacing == (bundle.contract.preprocessing.target_spacing_mm or "native")
     with pytest.raises(InputError, match="MR bundle"):
         load_base(str(folder), "CT")
+
+
+def test_the_plan_obeys_a_recipe_that_fixes_the_patch_and_the_batch() -> None:
+    # a recipe's batch_size / patch_size (benchmarks' --set) were once re-planned silently
+    recipe = CPU_RECIPE.with_overrides(batch_size=16, patch_size=(32, 48))
+    overrides = plan_overrides(FinetuneOptions(labels=1), recipe, None)
+    assert (overrides.batch_size, overrides.patch_size) == (16, (32, 48))
+    flags = FinetuneOptions(labels=1, batch_size=12, size=40)
+    overrides = plan_overrides(flags, flags.resolved_recipe("cpu"), None)
+    assert (overrides.batch_size, overrides.patch_size) == (12, (40, 40))
+    planless = plan_overrides(FinetuneOptions(labels=1), CPU_RECIPE, None)
+    assert (planless.batch_size, planless.patch_size) == (None, None)
 
 
 def test_a_finetuned_model_of_the_same_classes_continues_with_its_head(make_bundle) -> None:
@@ -212,7 +224,7 @@ def test_a_finetuned_model_of_the_same_classes_continues_with_its_head(make_bund
     bundle = load_base(str(folder), "MR")
     assert continues_finetuned(bundle, list(classes))
     assert not continues_finetuned(bundle, ["background", "tumour"])
-    overrides = plan_overrides(FinetuneOptions(labels=1), bundle, list(classes))
+    overrides = plan_overrides(FinetuneOptions(labels=1), CPU_RECIPE, bundle, list(classes))
     assert overrides.continues_finetuned
     model, _, _ = initial_network(
         bundle, 2, _plan(context=0), modality="MR", width=8, seed=0, keep_head=True
