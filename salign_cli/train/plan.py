@@ -19,7 +19,11 @@ The rules (numbers in docs/benchmarks.md):
   (35×50 at 1 mm) already fits: it keeps 1 mm, 48×64, 32 slices.
 - **patch**: the median slice rounded up to a multiple of ``2**depth``, capped at
   ``max_patch_px`` (`patch_size_for`); **batch**: as many slices as fill ``batch_pixels``
-  (`slices_per_step`).
+  (`slices_per_step`) — on the cpu profile (``max_slice_passes`` 100) no more than the
+  recipe's steps need to draw each labelled slice ~100 times (multiples of `MIN_BATCH`, at
+  least `MIN_CAPPED_BATCH`):
+  hippocampus k = 5 (175 slices, 1,000 steps) takes 16 a step instead of 32, LA 2018 k = 4
+  (352 slices, 8 a step) is under the cap and keeps its 8.
 - **depth**: 4 down-samplings (the measured default), fewer when the patch's short side would
   leave a bottleneck under `MIN_BOTTLENECK_PX` pixels.
 - **slice axis**: across the coarsest spacing, axial for isotropic scans (`choose_slice_axis`).
@@ -80,6 +84,9 @@ CONTINUE_STEPS_FRACTION = 0.3
 # labelled slice is drawn about this many times: LA 2018 at k = 4 (352 slices, 8 a step) then
 # reaches the cpu profile's cap of 2,000 steps, the count measured on its validation scans.
 MIN_SLICE_PASSES = 50
+# The fewest slices a step the ``max_slice_passes`` cap leaves: the smallest batch measured
+# against the pixels' 32 (hippocampus k = 5, docs/benchmarks.md); fewer were never tried.
+MIN_CAPPED_BATCH = 16
 _COARSENING_STEP = 1.02  # the spacing search's multiplicative step
 # The smaller in-plane field of view (mm, median over the labelled scans) from which an MR
 # scan is augmented with a bias field: a receive coil's gain changes over ~10 cm; LA 2018's
@@ -131,11 +138,18 @@ class PlanBudget:
     max_patch_px: int
     steps: int
     max_steps_factor: float = 1.0
+    max_slice_passes: int | None = None
 
     @classmethod
     def of(cls, recipe: FinetuneRecipe) -> PlanBudget:
         """The budget a recipe gives its plan (one mapping, so no field is forgotten)."""
-        return cls(recipe.batch_pixels, recipe.max_patch_px, recipe.steps, recipe.max_steps_factor)
+        return cls(
+            recipe.batch_pixels,
+            recipe.max_patch_px,
+            recipe.steps,
+            recipe.max_steps_factor,
+            recipe.max_slice_passes,
+        )
 
 
 @dataclass(frozen=True)
@@ -258,12 +272,10 @@ def plan_finetune(
         if fixed.patch_size
         else f"the median slice rounded up to a multiple of {2**depth}"
     )
-    batch = fixed.batch_size or slices_per_step(patch, budget.batch_pixels)
-    reasons["batch"] = (
-        "fixed by --batch-size or the recipe"
-        if fixed.batch_size
-        else f"as many slices as fill {budget.batch_pixels:,} pixels"
-    )
+    if fixed.batch_size:
+        batch, reasons["batch"] = fixed.batch_size, "fixed by --batch-size or the recipe"
+    else:
+        batch, reasons["batch"] = _batch_for(fingerprint, slice_axis, patch, budget)
     slice_spacing = median[slice_axis]
     if fixed.context is not None:
         context, reasons["context"] = fixed.context, "fixed by --context"
@@ -439,12 +451,39 @@ def _target_spacing(
     return start, reason
 
 
+def _labelled_slices(fingerprint: Fingerprint, slice_axis: int) -> int:
+    return sum(scan.shape[slice_axis] for scan in fingerprint.scans)
+
+
+def _batch_for(
+    fingerprint: Fingerprint, slice_axis: int, patch: tuple[int, int], budget: PlanBudget
+) -> tuple[int, str]:
+    """As many slices as fill ``budget.batch_pixels`` — but, with ``max_slice_passes``, no
+    more than the recipe's steps need to draw each labelled slice about that often (a
+    multiple of `MIN_BATCH`, at least `MIN_CAPPED_BATCH`): past that a step's extra slices repeat
+    what the network has seen and only cost time (hippocampus k = 5: 16 slices a step
+    instead of 32, docs/benchmarks.md)."""
+    by_pixels = slices_per_step(patch, budget.batch_pixels)
+    reason = f"as many slices as fill {budget.batch_pixels:,} pixels"
+    if budget.max_slice_passes is None:
+        return by_pixels, reason
+    slices = _labelled_slices(fingerprint, slice_axis)
+    wanted = budget.max_slice_passes * slices // budget.steps
+    by_passes = max(MIN_CAPPED_BATCH, MIN_BATCH * (wanted // MIN_BATCH))
+    if by_passes >= by_pixels:
+        return by_pixels, reason
+    return by_passes, (
+        f"{budget.steps:,} steps of {by_passes} draw each of {slices} labelled slices "
+        f"~{budget.steps * by_passes / slices:.0f} times (at most {budget.max_slice_passes})"
+    )
+
+
 def _steps_for(
     fingerprint: Fingerprint, slice_axis: int, batch: int, budget: PlanBudget
 ) -> tuple[int, str]:
     """The recipe's steps, raised (at most ``budget.max_steps_factor``×) until each labelled
     slice is drawn about `MIN_SLICE_PASSES` times at ``batch`` slices a step."""
-    slices = sum(scan.shape[slice_axis] for scan in fingerprint.scans)
+    slices = _labelled_slices(fingerprint, slice_axis)
     wanted = -(-MIN_SLICE_PASSES * slices // batch)  # ceiling division
     cap = max(budget.steps, round(budget.steps * budget.max_steps_factor))
     steps = min(max(budget.steps, wanted), cap)

@@ -119,7 +119,9 @@ class FinetuneRecipe:
       segment` stacks the same neighbours);
     - schedule: ``steps`` optimiser steps of about ``batch_pixels`` pixels each (``batch_size``
       fixes the slice count instead; the plan may raise the steps up to ``max_steps_factor``
-      times for data whose labelled slices a step visits rarely), AdamW at ``lr`` with a
+      times for data whose labelled slices a step visits rarely, and with ``max_slice_passes``
+      it takes fewer slices a step for data whose labelled slices the steps would draw more
+      often than that), AdamW at ``lr`` with a
       linear warm-up over ``warmup_fraction`` of the steps, then cosine to
       ``lr * min_lr_ratio``; the first ``coarse_fraction`` of the steps see their patch at half
       resolution (twice the spacing, about a quarter of the pixels: `coarse_patch_size`);
@@ -143,6 +145,7 @@ class FinetuneRecipe:
     context: int = 1
     steps: int = 1000
     max_steps_factor: float = 2.0
+    max_slice_passes: int | None = None
     batch_size: int | None = None
     batch_pixels: int = 32 * 48 * 64
     max_patch_px: int = 256
@@ -174,8 +177,10 @@ class FinetuneRecipe:
         for name in ("width", "steps", "batch_pixels", "max_patch_px"):
             if getattr(self, name) < 1:
                 raise OptionError(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
+        for name in ("batch_size", "max_slice_passes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise OptionError(name, f"must be at least 1, got {value}")
         if not self.max_steps_factor >= 1:
             raise OptionError(
                 "max_steps_factor", f"must be at least 1, got {self.max_steps_factor}"
@@ -233,7 +238,17 @@ class FinetuneRecipe:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-CPU_RECIPE = FinetuneRecipe(lr=3e-3, warmup_fraction=0.3, min_lr_ratio=0.0)
+# The cpu profile's measured choices (docs/benchmarks.md): the one-cycle schedule, labelled
+# slices drawn at most ~100 times (fewer slices a step where 1,000 steps would draw more) and
+# FixMatch on half a step's unlabelled slices — the last two for time, at no validation loss
+# against the supervised recipe (hippocampus) or the full semi-supervised one (LA 2018).
+CPU_RECIPE = FinetuneRecipe(
+    lr=3e-3,
+    warmup_fraction=0.3,
+    min_lr_ratio=0.0,
+    max_slice_passes=100,
+    semi=SemiConfig(unlabelled_fraction=0.5),
+)
 GPU_RECIPE = FinetuneRecipe(
     profile="gpu",
     width=32,

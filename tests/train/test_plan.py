@@ -14,6 +14,7 @@ from salign_cli.train.plan import (
     BIAS_FIELD_MIN_FOV_MM,
     CONTINUE_STEPS_FRACTION,
     MIN_BATCH,
+    MIN_CAPPED_BATCH,
     MIN_SLICE_PASSES,
     FinetunePlan,
     Fingerprint,
@@ -53,10 +54,30 @@ def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
     # the plan must reproduce what the hippocampus numbers were measured with
     plan = plan_finetune(hippocampus_like(), CPU_BUDGET)
     assert plan.target_spacing_mm == (1.0, 1.0) and plan.slice_axis == 2
-    assert plan.patch_size == (48, 64) and plan.batch_size == 32
+    # 32 slices of 48×64 fill the pixels, but 1,000 steps of them draw each of the 175
+    # labelled slices ~183 times: capped at 100 passes, 17.5 slices, a multiple of 8 below
+    assert plan.patch_size == (48, 64) and plan.batch_size == 16
+    assert "~91 times (at most 100)" in plan.reasons["batch"]
     assert plan.depth == 4 and plan.context == 1 and plan.steps == 1000
     assert plan.semi and plan.largest_component
     assert not plan.bias_field  # 35 mm crops: the augmentation measured there had none
+
+
+def test_the_slices_a_step_are_capped_by_how_often_each_labelled_one_is_drawn() -> None:
+    assert CPU_BUDGET.max_slice_passes == 100 and GPU_RECIPE.max_slice_passes is None
+    # 10 scans: 350 slices × 100 / 1,000 = 35 → 32, what the pixels give anyway
+    assert plan_finetune(hippocampus_like(10), CPU_BUDGET).batch_size == 32
+    # 7 scans: 245 × 100 / 1,000 = 24.5 → 24; 1 scan: 3.5 → never under MIN_CAPPED_BATCH
+    assert plan_finetune(hippocampus_like(7), CPU_BUDGET).batch_size == 24
+    assert plan_finetune(hippocampus_like(1), CPU_BUDGET).batch_size == MIN_CAPPED_BATCH == 16
+    # LA k = 4: the pixels' 8 slices draw each of 352 only ~23 times: not capped
+    la = plan_finetune(la_like(), CPU_BUDGET)
+    assert la.batch_size == MIN_BATCH and "pixels" in la.reasons["batch"]
+    # without a cap (the gpu profile) the pixels decide; --batch-size always wins
+    uncapped = dataclasses.replace(CPU_BUDGET, max_slice_passes=None)
+    assert plan_finetune(hippocampus_like(), uncapped).batch_size == 32
+    fixed = plan_finetune(hippocampus_like(), CPU_BUDGET, PlanOverrides(batch_size=32))
+    assert fixed.batch_size == 32 and fixed.steps == 1000
 
 
 def test_continuing_a_finetuned_model_takes_a_share_of_the_steps() -> None:
@@ -69,7 +90,7 @@ def test_continuing_a_finetuned_model_takes_a_share_of_the_steps() -> None:
 
 def test_steps_rise_until_each_labelled_slice_is_drawn_often_enough_within_the_cap() -> None:
     assert MIN_SLICE_PASSES == 50
-    # hippocampus: 5 × 35 slices, 32 a step, 1,000 steps draw each ~183 times: kept
+    # hippocampus: 5 × 35 slices, 16 a step, 1,000 steps draw each ~91 times: kept
     assert plan_finetune(hippocampus_like(), CPU_BUDGET).steps == 1000
     # one 40-slice scan at 8 a step wants 50 × 40 / 8 = 250 steps: the recipe's 1,000 stay
     scan = ScanGeometry((128, 96, 40), (1.0, 1.0, 1.0), {1: 1}, {1: 40.0})
