@@ -110,7 +110,8 @@ def finetune(
         typer.Option(
             "--size",
             help="Square training patch in pixels. Default: planned, the median slice at the "
-            "planned spacing rounded up to a multiple of 2**depth.",
+            "planned spacing rounded to a multiple of 2**depth (to the nearest on the cpu "
+            "profile, up on the gpu one).",
         ),
     ] = None,
     context: Annotated[

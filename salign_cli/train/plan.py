@@ -16,9 +16,12 @@ The rules (numbers in docs/benchmarks.md):
   the smallest labelled structure — until a median slice fits `batch_pixels / MIN_BATCH` pixels.
   A step then holds at least `MIN_BATCH` slices: with LA 2018's 200×140 slices at 0.625 mm the
   old rule left 3 slices of 208×144 per step; at ~1 mm it is 8 of 128×96. MSD Hippocampus
-  (35×50 at 1 mm) already fits: it keeps 1 mm, 48×64, 32 slices.
-- **patch**: the median slice rounded up to a multiple of ``2**depth``, capped at
-  ``max_patch_px`` (`patch_size_for`); **batch**: as many slices as fill ``batch_pixels``
+  (35×50 at 1 mm) already fits: it keeps 1 mm.
+- **patch**: the median slice rounded to a multiple of ``2**depth`` — up (whole slices) on the
+  gpu profile, to the nearest on the cpu one (a crop up to half a multiple inside the slice:
+  hippocampus 32×48 instead of 48×64, LA 2018 128×96 either way) — capped at
+  ``max_patch_px`` (`patch_size_for`; the spacing and the depth rules still reckon whole
+  slices, which is what inference runs on); **batch**: as many slices as fill ``batch_pixels``
   (`slices_per_step`) — on the cpu profile (``max_slice_passes`` 100) no more than the
   recipe's steps need to draw each labelled slice ~100 times (multiples of `MIN_BATCH`, at
   least `MIN_CAPPED_BATCH`):
@@ -32,7 +35,7 @@ The rules (numbers in docs/benchmarks.md):
 - **steps**: the recipe's (1,000 on the cpu profile), raised — at most the recipe's
   ``max_steps_factor`` times (2 on the cpu profile; 1 on the gpu one, whose 2,000 steps were
   measured as they are) — until every labelled slice is drawn about `MIN_SLICE_PASSES` times.
-  Hippocampus' 5 × 35 slices at 32 a step pass 183 times in 1,000 steps and keep them; LA
+  Hippocampus' 5 × 35 slices at 16 a step pass 91 times in 1,000 steps and keep them; LA
   2018's 4 × 88 slices at 8 a step passed only 23 times: with the wider augmentation and the
   bias field, 2,000 steps then gave 0.865 validation Dice against 0.841 (before those, 2,000
   did not pay: 0.743 vs 0.747).
@@ -64,7 +67,12 @@ from salign_cli.data.preprocess import (
 )
 from salign_cli.errors import InputError
 from salign_cli.infer.postprocess import connected_components
-from salign_cli.train.recipe import FinetuneRecipe, patch_size_for, slices_per_step
+from salign_cli.train.recipe import (
+    FinetuneRecipe,
+    PatchRounding,
+    patch_size_for,
+    slices_per_step,
+)
 
 if TYPE_CHECKING:
     from salign_cli.train.scans import LabelledCase
@@ -87,6 +95,7 @@ MIN_SLICE_PASSES = 50
 # The fewest slices a step the ``max_slice_passes`` cap leaves: the smallest batch measured
 # against the pixels' 32 (hippocampus k = 5, docs/benchmarks.md); fewer were never tried.
 MIN_CAPPED_BATCH = 16
+_ROUNDED: dict[PatchRounding, str] = {"up": "up to a", "nearest": "to the nearest"}
 _COARSENING_STEP = 1.02  # the spacing search's multiplicative step
 # The smaller in-plane field of view (mm, median over the labelled scans) from which an MR
 # scan is augmented with a bias field: a receive coil's gain changes over ~10 cm; LA 2018's
@@ -139,6 +148,7 @@ class PlanBudget:
     steps: int
     max_steps_factor: float = 1.0
     max_slice_passes: int | None = None
+    patch_rounding: PatchRounding = "up"
 
     @classmethod
     def of(cls, recipe: FinetuneRecipe) -> PlanBudget:
@@ -149,6 +159,7 @@ class PlanBudget:
             recipe.steps,
             recipe.max_steps_factor,
             recipe.max_slice_passes,
+            recipe.patch_rounding,
         )
 
 
@@ -266,11 +277,13 @@ def plan_finetune(
         depth, reasons["depth"] = _depth_for(shapes, budget.max_patch_px)
     else:
         reasons["depth"] = "fixed (the base bundle's network or --depth)"
-    patch = fixed.patch_size or patch_size_for(shapes, depth, budget.max_patch_px)
+    patch = fixed.patch_size or patch_size_for(
+        shapes, depth, budget.max_patch_px, budget.patch_rounding
+    )
     reasons["patch"] = (
         "fixed by --size or the recipe"
         if fixed.patch_size
-        else f"the median slice rounded up to a multiple of {2**depth}"
+        else f"the median slice rounded {_ROUNDED[budget.patch_rounding]} multiple of {2**depth}"
     )
     if fixed.batch_size:
         batch, reasons["batch"] = fixed.batch_size, "fixed by --batch-size or the recipe"

@@ -54,10 +54,15 @@ def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
     # the plan must reproduce what the hippocampus numbers were measured with
     plan = plan_finetune(hippocampus_like(), CPU_BUDGET)
     assert plan.target_spacing_mm == (1.0, 1.0) and plan.slice_axis == 2
-    # 32 slices of 48×64 fill the pixels, but 1,000 steps of them draw each of the 175
-    # labelled slices ~183 times: capped at 100 passes, 17.5 slices, a multiple of 8 below
-    assert plan.patch_size == (48, 64) and plan.batch_size == 16
-    assert "~91 times (at most 100)" in plan.reasons["batch"]
+    # 35×50 slices: the nearest multiples of 16 (a crop inside the slice), not 48×64
+    assert plan.patch_size == (32, 48) and "nearest multiple of 16" in plan.reasons["patch"]
+    # 64 slices of 32×48 fill the pixels, but 1,000 steps of them would draw each of the 175
+    # labelled slices ~366 times: capped at 100 passes, 17.5 slices, a multiple of 8 below
+    assert plan.batch_size == 16 and "~91 times (at most 100)" in plan.reasons["batch"]
+    # the gpu profile (whole slices, no cap) keeps nnU-Net's rounding up and the pixels' batch
+    gpu = plan_finetune(hippocampus_like(), PlanBudget.of(GPU_RECIPE))
+    assert gpu.patch_size == (48, 64) and gpu.batch_size == 64
+    assert "rounded up to a multiple of 16" in gpu.reasons["patch"]
     assert plan.depth == 4 and plan.context == 1 and plan.steps == 1000
     assert plan.semi and plan.largest_component
     assert not plan.bias_field  # 35 mm crops: the augmentation measured there had none
@@ -65,7 +70,7 @@ def test_hippocampus_keeps_the_measured_cpu_defaults() -> None:
 
 def test_the_slices_a_step_are_capped_by_how_often_each_labelled_one_is_drawn() -> None:
     assert CPU_BUDGET.max_slice_passes == 100 and GPU_RECIPE.max_slice_passes is None
-    # 10 scans: 350 slices × 100 / 1,000 = 35 → 32, what the pixels give anyway
+    # 10 scans: 350 slices × 100 / 1,000 = 35 → 32 (the pixels would give 64)
     assert plan_finetune(hippocampus_like(10), CPU_BUDGET).batch_size == 32
     # 7 scans: 245 × 100 / 1,000 = 24.5 → 24; 1 scan: 3.5 → never under MIN_CAPPED_BATCH
     assert plan_finetune(hippocampus_like(7), CPU_BUDGET).batch_size == 24
@@ -75,7 +80,7 @@ def test_the_slices_a_step_are_capped_by_how_often_each_labelled_one_is_drawn() 
     assert la.batch_size == MIN_BATCH and "pixels" in la.reasons["batch"]
     # without a cap (the gpu profile) the pixels decide; --batch-size always wins
     uncapped = dataclasses.replace(CPU_BUDGET, max_slice_passes=None)
-    assert plan_finetune(hippocampus_like(), uncapped).batch_size == 32
+    assert plan_finetune(hippocampus_like(), uncapped).batch_size == 64
     fixed = plan_finetune(hippocampus_like(), CPU_BUDGET, PlanOverrides(batch_size=32))
     assert fixed.batch_size == 32 and fixed.steps == 1000
 
@@ -132,7 +137,8 @@ def test_coarsening_never_shrinks_the_smallest_structure_below_its_pixel_floor()
     scans = tuple(ScanGeometry(s.shape, s.spacing_mm, {1: 1}, {1: 25.0}) for s in la_like().scans)
     plan = plan_finetune(Fingerprint("MR", scans, 76), CPU_BUDGET)
     assert plan.target_spacing_mm == (0.625, 0.625)  # no coarsening fits: keep the detail
-    assert plan.patch_size == (208, 144) and plan.batch_size == 3
+    # the median 199×141 slice to the nearest multiples of 16; 98,304 pixels hold 3.6 of them
+    assert plan.patch_size == (192, 144) and plan.batch_size == 4
 
 
 def test_anisotropic_ct_slices_across_the_thick_axis_at_the_ct_floor() -> None:
@@ -196,7 +202,7 @@ def test_every_flag_overrides_the_field_it_names() -> None:
     assert (plan.batch_size, plan.depth, plan.context, plan.steps) == (5, 3, 0, 7)
     assert not plan.semi
     native = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(spacing="native"))
-    assert native.target_spacing_mm is None and native.patch_size == (208, 144)
+    assert native.target_spacing_mm is None and native.patch_size == (192, 144)
     base = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(spacing=(1.2, 1.1), depth=4))
     assert base.target_spacing_mm == (1.2, 1.1) and "base bundle" in base.reasons["spacing"]
 
