@@ -293,6 +293,61 @@ def test_older_schema_is_rebuilt_and_newer_one_refused(tmp_path: Path, workspace
         index_folders([tmp_path / "s"], workspace)
 
 
+def _failing_first_open(monkeypatch: pytest.MonkeyPatch, message: str) -> list[str]:
+    """Make the next `sqlite3.connect` give a connection whose first statement fails with
+    ``message`` (as SQLite says it); later connections are real. Returns the calls made."""
+    real_connect = sqlite3.connect
+    calls: list[str] = []
+
+    class FailsOnce:
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self.connection = connection
+
+        def execute(self, *args: object) -> None:
+            raise sqlite3.OperationalError(message)
+
+        def close(self) -> None:
+            self.connection.close()
+
+    def connect(*args: object, **kwargs: object) -> object:
+        calls.append("failing" if not calls else "real")
+        connection = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        return FailsOnce(connection) if len(calls) == 1 else connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return calls
+
+
+def test_a_busy_index_is_waited_for_not_rebuilt(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two processes switching a new file to WAL at once: SQLite may answer "database is
+    # locked" at once; that file is busy, not damaged, and its rows must survive
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    index_folders([tmp_path / "s"], workspace)
+    calls = _failing_first_open(monkeypatch, "database is locked")
+    write_nifti(tmp_path / "t" / "b.nii.gz")
+    assert index_folders([tmp_path / "t"], workspace).new == 1
+    assert calls[:2] == ["failing", "real"]
+    assert [r.case_id for r in load_index(workspace)] == ["a", "b"]  # a's row was kept
+
+
+def test_a_damaged_index_is_rebuilt_and_an_unopenable_one_named(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_nifti(tmp_path / "s" / "a.nii.gz")
+    workspace.mkdir(parents=True, exist_ok=True)
+    index_path = workspace / "index.sqlite"
+    index_path.write_bytes(b"not a database" * 400)  # SQLITE_NOTADB: rebuilt from the scans
+    assert index_folders([tmp_path / "s"], workspace).new == 1
+    assert [r.case_id for r in load_index(workspace)] == ["a"]
+    # any other failure (here a read-only file) is the user's to fix: named, nothing deleted
+    _failing_first_open(monkeypatch, "attempt to write a readonly database")
+    with pytest.raises(InputError, match=r"index.sqlite: cannot open the index .*permissions"):
+        index_folders([tmp_path / "s"], workspace)
+    assert index_path.exists()
+
+
 def test_load_index_without_an_index_says_what_to_run(workspace: Path) -> None:
     with pytest.raises(InputError, match="run `salign index DIR` first"):
         load_index(workspace)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from salign_cli.workspace import Workspace
 
 SCHEMA_VERSION = 2  # PRAGMA user_version; an older index is dropped and rebuilt from the scans
 BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another process's write to finish
+# What makes an index file "damaged" (rebuilt from the scans); a busy or locked file is not.
+DAMAGED_FILE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+BUSY_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+BUSY_RETRY_S = 0.05
 
 
 def load_index(workspace: Workspace | Path | str | None = None) -> list[ScanRecord]:
@@ -74,15 +79,21 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError:
-        connection.close()
-        path.unlink()  # a derived file: everything in it comes back from the scans
-        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        version = 0
+        connection, version = _connect_wal(path)
+    except sqlite3.DatabaseError as error:
+        if _error_name(error) not in DAMAGED_FILE_ERRORS:
+            raise InputError(
+                f"{path}: cannot open the index ({error}); check the workspace's permissions "
+                "and free space, then run `salign index DIR` again"
+            ) from error
+        # a derived file: everything in it comes back from the scans; its WAL files go with it
+        for damaged in (
+            path,
+            path.with_name(path.name + "-wal"),
+            path.with_name(path.name + "-shm"),
+        ):
+            damaged.unlink(missing_ok=True)
+        connection, version = _connect_wal(path)
     if version > SCHEMA_VERSION:
         connection.close()
         raise InputError(
@@ -103,6 +114,42 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
             )
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return connection
+
+
+def _connect_wal(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A connection in WAL mode, and the file's schema version.
+
+    Why the retry loop: when two processes open a new file at once, switching it to WAL can
+    answer ``SQLITE_BUSY`` at once, without SQLite's busy handler. Reading that as a damaged
+    file once made a second ``salign index`` delete the index under the first (a flaky CI
+    failure: "no such table: scans"); a busy file is waited for, like a busy write.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return connection, int(connection.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            if _error_name(error) not in BUSY_ERRORS or time.monotonic() > deadline:
+                raise
+        time.sleep(BUSY_RETRY_S)
+
+
+# SQLite's messages for the codes above: Python 3.10 records no error name, only the message
+_NAMES_OF_MESSAGES = {
+    "database is locked": "SQLITE_BUSY",
+    "database table is locked": "SQLITE_LOCKED",
+    "file is not a database": "SQLITE_NOTADB",
+    "database disk image is malformed": "SQLITE_CORRUPT",
+}
+
+
+def _error_name(error: sqlite3.Error) -> str | None:
+    """SQLite's name for the error (``SQLITE_BUSY``…), from Python ≥ 3.11's record of it or
+    from the message."""
+    return getattr(error, "sqlite_errorname", None) or _NAMES_OF_MESSAGES.get(str(error))
 
 
 def _row_from_record(record: ScanRecord) -> tuple[Any, ...]:
