@@ -3,6 +3,8 @@
     python benchmarks/la2018.py convert UAMT_DIR SCRATCH_DIR       # h5 -> NIfTI, once
     python benchmarks/la2018.py run SCRATCH_DIR --k 4 --seeds 0 -o OUT -w WS
     python benchmarks/la2018.py run SCRATCH_DIR --k 4 --validation 10 -o OUT -w WS   # choices
+    python benchmarks/la2018.py run SCRATCH_DIR --methods pretrained+semi --from RUN ...  # after
+                                                           # `salign pretrain` (RUN: its run folder)
     python benchmarks/la2018.py pack UAMT_DIR PACK_DIR --parts 3    # for the GPU machine
     python benchmarks/la2018.py unpack SCRATCH_DIR PACK_DIR/part-*  # there: -> convert's output
 
@@ -257,8 +259,13 @@ def run_one(
     seed: int,
     validation: int,
     overrides: dict[str, object],
+    pretrained: str | None = None,
 ) -> dict[str, object]:
-    """Fine-tune on the first k training ids and score the test (or validation) volumes."""
+    """Fine-tune on the first k training ids and score the test (or validation) volumes.
+
+    A method's first part is ``scratch`` or, with ``pretrained`` (a bundle or run folder of
+    `salign pretrain`), ``pretrained``: the network starts from that bundle.
+    """
     from salign_cli.infer.predictor import Predictor, segment_volume
     from salign_cli.io.volume import label_values, read_volume
     from salign_cli.train.finetune import finetune
@@ -271,15 +278,17 @@ def run_one(
     scored_folder = data / ("train" if validation else "test")
     base, _, unlabelled_use = method.partition("+")
     semi = SEMI_OF_METHOD.get(unlabelled_use)
-    if base != "scratch" or semi is None:
+    start = {"scratch": SCRATCH, "pretrained": pretrained}.get(base)
+    if start is None or semi is None:
         raise SystemExit(
-            f"method {method!r}: only scratch, scratch+semi (FixMatch) and scratch+bcp run here yet"
+            f"method {method!r}: scratch or pretrained (with --from), then nothing, +semi "
+            "(FixMatch) or +bcp"
         )
     started = time.perf_counter()
     result = finetune(
         [data / "train"],
         workspace=workspace,
-        base=SCRATCH,
+        base=start,
         options=FinetuneOptions(
             case_ids=tuple(labelled),
             exclude_case_ids=tuple(scored) if validation else (),
@@ -311,6 +320,7 @@ def run_one(
         "seed": seed,
         "scored_on": f"validation (last {validation} of train.list)" if validation else "test",
         "labelled": labelled,
+        "pretrained": pretrained,
         "finetune_s": round(finetune_s, 1),
         "segment_s_per_case": round(segment_s / len(scored), 2),
         "plan": plan,
@@ -374,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help='field=json of the CPU FinetuneRecipe (e.g. lr=0.003, semi={"threshold": 0.9}); '
         "the plan still applies",
     )
+    bench.add_argument(
+        "--from",
+        dest="pretrained",
+        help="bundle or run folder of `salign pretrain` that the pretrained methods start from",
+    )
     bench.add_argument("-o", "--output", type=Path, required=True)
     bench.add_argument("-w", "--workspace", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -418,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     seed=seed,
                     validation=args.validation,
                     overrides=overrides,
+                    pretrained=args.pretrained,
                 )
                 runs.append(run)
                 write_json(args.output / "results.json", {"env": environment(), "runs": runs})

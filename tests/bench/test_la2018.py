@@ -126,3 +126,20 @@ def test_pack_refuses_images_that_are_not_eight_bit(la2018, tmp_path: Path) -> N
     _write_uamt(tmp_path / "uamt", ["A1"], ["C3"])  # normal noise: 960 distinct values
     with pytest.raises(SystemExit, match=r"A1/mri_norm2\.h5: 960 distinct intensities"):
         la2018.pack(tmp_path / "uamt", tmp_path / "packed", 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "pretrained"),
+    [("pretrained+semi", None), ("sal+semi", "runs/pretrain-x"), ("scratch+mixup", None)],
+)
+def test_run_refuses_a_method_it_cannot_start(
+    la2018, tmp_path: Path, method: str, pretrained: str | None
+) -> None:
+    # "pretrained" needs the run folder of `salign pretrain` (--from); no other start or
+    # unlabelled use is known. The refusal comes before any fine-tuning.
+    (tmp_path / "splits.json").write_text(json.dumps({"train": ["a", "b"], "test": ["c"]}))
+    with pytest.raises(SystemExit, match="scratch or pretrained"):
+        la2018.run_one(
+            tmp_path, tmp_path / "ws", tmp_path / "out", method=method, k=1, seed=0,
+            validation=0, overrides={}, pretrained=pretrained,
+        )  # fmt: skip
