@@ -145,9 +145,11 @@ def pretrain(
     spacing: Annotated[
         str,
         typer.Option(
-            help="In-plane spacing the model is trained and run at: auto (median of the scans; "
-            "CT at least 1.5 mm, which keeps CPU inference near a minute per CT), native "
-            "(each scan's own), or mm (e.g. 1.0).",
+            help="In-plane spacing the model is trained and run at (a fine-tune from it "
+            "keeps it): auto (what `salign finetune` would plan from scratch on this device: "
+            "the median of the scans, CT at least 1.5 mm, coarsened where a step would hold "
+            "fewer than 8 whole slices, e.g. LA 2018's 0.625 mm MR to ~0.95 mm on a CPU), "
+            "native (each scan's own), or mm (e.g. 1.0).",
         ),
     ] = "auto",
     device: DeviceOption = "auto",

@@ -582,12 +582,15 @@ def to_canonical(volume: Volume) -> CanonicalVolume:
     return CanonicalVolume(array=np.ascontiguousarray(array), affine=affine)
 
 
-def canonical_grid(volume: Volume) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def canonical_grid(
+    volume: Volume | VolumeHeader,
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """The voxel shape and spacing (mm) :func:`to_canonical` gives ``volume``, from the header
     alone: reorienting only permutes and flips axes, so no voxel needs moving to know them."""
     shape, spacing = [0, 0, 0], [0.0, 0.0, 0.0]
+    stored = grid_shape(volume)
     for axis, (target, _flip) in enumerate(_canonical_transform(volume.affine)):
-        shape[int(target)] = volume.shape[axis]
+        shape[int(target)] = stored[axis]
         spacing[int(target)] = volume.spacing_mm[axis]
     return (shape[0], shape[1], shape[2]), (spacing[0], spacing[1], spacing[2])
 

@@ -365,6 +365,16 @@ def load_base(base: str, modality: str, notify: Callable[[str], None] | None = N
     return bundle
 
 
+def is_alignment_pretraining(base: Bundle | None) -> bool:
+    """Whether ``base`` is a SAL pre-training: the plan then raises the steps less (what was
+    measured; an untrained ``--method scratch`` or a PCL bundle keeps the from-scratch rule)."""
+    return (
+        base is not None
+        and base.contract.kind == "pretrained"
+        and (base.contract.pretraining or {}).get("method") == "sal"
+    )
+
+
 def continues_finetuned(base: Bundle | None, class_names: Sequence[str]) -> bool:
     """Whether ``base`` is a fine-tuned model of exactly these classes: then its head is kept
     and the plan takes a shorter schedule (more labels for the same task)."""
@@ -404,6 +414,7 @@ def plan_overrides(
         bias_field=options.bias_field,
         slice_axis_from_base=base is not None,
         continues_finetuned=continues_finetuned(base, class_names),
+        from_alignment=is_alignment_pretraining(base),
     )
 
 

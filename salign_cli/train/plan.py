@@ -38,7 +38,9 @@ The rules (numbers in docs/benchmarks.md):
   Hippocampus' 5 × 35 slices at 16 a step pass 91 times in 1,000 steps and keep them; LA
   2018's 4 × 88 slices at 8 a step passed only 23 times: with the wider augmentation and the
   bias field, 2,000 steps then gave 0.865 validation Dice against 0.841 (before those, 2,000
-  did not pay: 0.743 vs 0.747).
+  did not pay: 0.743 vs 0.747). From a SAL pre-training (`salign pretrain`) the raise stops at
+  `PRETRAINED_MAX_STEPS_FACTOR`× (LA 2018 k = 4: 1,600 steps, at the validation Dice of 2,000
+  from scratch); hippocampus' steps are not raised, so its plan is the same either way.
 - **semi-supervision**: when there are at least as many unlabelled scans as labelled ones
   (FixMatch added 6.2 points at k = 1 and 0.7 at k = 5 on hippocampus, never lost).
 - **largest component**: kept for a class when every labelled scan shows it in one piece (the
@@ -92,6 +94,11 @@ CONTINUE_STEPS_FRACTION = 0.3
 # labelled slice is drawn about this many times: LA 2018 at k = 4 (352 slices, 8 a step) then
 # reaches the cpu profile's cap of 2,000 steps, the count measured on its validation scans.
 MIN_SLICE_PASSES = 50
+# From a SAL-pre-trained network the raise stops here (if the recipe's own cap is higher): on LA
+# 2018 k = 4, 1,600 steps from SAL scored the validation Dice of 2,000 from scratch in 80 % of
+# the time, and 1,000 from SAL 0.015 under it (docs/benchmarks.md, "LA 2018 after salign
+# pretrain").
+PRETRAINED_MAX_STEPS_FACTOR = 1.6
 # The fewest slices a step the ``max_slice_passes`` cap leaves: the smallest batch measured
 # against the pixels' 32 (hippocampus k = 5, docs/benchmarks.md); fewer were never tried.
 MIN_CAPPED_BATCH = 16
@@ -179,6 +186,7 @@ class PlanOverrides:
     bias_field: bool | None = None
     slice_axis_from_base: bool = False
     continues_finetuned: bool = False  # the base is a fine-tuned model of the same classes
+    from_alignment: bool = False  # the base is a SAL pre-training (`salign pretrain`)
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,9 @@ def plan_finetune(
             "of the same classes"
         )
     else:
-        steps, reasons["steps"] = _steps_for(fingerprint, slice_axis, batch, budget)
+        steps, reasons["steps"] = _steps_for(
+            fingerprint, slice_axis, batch, budget, fixed.from_alignment
+        )
     labelled = len(fingerprint.scans)
     if fixed.semi is not None:
         semi = fixed.semi
@@ -338,6 +348,25 @@ def plan_finetune(
         reasons=reasons,
         bias_field=bias_field,
     )
+
+
+def planned_spacing(
+    grids: Sequence[tuple[tuple[int, int, int], tuple[float, float, float]]],
+    modality: str,
+    budget: PlanBudget,
+) -> tuple[float, float] | None:
+    """The in-plane spacing `plan_finetune` would choose for scans of these canonical grids
+    (shape, spacing), without labels (so without the smallest-structure floor).
+
+    `salign pretrain` trains at it by default: a fine-tune from its bundle keeps the bundle's
+    spacing, so the pre-training must already run where a fine-tune from scratch would (LA
+    2018: ~1 mm, not the scans' 0.625 mm, which would leave 3 slices a step).
+    """
+    fingerprint = Fingerprint(modality, tuple(ScanGeometry(shape, sp) for shape, sp in grids))
+    slice_axis = choose_slice_axis(fingerprint.median_spacing())
+    inplane_axes = [axis for axis in range(3) if axis != slice_axis]
+    spacing, _ = _target_spacing(fingerprint, budget, PlanOverrides(), inplane_axes, MAX_DEPTH)
+    return spacing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,20 +521,31 @@ def _batch_for(
 
 
 def _steps_for(
-    fingerprint: Fingerprint, slice_axis: int, batch: int, budget: PlanBudget
+    fingerprint: Fingerprint,
+    slice_axis: int,
+    batch: int,
+    budget: PlanBudget,
+    from_alignment: bool = False,
 ) -> tuple[int, str]:
-    """The recipe's steps, raised (at most ``budget.max_steps_factor``×) until each labelled
-    slice is drawn about `MIN_SLICE_PASSES` times at ``batch`` slices a step."""
+    """The recipe's steps, raised (at most ``budget.max_steps_factor``×, from a SAL
+    pre-training at most `PRETRAINED_MAX_STEPS_FACTOR`×) until each labelled slice is drawn
+    about `MIN_SLICE_PASSES` times at ``batch`` slices a step."""
     slices = _labelled_slices(fingerprint, slice_axis)
     wanted = -(-MIN_SLICE_PASSES * slices // batch)  # ceiling division
-    cap = max(budget.steps, round(budget.steps * budget.max_steps_factor))
+    factor = budget.max_steps_factor
+    if from_alignment:
+        factor = min(factor, PRETRAINED_MAX_STEPS_FACTOR)
+    cap = max(budget.steps, round(budget.steps * factor))
     steps = min(max(budget.steps, wanted), cap)
     passes = steps * batch / slices
     if steps == budget.steps:
         return steps, f"the recipe's: each of {slices} labelled slices drawn ~{passes:.0f} times"
+    limit = f"at most {factor:g}×" + (
+        ", from a SAL pre-training" if factor < budget.max_steps_factor else ""
+    )
     return steps, (
         f"the recipe's {budget.steps:,} raised so each of {slices} labelled slices is drawn "
-        f"~{passes:.0f} times (at most {budget.max_steps_factor:g}×)"
+        f"~{passes:.0f} times ({limit})"
     )
 
 

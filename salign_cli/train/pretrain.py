@@ -50,6 +50,7 @@ from salign_cli.data.sampling import PairAugmentConfig, SlicePairDataset
 from salign_cli.device import resolve_device
 from salign_cli.errors import InputError, OptionError
 from salign_cli.io.atomic import write_json
+from salign_cli.io.volume import canonical_grid, read_header
 from salign_cli.model.heads import SALHeadsConfig, SALNetwork
 from salign_cli.model.unet import UNet2D, UNetConfig, feature_levels
 from salign_cli.objectives.alignment import (
@@ -79,6 +80,8 @@ from salign_cli.train.engine import (
     TrainConfig,
     train,
 )
+from salign_cli.train.plan import PlanBudget, planned_spacing
+from salign_cli.train.recipe import profile_for_device, recipe_for
 from salign_cli.train.scans import (
     ScanEntry,
     load_cached_slices,
@@ -256,8 +259,24 @@ def plan_pretrain_setup(
         options=resolved,
         train_config=train_config or TrainConfig(steps=PRETRAIN_STEPS, batch_size=PRETRAIN_PAIRS),
         scans=tuple(scans),
-        preprocess=preprocess_config_for(scans, resolved.spacing),
+        preprocess=pretraining_preprocess(scans, resolved.spacing, device),
         base_model=base,
+    )
+
+
+def pretraining_preprocess(
+    scans: Sequence[ScanEntry], spacing: str | float, device: torch.device
+) -> PreprocessConfig:
+    """The scans' preprocessing; ``auto`` spacing is what a fine-tune from scratch would plan on
+    this device (`planned_spacing`, from the scans' headers), because a fine-tune from the
+    bundle keeps the bundle's spacing: on LA 2018 ~1 mm, not the scans' 0.625 mm."""
+    config = preprocess_config_for(scans, spacing)
+    if str(spacing) != "auto":
+        return config
+    grids = [canonical_grid(read_header(scan.image_path)) for scan in scans]
+    budget = PlanBudget.of(recipe_for(profile_for_device(device.type)))
+    return dataclasses.replace(
+        config, target_spacing_mm=planned_spacing(grids, config.modality, budget)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ from salign_cli.train.finetune_setup import (
     FinetuneSetup,
     continues_finetuned,
     initial_network,
+    is_alignment_pretraining,
     load_base,
     plan_overrides,
     plan_setup,
@@ -356,3 +358,22 @@ def test_a_semi_supervised_run_times_each_kind_of_step_before_it_trains(
     assert [(phase.until, phase.kind) for phase in costs.phases] == kinds
     assert all(phase.seconds > 0 for phase in costs.phases)
     assert result.report["step_costs"] == costs.to_dict()  # the estimate beside elapsed_s
+
+
+def test_only_a_sal_pretraining_plans_the_shorter_schedule(make_bundle) -> None:
+    classes = ("background", "foreground")
+    untrained = load_base(str(make_bundle(kind="pretrained", classes=classes)), "MR")
+    assert untrained.contract.pretraining is not None
+    assert untrained.contract.pretraining["method"] == "scratch"
+    sal = dataclasses.replace(
+        untrained,
+        contract=dataclasses.replace(
+            untrained.contract, pretraining={**untrained.contract.pretraining, "method": "sal"}
+        ),
+    )
+    finetuned = load_base(str(make_bundle(kind="finetuned", classes=classes)), "MR")
+    assert is_alignment_pretraining(sal)
+    assert not any(map(is_alignment_pretraining, (untrained, finetuned, None)))
+    options = FinetuneOptions(labels=1)
+    assert plan_overrides(options, CPU_RECIPE, sal).from_alignment
+    assert not plan_overrides(options, CPU_RECIPE, untrained).from_alignment

@@ -16,6 +16,7 @@ from salign_cli.train.plan import (
     MIN_BATCH,
     MIN_CAPPED_BATCH,
     MIN_SLICE_PASSES,
+    PRETRAINED_MAX_STEPS_FACTOR,
     FinetunePlan,
     Fingerprint,
     PlanBudget,
@@ -23,6 +24,7 @@ from salign_cli.train.plan import (
     ScanGeometry,
     fingerprint_of,
     plan_finetune,
+    planned_spacing,
     scan_geometry,
 )
 from salign_cli.train.recipe import CPU_RECIPE, GPU_RECIPE
@@ -113,6 +115,23 @@ def test_steps_rise_until_each_labelled_slice_is_drawn_often_enough_within_the_c
     assert GPU_RECIPE.max_steps_factor == 1.0 and CPU_RECIPE.max_steps_factor == 2.0
 
 
+def test_a_sal_pretraining_stops_the_raise_earlier_and_changes_nothing_unraised() -> None:
+    assert PRETRAINED_MAX_STEPS_FACTOR == 1.6
+    after_sal = PlanOverrides(from_alignment=True)
+    # LA k = 4 wants 2,200 steps: from scratch capped at 2×, from SAL at 1.6×
+    plan = plan_finetune(la_like(), CPU_BUDGET, after_sal)
+    assert plan.steps == 1600 and "(at most 1.6×, from a SAL pre-training)" in plan.reasons["steps"]
+    # five 40-slice scans want 1,250: under either cap, so the same either way
+    scan = ScanGeometry((128, 96, 40), (1.0, 1.0, 1.0), {1: 1}, {1: 40.0})
+    assert plan_finetune(Fingerprint("MR", (scan,) * 5, 0), CPU_BUDGET, after_sal).steps == 1250
+    # hippocampus (not raised) and the gpu profile (factor 1) keep their steps; --steps wins
+    assert plan_finetune(hippocampus_like(), CPU_BUDGET, after_sal).steps == 1000
+    gpu = plan_finetune(la_like(), PlanBudget.of(GPU_RECIPE), after_sal)
+    assert gpu.steps == GPU_RECIPE.steps and "SAL" not in gpu.reasons["steps"]
+    fixed = PlanOverrides(from_alignment=True, steps=300)
+    assert plan_finetune(la_like(), CPU_BUDGET, fixed).steps == 300
+
+
 def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> None:
     plan = plan_finetune(la_like(), CPU_BUDGET)
     # native 0.625 mm would give 208×144 patches, 3 per step; the plan coarsens by ~1.58
@@ -130,6 +149,26 @@ def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> No
     assert "coarsened" in plan.reasons["spacing"]
     # the smaller sides 0.625 × (140, 143, 141, 135) mm: median of 87.5 and 88.1
     assert plan.bias_field and "88 mm" in plan.reasons["bias_field"]
+
+
+def test_pretraining_plans_the_spacing_a_finetune_from_scratch_would() -> None:
+    # `salign pretrain`'s auto spacing: the plan's rule on the scans' grids, labels unknown
+    def grids(
+        fingerprint: Fingerprint,
+    ) -> list[tuple[tuple[int, int, int], tuple[float, float, float]]]:
+        return [(scan.shape, scan.spacing_mm) for scan in fingerprint.scans]
+
+    for data in (la_like(), hippocampus_like(), anisotropic_ct()):
+        spacing = planned_spacing(grids(data), data.modality, CPU_BUDGET)
+        assert spacing == plan_finetune(data, CPU_BUDGET).target_spacing_mm
+    la = planned_spacing(grids(la_like()), "MR", CPU_BUDGET)
+    assert la is not None and 0.95 < la[0] < 1.0  # coarsened from 0.625 mm
+    assert planned_spacing(grids(hippocampus_like()), "MR", CPU_BUDGET) == (1.0, 1.0)
+    # CT: floored at 1.5 mm; no modest coarsening fits a 512² slice, so the floor stays
+    assert planned_spacing(grids(anisotropic_ct()), "CT", CPU_BUDGET) == (1.5, 1.5)
+    # the gpu profile's larger steps keep finer slices
+    gpu = planned_spacing(grids(la_like()), "MR", PlanBudget.of(GPU_RECIPE))
+    assert gpu is not None and 0.625 < gpu[0] < la[0]
 
 
 def test_coarsening_never_shrinks_the_smallest_structure_below_its_pixel_floor() -> None:

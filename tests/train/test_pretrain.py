@@ -14,7 +14,13 @@ from tiny_training import make_tiny_task
 from salign_cli.bundles.store import build_model, load_bundle
 from salign_cli.data.synthetic import make_case
 from salign_cli.errors import InputError
-from salign_cli.train.pretrain import PretrainObjective, PretrainOptions, build_network
+from salign_cli.train.pretrain import (
+    PretrainObjective,
+    PretrainOptions,
+    build_network,
+    pretraining_preprocess,
+)
+from salign_cli.train.scans import ScanEntry
 
 TINY = ("--steps", "3", "--batch-size", "4", "--size", "16", "--width", "4", "-q")
 
@@ -225,3 +231,23 @@ def test_a_pretraining_setup_read_back_from_its_checkpoint_record_is_the_same(tm
         "train_config": setup.train_config.to_dict(),
     }
     assert PretrainSetup.from_checkpoint(stored) == setup
+
+
+def test_auto_spacing_is_what_a_finetune_from_scratch_would_plan(tmp_path: Path) -> None:
+    # LA-like scans (200×140 slices at 0.625 mm) would leave 3 slices a step at their own
+    # spacing; the fine-tune plan coarsens them, and a fine-tune keeps its base's spacing, so
+    # pre-training must coarsen them the same way. The scans are stored LPS-flipped and with
+    # the slice axis first: the rule reads their canonical (RAS) grid from the headers.
+    affine = np.zeros((4, 4))  # file axes (z, x, y): columns give each axis' world direction
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 0.625, -0.625, -0.625, 1.0
+    scans = []
+    for index in range(3):
+        path = tmp_path / f"la_{index}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((20, 200, 140), np.float32), affine), path)
+        scans.append(ScanEntry(f"la_{index}", str(path), "hash", "MR", (0.625,) * 3))
+    cpu = pretraining_preprocess(scans, "auto", torch.device("cpu")).target_spacing_mm
+    assert cpu is not None and cpu[0] == cpu[1] and 0.95 < cpu[0] < 1.0
+    # a CUDA device plans with the gpu profile's larger steps: finer; a number is obeyed
+    gpu = pretraining_preprocess(scans, "auto", torch.device("cuda")).target_spacing_mm
+    assert gpu is not None and 0.625 < gpu[0] < cpu[0]
+    assert pretraining_preprocess(scans, 0.8, torch.device("cpu")).target_spacing_mm == (0.8, 0.8)
