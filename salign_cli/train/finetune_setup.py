@@ -195,8 +195,10 @@ class FinetuneSetup:
 
     @property
     def lr_scale(self) -> float:
-        """Learning-rate scale of the pre-trained weights (1 from scratch)."""
-        return 1.0 if self.origin["base_model"] is None else self.recipe.pretrained_lr_scale
+        """Learning-rate scale of the pre-trained weights (1 from scratch); the recipe holds the
+        plan's (`plan_setup`)."""
+        scale = self.recipe.pretrained_lr_scale
+        return 1.0 if self.origin["base_model"] is None or scale is None else scale
 
     def describe(self) -> str:
         """The plan line `finetune` prints before training, one reason per choice below it."""
@@ -318,6 +320,7 @@ def plan_setup(
         patch_size=plan.patch_size,
         batch_size=plan.batch_size,
         augment=recipe.augment if plan.bias_field else recipe.augment.without_bias_field(),
+        pretrained_lr_scale=plan.pretrained_lr_scale,
     )
     model, preprocess, origin = initial_network(
         base_bundle,
@@ -366,8 +369,9 @@ def load_base(base: str, modality: str, notify: Callable[[str], None] | None = N
 
 
 def is_alignment_pretraining(base: Bundle | None) -> bool:
-    """Whether ``base`` is a SAL pre-training: the plan then raises the steps less (what was
-    measured; an untrained ``--method scratch`` or a PCL bundle keeps the from-scratch rule)."""
+    """Whether ``base`` is a SAL pre-training: the plan then raises the steps less and trains
+    its layers slower than the new head (what was measured; an untrained ``--method scratch``
+    or a PCL bundle keeps the from-scratch rules)."""
     return (
         base is not None
         and base.contract.kind == "pretrained"
@@ -415,6 +419,7 @@ def plan_overrides(
         slice_axis_from_base=base is not None,
         continues_finetuned=continues_finetuned(base, class_names),
         from_alignment=is_alignment_pretraining(base),
+        pretrained_lr_scale=recipe.pretrained_lr_scale,
     )
 
 

@@ -129,7 +129,8 @@ class FinetuneRecipe:
       ``lr * min_lr_ratio``; the first ``coarse_fraction`` of the steps see their patch at half
       resolution (twice the spacing, about a quarter of the pixels: `coarse_patch_size`);
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
-      bundle (the new head always trains at ``lr``);
+      bundle (the new head always trains at ``lr``; ``None``: the plan's, 0.3 from a SAL
+      pre-training and 1 otherwise, `salign_cli.train.plan.PRETRAINED_LR_SCALE`);
     - patch: the median labelled slice rounded to the U-Net's multiple, ``up`` (whole slices,
       padded) or to the ``nearest`` (a crop up to half a multiple inside the slice: MSD
       Hippocampus' 35×50 slices train on 32×48 instead of 48×64, whose padding was 43 % of
@@ -163,7 +164,7 @@ class FinetuneRecipe:
     warmup_fraction: float = 0.1
     min_lr_ratio: float = 0.01
     coarse_fraction: float = 0.0
-    pretrained_lr_scale: float = 1.0
+    pretrained_lr_scale: float | None = None
     foreground_fraction: float = 0.33
     mirror: Mirror = "auto"
     augment: AugmentConfig = WIDE_INTENSITY_AUGMENT
@@ -206,7 +207,7 @@ class FinetuneRecipe:
             raise InputError("warm-up and foreground fractions must lie in [0, 1)")
         if not 0 <= self.coarse_fraction < 1:
             raise OptionError("coarse_fraction", f"must lie in [0, 1), got {self.coarse_fraction}")
-        if not 0 < self.pretrained_lr_scale <= 1:
+        if self.pretrained_lr_scale is not None and not 0 < self.pretrained_lr_scale <= 1:
             raise OptionError(
                 "pretrained_lr_scale", f"must be in (0, 1], got {self.pretrained_lr_scale}"
             )
@@ -272,6 +273,7 @@ GPU_RECIPE = FinetuneRecipe(
     max_steps_factor=1.0,
     batch_pixels=64 * 48 * 64,
     max_patch_px=512,
+    pretrained_lr_scale=1.0,  # the plan's 0.3 from SAL was measured on the cpu profile only
 )
 
 

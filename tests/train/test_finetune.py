@@ -12,7 +12,7 @@ import torch
 
 from salign_cli.data.synthetic import write_dataset
 from salign_cli.errors import InputError
-from salign_cli.train.engine import RuntimeOptions
+from salign_cli.train.engine import RuntimeOptions, TrainConfig
 from salign_cli.train.finetune import SegmentationObjective, finetune
 from salign_cli.train.finetune_setup import (
     SCRATCH,
@@ -143,7 +143,10 @@ def test_resume_continues_with_the_stored_cases(synthetic: Path, tmp_path: Path)
     assert again.validation is None  # max_validation_cases=0 was stored with the run
 
 
-def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("method", "rate"), [("scratch", 1.0), ("sal", 0.3)])
+def test_default_base_is_the_newest_pretraining_run(
+    synthetic: Path, tmp_path: Path, method: str, rate: float
+) -> None:
     from salign_cli.bundles.store import load_bundle
     from salign_cli.train.pretrain import PretrainOptions, pretrain
 
@@ -153,7 +156,8 @@ def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: P
     pretrained = pretrain(
         [synthetic],
         workspace=workspace,
-        options=PretrainOptions(method="scratch", width=4, size=32),
+        options=PretrainOptions(method=method, width=4, size=32),  # type: ignore[arg-type]
+        train_config=TrainConfig(steps=2, batch_size=2, checkpoint_every=2),
         runtime=CPU,
     )
     result = finetune(
@@ -163,8 +167,11 @@ def test_default_base_is_the_newest_pretraining_run(synthetic: Path, tmp_path: P
     )
     contract = load_bundle(result.bundle_dir).contract
     assert contract.finetuning["base_model"] == str(pretrained.bundle_dir)
-    assert contract.pretraining["method"] == "scratch"
+    assert contract.pretraining["method"] == method
     assert contract.evaluation["held_out_cases"] == 1
+    # only a SAL pre-training's layers train slower; the plan says so and the recipe records it
+    assert contract.finetuning["recipe"]["pretrained_lr_scale"] == rate
+    assert FinetunePlan.from_dict(contract.finetuning["plan"]).pretrained_lr_scale == rate
 
 
 def _plan(**fields: object) -> FinetunePlan:
@@ -377,3 +384,7 @@ def test_only_a_sal_pretraining_plans_the_shorter_schedule(make_bundle) -> None:
     options = FinetuneOptions(labels=1)
     assert plan_overrides(options, CPU_RECIPE, sal).from_alignment
     assert not plan_overrides(options, CPU_RECIPE, untrained).from_alignment
+    # a recipe that fixes the pre-trained layers' rate passes it to the plan as an override
+    assert plan_overrides(options, CPU_RECIPE, sal).pretrained_lr_scale is None
+    slowed = dataclasses.replace(CPU_RECIPE, pretrained_lr_scale=0.5)
+    assert plan_overrides(options, slowed, sal).pretrained_lr_scale == 0.5

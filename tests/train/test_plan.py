@@ -16,6 +16,7 @@ from salign_cli.train.plan import (
     MIN_BATCH,
     MIN_CAPPED_BATCH,
     MIN_SLICE_PASSES,
+    PRETRAINED_LR_SCALE,
     PRETRAINED_MAX_STEPS_FACTOR,
     FinetunePlan,
     Fingerprint,
@@ -132,6 +133,24 @@ def test_a_sal_pretraining_stops_the_raise_earlier_and_changes_nothing_unraised(
     assert plan_finetune(la_like(), CPU_BUDGET, fixed).steps == 300
 
 
+def test_only_a_sal_pretraining_slows_the_pretrained_layers_and_the_recipe_can_fix_it() -> None:
+    assert PRETRAINED_LR_SCALE == 0.3
+    after_sal = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(from_alignment=True))
+    assert after_sal.pretrained_lr_scale == 0.3
+    assert "SAL pre-training" in after_sal.reasons["pretrained_lr_scale"]
+    # from scratch, a fine-tuned or an untrained base: the full rate, on either dataset
+    for fingerprint in (la_like(), hippocampus_like()):
+        plan = plan_finetune(fingerprint, CPU_BUDGET)
+        assert plan.pretrained_lr_scale == 1.0
+        assert "not a SAL pre-training" in plan.reasons["pretrained_lr_scale"]
+    # the recipe's value wins, from SAL or not (the gpu recipe keeps 1, unmeasured there)
+    fixed = PlanOverrides(from_alignment=True, pretrained_lr_scale=0.5)
+    assert plan_finetune(la_like(), CPU_BUDGET, fixed).pretrained_lr_scale == 0.5
+    assert CPU_RECIPE.pretrained_lr_scale is None and GPU_RECIPE.pretrained_lr_scale == 1.0
+    gpu = PlanOverrides(from_alignment=True, pretrained_lr_scale=GPU_RECIPE.pretrained_lr_scale)
+    assert plan_finetune(la_like(), PlanBudget.of(GPU_RECIPE), gpu).pretrained_lr_scale == 1.0
+
+
 def test_large_fine_slices_are_coarsened_until_a_step_holds_whole_slices() -> None:
     plan = plan_finetune(la_like(), CPU_BUDGET)
     # native 0.625 mm would give 208×144 patches, 3 per step; the plan coarsens by ~1.58
@@ -210,10 +229,11 @@ def test_the_bias_field_starts_at_its_field_of_view_and_follows_the_flag() -> No
     )
 
 
-def test_plans_written_before_the_bias_field_load_without_it() -> None:
-    older = plan_finetune(la_like(), CPU_BUDGET).to_dict()
-    del older["bias_field"]
-    assert FinetunePlan.from_dict(older).bias_field is False
+def test_plans_written_before_the_bias_field_and_the_rate_load_without_them() -> None:
+    older = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(from_alignment=True)).to_dict()
+    del older["bias_field"], older["pretrained_lr_scale"]
+    loaded = FinetunePlan.from_dict(older)
+    assert loaded.bias_field is False and loaded.pretrained_lr_scale == 1.0
     del older["semi"]
     with pytest.raises(InputError, match="needs the keys"):
         FinetunePlan.from_dict(older)
@@ -250,9 +270,10 @@ def test_plan_round_trips_and_describes_every_choice_with_a_reason() -> None:
     plan = plan_finetune(la_like(), CPU_BUDGET)
     assert FinetunePlan.from_dict(plan.to_dict()) == plan
     lines = plan.describe()
-    assert len(lines) == 10 and all(" — " in line and line.split(" — ")[1] for line in lines)
+    assert len(lines) == 11 and all(" — " in line and line.split(" — ")[1] for line in lines)
     assert lines[0].startswith("spacing: 0.9") and "patch: 128×96" in lines[2]
-    assert lines[-1].startswith("bias_field: on — MR slices")
+    assert lines[-2].startswith("bias_field: on — MR slices")
+    assert lines[-1].startswith("pretrained_lr_scale: 1× the rate — the full rate")
     with pytest.raises(InputError, match="needs the keys"):
         FinetunePlan.from_dict({**plan.to_dict(), "extra": 1})
 
