@@ -133,11 +133,23 @@ def test_a_sal_pretraining_stops_the_raise_earlier_and_changes_nothing_unraised(
     assert plan_finetune(la_like(), CPU_BUDGET, fixed).steps == 300
 
 
-def test_only_a_sal_pretraining_slows_the_pretrained_layers_and_the_recipe_can_fix_it() -> None:
+def test_a_sal_pretraining_slows_its_layers_only_where_slices_are_drawn_rarely() -> None:
     assert PRETRAINED_LR_SCALE == 0.3
-    after_sal = plan_finetune(la_like(), CPU_BUDGET, PlanOverrides(from_alignment=True))
+    sal = PlanOverrides(from_alignment=True)
+    # LA k = 4: 1,000 steps of 8 draw each of 352 slices 1000 × 8 / 352 ≈ 23 times (< 50)
+    after_sal = plan_finetune(la_like(), CPU_BUDGET, sal)
     assert after_sal.pretrained_lr_scale == 0.3
-    assert "SAL pre-training" in after_sal.reasons["pretrained_lr_scale"]
+    assert "~23 times (< 50)" in after_sal.reasons["pretrained_lr_scale"]
+    # hippocampus k = 5: 1,000 steps of 16 draw each of 175 slices ~91 times: the full rate
+    hippocampus = plan_finetune(hippocampus_like(), CPU_BUDGET, sal)
+    assert hippocampus.pretrained_lr_scale == 1.0
+    assert "~91 times (≥ 50)" in hippocampus.reasons["pretrained_lr_scale"]
+    # the boundary: four 40-slice scans at 8 a step are drawn exactly 50 times (full rate),
+    # five 40.0 times (slowed)
+    scan = ScanGeometry((128, 96, 40), (1.0, 1.0, 1.0), {1: 1}, {1: 40.0})
+    for count, rate in ((4, 1.0), (5, 0.3)):
+        plan = plan_finetune(Fingerprint("MR", (scan,) * count, 0), CPU_BUDGET, sal)
+        assert plan.batch_size == 8 and plan.pretrained_lr_scale == rate
     # from scratch, a fine-tuned or an untrained base: the full rate, on either dataset
     for fingerprint in (la_like(), hippocampus_like()):
         plan = plan_finetune(fingerprint, CPU_BUDGET)
