@@ -370,8 +370,8 @@ def load_base(base: str, modality: str, notify: Callable[[str], None] | None = N
 
 def is_alignment_pretraining(base: Bundle | None) -> bool:
     """Whether ``base`` is a SAL pre-training: the plan then raises the steps less and, where
-    the labelled slices are drawn rarely, trains its layers slower than the new head (what was measured; an untrained ``--method scratch``
-    or a PCL bundle keeps the from-scratch rules)."""
+    the labelled slices are drawn rarely, trains its layers slower than the new head (what was
+    measured; an untrained ``--method scratch`` or a PCL bundle keeps the from-scratch rules)."""
     return (
         base is not None
         and base.contract.kind == "pretrained"

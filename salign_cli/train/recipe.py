@@ -130,7 +130,8 @@ class FinetuneRecipe:
       resolution (twice the spacing, about a quarter of the pixels: `coarse_patch_size`);
       ``pretrained_lr_scale`` multiplies the rate of every layer that came from a pre-trained
       bundle (the new head always trains at ``lr``; ``None``: the plan's, 0.3 from a SAL
-      pre-training on rarely drawn slices and 1 otherwise, `salign_cli.train.plan.PRETRAINED_LR_SCALE`);
+      pre-training on rarely drawn slices and 1 otherwise,
+      `salign_cli.train.plan.PRETRAINED_LR_SCALE`);
     - patch: the median labelled slice rounded to the U-Net's multiple, ``up`` (whole slices,
       padded) or to the ``nearest`` (a crop up to half a multiple inside the slice: MSD
       Hippocampus' 35×50 slices train on 32×48 instead of 48×64, whose padding was 43 % of

@@ -145,7 +145,7 @@ def test_a_sal_pretraining_slows_its_layers_only_where_slices_are_drawn_rarely()
     assert hippocampus.pretrained_lr_scale == 1.0
     assert "~91 times (≥ 50)" in hippocampus.reasons["pretrained_lr_scale"]
     # the boundary: four 40-slice scans at 8 a step are drawn exactly 50 times (full rate),
-    # five 40.0 times (slowed)
+    # five only 40 times (slowed)
     scan = ScanGeometry((128, 96, 40), (1.0, 1.0, 1.0), {1: 1}, {1: 40.0})
     for count, rate in ((4, 1.0), (5, 0.3)):
         plan = plan_finetune(Fingerprint("MR", (scan,) * count, 0), CPU_BUDGET, sal)
