@@ -50,7 +50,7 @@ from salign_cli.config import known_fields
 from salign_cli.data.sampling import StepBatchSampler
 from salign_cli.device import resolve_device, uses_channels_last
 from salign_cli.errors import InputError, OptionError, SalignError
-from salign_cli.io.atomic import atomic_path
+from salign_cli.io.atomic import atomic_path, remove_stale_partials
 from salign_cli.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -435,6 +435,9 @@ def _train(
     optimizer = build_optimizer(module, config)
 
     start_step, last_checkpoint = 0, None
+    if context.is_main:
+        for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+            remove_stale_partials(folder)  # a run killed with -9 mid-write leaves its temporary
     if resume:
         checkpoint = latest_checkpoint(run_dir, reporter.on_message)
         load_checkpoint(checkpoint, module, optimizer)

@@ -168,6 +168,25 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(straight_optimizer[k], resumed_optimizer[k]) for k in straight_optimizer)
 
 
+def test_resume_removes_the_temporaries_of_a_run_killed_mid_write(tmp_path):
+    # kill -9 while a checkpoint is being written leaves `.step-N.partial-<pid>-*`; the process
+    # is gone, so no one else will ever rename or delete it
+    config = TrainConfig(steps=4, batch_size=2, checkpoint_every=100)
+    with pytest.raises(TrainingInterrupted):
+        train(_RegressionTask(), config, tmp_path, reporter=_Signal(at=2))
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = [
+        tmp_path / "checkpoints" / f".step-00000003.partial-{dead_pid}-0123456789ab.safetensors",
+        tmp_path / f".report.json.partial-{dead_pid}-0123456789ab",
+    ]
+    live = tmp_path / "checkpoints" / f".step-00000003.partial-{os.getpid()}-0123456789ab.json"
+    for path in (*stale, live):
+        path.write_bytes(b"half")
+    train(_RegressionTask(), config, tmp_path, resume=True)
+    assert [path.exists() for path in stale] == [False, False]
+    assert live.exists()  # a live writer's file is its own business
+
+
 def test_sigterm_saves_a_checkpoint(tmp_path):
     config = TrainConfig(steps=10, batch_size=2, checkpoint_every=100)
     with pytest.raises(TrainingInterrupted) as caught:
