@@ -234,11 +234,14 @@ class FinetunePlan:
     def from_dict(cls, payload: Mapping[str, Any]) -> FinetunePlan:
         """The inverse of `to_dict`; an unknown key, or a missing one other than those with
         defaults (plans from before them), is an `InputError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not names - {"bias_field", "pretrained_lr_scale"} <= set(payload) <= names:
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        if not names - defaults.keys() <= set(payload) <= names:
             raise InputError(
                 f"a fine-tuning plan needs the keys {sorted(names)}, got {sorted(payload)}"
             )
+        payload = {**defaults, **payload}
         spacing = payload["target_spacing_mm"]
         return cls(
             target_spacing_mm=None if spacing is None else (float(spacing[0]), float(spacing[1])),
@@ -251,8 +254,8 @@ class FinetunePlan:
             semi=bool(payload["semi"]),
             largest_component=bool(payload["largest_component"]),
             reasons={str(k): str(v) for k, v in payload["reasons"].items()},
-            bias_field=bool(payload.get("bias_field", False)),
-            pretrained_lr_scale=float(payload.get("pretrained_lr_scale", 1.0)),
+            bias_field=bool(payload["bias_field"]),
+            pretrained_lr_scale=float(payload["pretrained_lr_scale"]),
         )
 
     def describe(self) -> list[str]:
